@@ -1,0 +1,1 @@
+"""Loaders: SQLite, SQL databases and event files into the warehouse."""

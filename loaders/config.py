@@ -1,0 +1,85 @@
+"""Typed loader configuration (``loaders/loaders.yml``), resolved at the entry point.
+
+``${VAR}`` and ``${VAR:-default}`` in the YAML are replaced from the environment, so paths and
+URLs follow ``ROUNDTRIP_*`` settings without code changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loaders.errors import LoaderError
+from roundtrip.paths import PROJECT_ROOT
+
+DEFAULT_CONFIG = PROJECT_ROOT / "loaders" / "loaders.yml"
+_ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+TimestampKind = Literal["epoch_s", "epoch_ms", "iso"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SqliteTableConfig(_Strict):
+    name: str
+    primary_key: list[str]
+    cursor: str | None = None  # incremental when set: only rows with cursor > stored watermark
+    timestamps: dict[str, TimestampKind] = Field(default_factory=dict)
+    delete_propagation: bool = False  # delete warehouse rows whose key left the source
+
+
+class SqliteSourceConfig(_Strict):
+    path: str
+    target_schema: str = "raw_app"
+    tables: list[SqliteTableConfig]
+
+
+class SqlTableConfig(_Strict):
+    name: str
+    primary_key: list[str]
+    cursor: str | None = None
+
+
+class SqlSourceConfig(_Strict):
+    url: str  # SQLAlchemy / libpq URL
+    source_schema: str
+    target_schema: str
+    tables: list[SqlTableConfig]
+
+
+class FileStreamConfig(_Strict):
+    path: str  # folder or glob; local, gs://, s3://
+    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    strategy: Literal["transactional", "catalog"] = "transactional"
+    target_schema: str = "bronze"
+    table: str
+    columns: list[str] | None = None  # expected source fields, in order; others are an error
+
+
+class LoadersConfig(_Strict):
+    sqlite: dict[str, SqliteSourceConfig] = Field(default_factory=dict)
+    sql: dict[str, SqlSourceConfig] = Field(default_factory=dict)
+    files: dict[str, FileStreamConfig] = Field(default_factory=dict)
+
+
+def _expand(text: str) -> str:
+    return _ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+
+
+def load_config(path: Path | None = None) -> LoadersConfig:
+    path = path or Path(os.environ.get("ROUNDTRIP_LOADERS_CONFIG", DEFAULT_CONFIG))
+    try:
+        raw = yaml.safe_load(_expand(path.read_text()))
+    except OSError as exc:
+        raise LoaderError(f"cannot read loader configuration {path}: {exc}") from exc
+    try:
+        return LoadersConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        raise LoaderError(f"invalid loader configuration {path}:\n{exc}") from exc

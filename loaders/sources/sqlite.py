@@ -1,0 +1,171 @@
+"""SQLite tables -> warehouse, driven by configuration only.
+
+The schema is read from SQLite itself (``PRAGMA table_info``); declared types map to Arrow
+types by SQLite's affinity rules. Timestamp columns named in the configuration are converted
+exactly: epoch seconds (INTEGER or REAL with fractions) and ISO-8601 text become UTC timestamps
+with microseconds. NULL stays NULL in every type.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+
+from loaders.config import SqliteTableConfig, TimestampKind
+from loaders.errors import LoaderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SqliteColumn:
+    name: str
+    declared_type: str
+    not_null: bool
+    primary_key_position: int
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """SQLite type affinity (https://sqlite.org/datatype3.html, section 3.1)."""
+        declared = self.declared_type.upper()
+        if "INT" in declared:
+            return pa.int64()
+        if any(word in declared for word in ("CHAR", "CLOB", "TEXT")):
+            return pa.string()
+        if "BLOB" in declared or not declared:
+            return pa.binary() if "BLOB" in declared else pa.string()
+        if any(word in declared for word in ("REAL", "FLOA", "DOUB")):
+            return pa.float64()
+        if "BOOL" in declared:
+            return pa.bool_()
+        return pa.string()  # NUMERIC affinity: kept as text, exact
+
+
+def read_schema(con: sqlite3.Connection, table: str) -> list[SqliteColumn]:
+    rows = con.execute("select name, type, \"notnull\", pk from pragma_table_info(?)", [table]).fetchall()
+    if not rows:
+        raise LoaderError(f"SQLite table {table!r} does not exist or has no columns")
+    return [SqliteColumn(r[0], r[1] or "", bool(r[2]), int(r[3])) for r in rows]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _to_timestamp(values: list[object], kind: TimestampKind, column: str, table: str, first_row: int) -> pa.Array:
+    out: list[int | None] = []
+    for offset, value in enumerate(values):
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            if kind == "iso":
+                parsed = datetime.fromisoformat(str(value))
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=timezone.utc)
+                delta = parsed - datetime(1970, 1, 1, tzinfo=timezone.utc)
+                out.append((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+            else:
+                # repr() gives the shortest text that round-trips the float: exact microseconds
+                micros = Decimal(repr(value) if isinstance(value, float) else str(value)) * (
+                    1_000_000 if kind == "epoch_s" else 1_000
+                )
+                out.append(int(micros.to_integral_value()))
+        except (ValueError, ArithmeticError) as exc:
+            raise LoaderError(
+                f"SQLite table {table!r}, row {first_row + offset + 1}: column {column!r} value {value!r} "
+                f"is not a {kind} timestamp ({exc})"
+            ) from exc
+    return pa.array(out, pa.timestamp("us", tz="UTC"))
+
+
+def read_batches(
+    path: Path,
+    table: SqliteTableConfig,
+    since: object | None = None,
+    batch_rows: int = 100_000,
+) -> Iterator[tuple[pa.Table, object | None]]:
+    """Yield the table (or rows with ``cursor >= since``) as Arrow tables of ``batch_rows``,
+    each with the largest raw cursor value it holds (the next watermark).
+
+    ``>=`` rather than ``>``: rows sharing the watermark's value are read again and found
+    unchanged by the MERGE, so none is skipped at the boundary.
+    """
+    if not path.exists():
+        raise LoaderError(f"SQLite database {path} does not exist")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        columns = read_schema(con, table.name)
+        names = [c.name for c in columns]
+        for setting, wanted in (("primary_key", table.primary_key), ("timestamps", list(table.timestamps))):
+            missing = [n for n in wanted if n not in names]
+            if missing:
+                raise LoaderError(f"loaders.yml: table {table.name!r} {setting} names unknown column(s) {missing}")
+        if table.cursor and table.cursor not in names:
+            raise LoaderError(f"loaders.yml: table {table.name!r} cursor {table.cursor!r} is not a column")
+        query = f"select {', '.join(_quote(n) for n in names)} from {_quote(table.name)}"
+        params: list[object] = []
+        if table.cursor and since is not None:
+            query += f" where {_quote(table.cursor)} >= ?"
+            params.append(since)
+        order = [table.cursor] if table.cursor else []
+        query += " order by " + ", ".join(_quote(n) for n in order + table.primary_key)
+        cursor = con.execute(query, params)
+        read = 0
+        while rows := cursor.fetchmany(batch_rows):
+            arrays = []
+            for i, column in enumerate(columns):
+                values = [row[i] for row in rows]
+                kind = table.timestamps.get(column.name)
+                if kind:
+                    arrays.append(_to_timestamp(values, kind, column.name, table.name, read))
+                else:
+                    arrays.append(_typed(values, column, table.name, read))
+            read += len(rows)
+            raw_max = None
+            if table.cursor:
+                position = names.index(table.cursor)
+                raw_max = max((row[position] for row in rows if row[position] is not None), default=None)
+            yield pa.table(arrays, names=names), raw_max
+    finally:
+        con.close()
+
+
+def _typed(values: list[object], column: SqliteColumn, table: str, first_row: int) -> pa.Array:
+    wanted = column.arrow_type
+    try:
+        return pa.array(values, wanted)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        # SQLite stores any value in any column: name the first row that does not fit
+        for offset, value in enumerate(values):
+            try:
+                pa.array([value], wanted)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                raise LoaderError(
+                    f"SQLite table {table!r}, row {first_row + offset + 1}: column {column.name!r} "
+                    f"declared {column.declared_type or 'untyped'} holds {value!r} ({exc})"
+                ) from exc
+        raise
+
+
+def read_keys(path: Path, table: SqliteTableConfig) -> pa.Table:
+    """Every key currently in the source (for delete propagation)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        columns = {c.name: c for c in read_schema(con, table.name)}
+        rows = con.execute(
+            f"select {', '.join(_quote(k) for k in table.primary_key)} from {_quote(table.name)}"
+        ).fetchall()
+    finally:
+        con.close()
+    return pa.table(
+        [pa.array([r[i] for r in rows], columns[k].arrow_type) for i, k in enumerate(table.primary_key)],
+        names=table.primary_key,
+    )

@@ -1,0 +1,1 @@
+"""Reverse ETL: copy rows that dbt models shaped into operational Postgres and Redis."""

@@ -1,0 +1,3 @@
+from reverse_etl.cli import main
+
+main()

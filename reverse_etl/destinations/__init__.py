@@ -1,0 +1,1 @@
+"""Destinations of reverse syncs: one module each, behind ``Destination``."""

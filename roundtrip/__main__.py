@@ -1,0 +1,3 @@
+from roundtrip.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""Run dbt as a subprocess of the project's own environment (its progress shows as usual)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from roundtrip.errors import RoundtripError
+from roundtrip.paths import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+
+def dbt_executable() -> str:
+    beside_python = Path(sys.executable).parent / "dbt"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("dbt")
+    if not found:
+        raise RoundtripError("dbt is not installed in this environment: run `make setup`")
+    return found
+
+
+def run_dbt(args: Sequence[str], env: Mapping[str, str] | None = None, target: str | None = None) -> None:
+    """``dbt <args>`` in the project, with ``profiles/`` and the given extra environment."""
+    command = [dbt_executable(), *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT / "profiles")]
+    if target:
+        command += ["--target", target]
+    full_env = {**os.environ, **(env or {})}
+    log.info("running %s", " ".join(["dbt", *args] + (["--target", target] if target else [])))
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, env=full_env)
+    if completed.returncode != 0:
+        raise RoundtripError(f"`dbt {' '.join(args)}` failed with exit code {completed.returncode} (see its output above)")

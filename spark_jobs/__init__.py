@@ -1,0 +1,1 @@
+"""The medallion pipeline on Apache Spark, for volumes past one machine."""
