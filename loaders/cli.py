@@ -42,15 +42,21 @@ def _pick(available: dict, name: str | None, kind: str) -> dict:  # type: ignore
 def sqlite(
     source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks")] = False,
-    config: ConfigOpt = None, target: TargetOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """SQLite tables -> warehouse (MERGE on keys, incremental by cursor)."""
     configure_logging(debug)
     cfg = load_config(config)
     warehouse = open_warehouse(target)
     try:
-        reports = [r for name, src in _pick(cfg.sqlite, source, "sqlite").items()
-                   for r in jobs.load_sqlite(name, src, warehouse, full_refresh)]
+        reports = [
+            r
+            for name, src in _pick(cfg.sqlite, source, "sqlite").items()
+            for r in jobs.load_sqlite(name, src, warehouse, full_refresh)
+        ]
     finally:
         warehouse.close()
     _report("sqlite -> warehouse", reports, as_json)
@@ -60,15 +66,21 @@ def sqlite(
 def sql(
     source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks")] = False,
-    config: ConfigOpt = None, target: TargetOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """SQL database tables (the Postgres catalog) -> warehouse."""
     configure_logging(debug)
     cfg = load_config(config)
     warehouse = open_warehouse(target)
     try:
-        reports = [r for name, src in _pick(cfg.sql, source, "sql").items()
-                   for r in jobs.load_sql(name, src, warehouse, full_refresh)]
+        reports = [
+            r
+            for name, src in _pick(cfg.sql, source, "sql").items()
+            for r in jobs.load_sql(name, src, warehouse, full_refresh)
+        ]
     finally:
         warehouse.close()
     _report("sql -> warehouse", reports, as_json)
@@ -77,7 +89,10 @@ def sql(
 @app.command()
 def files(
     stream: Annotated[Optional[str], typer.Option(help="stream name in loaders.yml (default: all)")] = None,
-    config: ConfigOpt = None, target: TargetOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Event files -> bronze, each file once (a changed file replaces its rows)."""
     configure_logging(debug)

@@ -1,7 +1,8 @@
 """Typed loader configuration (``loaders/loaders.yml``), resolved at the entry point.
 
 ``${VAR}`` and ``${VAR:-default}`` in the YAML are replaced from the environment, so paths and
-URLs follow ``ROUNDTRIP_*`` settings without code changes.
+URLs follow ``ROUNDTRIP_*`` settings without code changes. ``ROUNDTRIP_APP_DB`` and
+``ROUNDTRIP_LANDING_PATH`` default to their places under ``ROUNDTRIP_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -69,8 +70,16 @@ class LoadersConfig(_Strict):
     files: dict[str, FileStreamConfig] = Field(default_factory=dict)
 
 
+def _path_defaults() -> dict[str, str]:
+    """Project paths that follow ROUNDTRIP_DATA_DIR (see roundtrip.paths)."""
+    from roundtrip import paths
+
+    return {"ROUNDTRIP_APP_DB": str(paths.app_sqlite_path()), "ROUNDTRIP_LANDING_PATH": str(paths.landing_dir())}
+
+
 def _expand(text: str) -> str:
-    return _ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+    values = {**_path_defaults(), **os.environ}
+    return _ENV_PATTERN.sub(lambda m: values.get(m.group(1), m.group(2) or ""), text)
 
 
 def load_config(path: Path | None = None) -> LoadersConfig:

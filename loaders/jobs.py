@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,23 +35,30 @@ class TableReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "source": self.source, "table": self.table, "read": self.read,
-            "inserted": self.result.inserted, "updated": self.result.updated,
-            "unchanged": self.result.unchanged, "deleted": self.result.deleted,
-            "files_loaded": self.files_loaded, "files_skipped": self.files_skipped,
+            "source": self.source,
+            "table": self.table,
+            "read": self.read,
+            "inserted": self.result.inserted,
+            "updated": self.result.updated,
+            "unchanged": self.result.unchanged,
+            "deleted": self.result.deleted,
+            "files_loaded": self.files_loaded,
+            "files_skipped": self.files_skipped,
             "seconds": round(self.seconds, 3),
         }
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _stamp(data: pa.Table, loaded_at: datetime) -> pa.Table:
     return data.append_column(LOADED_AT, pa.array([loaded_at] * data.num_rows, pa.timestamp("us", tz="UTC")))
 
 
-def load_sqlite(name: str, source: SqliteSourceConfig, warehouse: Warehouse, full_refresh: bool = False) -> list[TableReport]:
+def load_sqlite(
+    name: str, source: SqliteSourceConfig, warehouse: Warehouse, full_refresh: bool = False
+) -> list[TableReport]:
     """Every configured table: staging + MERGE on the keys, incremental by cursor, watermark kept
     in the same transaction as the rows it covers."""
     reports = []
@@ -67,12 +74,16 @@ def load_sqlite(name: str, source: SqliteSourceConfig, warehouse: Warehouse, ful
         with warehouse.transaction():
             for batch, raw_max in sqlite_source.read_batches(path, table, since):
                 report.read += batch.num_rows
-                report.result += warehouse.merge(source.target_schema, table.name, _stamp(batch, loaded_at), table.primary_key)
+                report.result += warehouse.merge(
+                    source.target_schema, table.name, _stamp(batch, loaded_at), table.primary_key
+                )
                 if raw_max is not None and (watermark is None or raw_max > watermark):
                     watermark = raw_max
             if table.delete_propagation:
                 keys = sqlite_source.read_keys(path, table)
-                report.result.deleted += warehouse.delete_missing(source.target_schema, table.name, table.primary_key, keys)
+                report.result.deleted += warehouse.delete_missing(
+                    source.target_schema, table.name, table.primary_key, keys
+                )
             if table.cursor and watermark is not None:
                 warehouse.set_state(state_key, json.dumps(watermark))
         report.seconds = time.perf_counter() - started
@@ -94,12 +105,16 @@ def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refr
             for batch in sql_source.read_table(source, table, since):
                 data = pa.Table.from_batches([batch])
                 report.read += data.num_rows
-                report.result += warehouse.merge(source.target_schema, table.name, _stamp(data, loaded_at), table.primary_key)
+                report.result += warehouse.merge(
+                    source.target_schema, table.name, _stamp(data, loaded_at), table.primary_key
+                )
                 if table.cursor and data.num_rows:
                     top = pc.max(data.column(table.cursor)).as_py()
                     watermark = top if watermark is None or top > watermark else watermark
             if table.cursor and watermark is not None:
-                warehouse.set_state(state_key, watermark.isoformat() if hasattr(watermark, "isoformat") else str(watermark))
+                warehouse.set_state(
+                    state_key, watermark.isoformat() if hasattr(watermark, "isoformat") else str(watermark)
+                )
         report.seconds = time.perf_counter() - started
         reports.append(report)
     return reports
@@ -145,7 +160,9 @@ def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> Tab
                         report.result.deleted += warehouse.delete_where(
                             stream.target_schema, stream.table, "_source_file", [source_file.path]
                         )
-                    report.result.inserted += warehouse.append(stream.target_schema, stream.table, _stamp(data, loaded_at))
+                    report.result.inserted += warehouse.append(
+                        stream.target_schema, stream.table, _stamp(data, loaded_at)
+                    )
                     seen[source_file.path] = source_file.fingerprint
                     warehouse.set_state(f"files:{name}:manifest", json.dumps(seen))
                 report.read += data.num_rows
@@ -157,7 +174,7 @@ def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> Tab
 
 
 def _empty(stream: FileStreamConfig) -> pa.Table:
-    columns = list(stream.columns or []) + ["_source_file"]
+    columns = [*(stream.columns or []), "_source_file"]
     table = pa.table({c: pa.array([], pa.string()) for c in columns})
     return table.append_column("_source_line", pa.array([], pa.int64()))
 

@@ -26,11 +26,20 @@ def endpoints_from_env() -> Endpoints:
 def list_syncs(debug: DebugOpt = False) -> None:
     """Syncs declared in dbt (target/manifest.json)."""
     configure_logging(debug)
-    print_table("syncs", [
-        {"sync": s.name, "model": s.model, "destination": s.settings.destination, "target": s.settings.target,
-         "mode": s.settings.mode, "key": ",".join(s.settings.primary_key)}
-        for s in load_specs()
-    ])
+    print_table(
+        "syncs",
+        [
+            {
+                "sync": s.name,
+                "model": s.model,
+                "destination": s.settings.destination,
+                "target": s.settings.target,
+                "mode": s.settings.mode,
+                "key": ",".join(s.settings.primary_key),
+            }
+            for s in load_specs()
+        ],
+    )
 
 
 @app.command()

@@ -33,8 +33,12 @@ class SyncResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
-        return {"sync": self.spec.name, "mode": self.spec.settings.mode, **self.counts.as_dict(),
-                "seconds": round(self.seconds, 3)}
+        return {
+            "sync": self.spec.name,
+            "mode": self.spec.settings.mode,
+            **self.counts.as_dict(),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def open_destination(spec: SyncSpec, endpoints: Endpoints) -> Destination:

@@ -32,7 +32,9 @@ def read_model(spec: SyncSpec) -> Iterator[pa.RecordBatch]:
             rest = [n for n in (settings.order_by or names) if n != settings.group_by]
             order = " order by " + ", ".join(f'"{n}"' for n in [settings.group_by, *rest])
         try:
-            reader = con.execute(f"select {projection} from {spec.relation}{order}").fetch_record_batch(settings.batch_rows)
+            reader = con.execute(f"select {projection} from {spec.relation}{order}").fetch_record_batch(
+                settings.batch_rows
+            )
         except Exception as exc:
             raise SyncError(f"sync {spec.name}: cannot read model {spec.model} ({spec.relation}): {exc}") from exc
         yield from reader

@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reverse_etl.errors import SyncError
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.paths import dbt_target_dir
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 
@@ -61,8 +61,8 @@ class SyncSpec(BaseModel):
     settings: SyncSettings
 
 
-def manifest_path(project_dir: Path = PROJECT_ROOT) -> Path:
-    return project_dir / "target" / "manifest.json"
+def manifest_path() -> Path:
+    return dbt_target_dir() / "manifest.json"
 
 
 def load_specs(path: Path | None = None) -> list[SyncSpec]:
@@ -83,7 +83,9 @@ def load_specs(path: Path | None = None) -> list[SyncSpec]:
             settings = SyncSettings.model_validate(raw)
         except ValidationError as exc:
             raise SyncError(f"exposure {exposure['name']!r}: invalid meta.sync:\n{exc}") from exc
-        specs.append(SyncSpec(name=exposure["name"], model=node["name"], relation=node["relation_name"], settings=settings))
+        specs.append(
+            SyncSpec(name=exposure["name"], model=node["name"], relation=node["relation_name"], settings=settings)
+        )
     return sorted(specs, key=lambda s: s.name)
 
 

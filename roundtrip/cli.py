@@ -26,14 +26,27 @@ Format = Annotated[str, typer.Option("--format", help="event files: jsonl, csv o
 
 
 def _config(seed: int, users: int, items: int, orders: int, clicks: int, days: int, end_date: str) -> SampleConfig:
-    return SampleConfig(seed=seed, users=users, items=items, orders=orders, clicks=clicks, days=days,
-                        end_date=date.fromisoformat(end_date))
+    return SampleConfig(
+        seed=seed,
+        users=users,
+        items=items,
+        orders=orders,
+        clicks=clicks,
+        days=days,
+        end_date=date.fromisoformat(end_date),
+    )
 
 
 @app.command()
 def demo(
-    seed: Seed = 42, users: Users = 5_000, items: Items = 2_000, orders: Orders = 50_000,
-    clicks: Clicks = 150_000, days: Days = 45, end_date: EndDate = "2026-11-20", fmt: Format = "jsonl",
+    seed: Seed = 42,
+    users: Users = 5_000,
+    items: Items = 2_000,
+    orders: Orders = 50_000,
+    clicks: Clicks = 150_000,
+    days: Days = 45,
+    end_date: EndDate = "2026-11-20",
+    fmt: Format = "jsonl",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -57,8 +70,14 @@ def demo(
 
 @app.command("generate")
 def generate_cmd(
-    seed: Seed = 42, users: Users = 5_000, items: Items = 2_000, orders: Orders = 50_000,
-    clicks: Clicks = 150_000, days: Days = 45, end_date: EndDate = "2026-11-20", fmt: Format = "jsonl",
+    seed: Seed = 42,
+    users: Users = 5_000,
+    items: Items = 2_000,
+    orders: Orders = 50_000,
+    clicks: Clicks = 150_000,
+    days: Days = 45,
+    end_date: EndDate = "2026-11-20",
+    fmt: Format = "jsonl",
     debug: DebugOpt = False,
 ) -> None:
     """Sample data only: SQLite users, the Postgres catalog (ROUNDTRIP_POSTGRES_URL), event files."""
@@ -71,11 +90,26 @@ def generate_cmd(
     pg_url = os.environ.get(POSTGRES_URL_ENV)
     if not pg_url:
         console.print(f"[yellow]{POSTGRES_URL_ENV} is not set: the catalog is not written to Postgres[/]")
-    report = generate(_config(seed, users, items, orders, clicks, days, end_date), paths.app_sqlite_path(),
-                      paths.landing_dir(), pg_url, fmt)
-    print_table("generated", [{"users": report.users, "items": report.items, "orders": report.orders,
-                               "clicks": report.clicks, "files": report.files,
-                               **{f"{k} s": round(v, 2) for k, v in report.seconds.items()}}])
+    report = generate(
+        _config(seed, users, items, orders, clicks, days, end_date),
+        paths.app_sqlite_path(),
+        paths.landing_dir(),
+        pg_url,
+        fmt,
+    )
+    print_table(
+        "generated",
+        [
+            {
+                "users": report.users,
+                "items": report.items,
+                "orders": report.orders,
+                "clicks": report.clicks,
+                "files": report.files,
+                **{f"{k} s": round(v, 2) for k, v in report.seconds.items()},
+            }
+        ],
+    )
 
 
 @app.command()

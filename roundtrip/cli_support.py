@@ -22,10 +22,17 @@ if not console.is_terminal:  # logs and CI: wide enough for the summary tables
 
 
 def configure_logging(debug: bool = False) -> None:
-    level = logging.DEBUG if debug else getattr(logging, os.environ.get("ROUNDTRIP_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    level = (
+        logging.DEBUG
+        if debug
+        else getattr(logging, os.environ.get("ROUNDTRIP_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    )
     logging.basicConfig(
-        level=level, format="%(message)s", datefmt="%H:%M:%S",
-        handlers=[RichHandler(console=err_console, show_path=debug, rich_tracebacks=True)], force=True,
+        level=level,
+        format="%(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[RichHandler(console=err_console, show_path=debug, rich_tracebacks=True)],
+        force=True,
     )
     for noisy in ("urllib3", "botocore", "google", "py4j", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -26,13 +26,35 @@ def dbt_executable() -> str:
     return found
 
 
-def run_dbt(args: Sequence[str], env: Mapping[str, str] | None = None, target: str | None = None) -> None:
-    """``dbt <args>`` in the project, with ``profiles/`` and the given extra environment."""
-    command = [dbt_executable(), *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT / "profiles")]
+def run_dbt(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    target: str | None = None,
+    target_path: Path | None = None,
+    quiet: bool = False,
+) -> None:
+    """``dbt <args>`` in the project, with ``profiles/`` and the given extra environment.
+
+    ``target_path`` moves dbt's output (manifest, compiled SQL) and logs elsewhere, so that
+    tests and parallel runs do not share ``target/``.
+    """
+    command = [
+        dbt_executable(),
+        *(["--quiet"] if quiet else []),
+        *args,
+        "--project-dir",
+        str(PROJECT_ROOT),
+        "--profiles-dir",
+        str(PROJECT_ROOT / "profiles"),
+    ]
     if target:
         command += ["--target", target]
+    if target_path:
+        command += ["--target-path", str(target_path), "--log-path", str(target_path / "logs")]
     full_env = {**os.environ, **(env or {})}
     log.info("running %s", " ".join(["dbt", *args] + (["--target", target] if target else [])))
     completed = subprocess.run(command, cwd=PROJECT_ROOT, env=full_env)
     if completed.returncode != 0:
-        raise RoundtripError(f"`dbt {' '.join(args)}` failed with exit code {completed.returncode} (see its output above)")
+        raise RoundtripError(
+            f"`dbt {' '.join(args)}` failed with exit code {completed.returncode} (see its output above)"
+        )

@@ -17,7 +17,14 @@ from typing import Any
 
 from roundtrip import paths
 from roundtrip.sample_data import SampleConfig, generate
-from roundtrip.services import POSTGRES_URL_ENV, REDIS_URL_ENV, PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
+from roundtrip.services import (
+    POSTGRES_URL_ENV,
+    REDIS_URL_ENV,
+    PostgresEndpoint,
+    RedisEndpoint,
+    postgres_server,
+    redis_server,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +82,13 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
 
         with _stage(report, "generate"):
             gen = generate(cfg, paths.app_sqlite_path(), paths.landing_dir(), pg.url(), fmt)
-            report.generated = {"users": gen.users, "items": gen.items, "orders": gen.orders,
-                                "clicks": gen.clicks, "files": gen.files}
+            report.generated = {
+                "users": gen.users,
+                "items": gen.items,
+                "orders": gen.orders,
+                "clicks": gen.clicks,
+                "files": gen.files,
+            }
 
         with _stage(report, "load"):
             config = load_config()
@@ -136,7 +148,9 @@ def destination_state(specs: list[Any], pg: PostgresEndpoint, rd: RedisEndpoint)
             if s.destination == "postgres":
                 schema, _, table = s.target.partition(".")
                 row = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchone()
-                out.append({"sync": spec.name, "where": f"postgres {s.target}", "rows or keys": int(row[0]) if row else 0})
+                out.append(
+                    {"sync": spec.name, "where": f"postgres {s.target}", "rows or keys": int(row[0]) if row else 0}
+                )
             else:
                 pattern = s.target
                 for field_name in ("{" + f + "}" for f in s.primary_key):

@@ -33,3 +33,8 @@ def app_sqlite_path() -> Path:
 
 def services_dir() -> Path:
     return data_dir() / "services"
+
+
+def dbt_target_dir() -> Path:
+    """dbt's output folder; ``DBT_TARGET_PATH`` is dbt's own setting, honoured by dbt too."""
+    return Path(os.environ.get("DBT_TARGET_PATH", PROJECT_ROOT / "target")).resolve()

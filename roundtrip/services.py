@@ -257,9 +257,21 @@ class LocalPostgres:
         logfile.touch()
         _hand_to_unprivileged(self.folder)
         init = subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
-            capture_output=True, text=True, **_run_as_kwargs(),  # type: ignore[call-overload]
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            **_run_as_kwargs(),  # type: ignore[call-overload]
         )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed in {pgdata}:\n{init.stderr.strip()}")
@@ -268,13 +280,30 @@ class LocalPostgres:
             raise ServiceError(f"cannot start PostgreSQL: port {port} on 127.0.0.1 is already in use")
         with open(logfile, "ab") as out:
             self.proc = subprocess.Popen(  # type: ignore[call-overload]
-                [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                 # throwaway cluster: durability is not wanted, speed is
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=200"],
-                stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(signal.SIGINT), **_run_as_kwargs(),
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-p",
+                    str(port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "unix_socket_directories=",
+                    # throwaway cluster: durability is not wanted, speed is
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _die_with_parent(signal.SIGINT),
+                **_run_as_kwargs(),
             )
         self.endpoint = PostgresEndpoint("127.0.0.1", port, "postgres", DEFAULT_DATABASE)
         self._wait_ready(logfile, timeout)
@@ -299,7 +328,9 @@ class LocalPostgres:
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise ServiceError(f"PostgreSQL did not accept connections within {timeout}s; see {logfile}")
+                    raise ServiceError(
+                        f"PostgreSQL did not accept connections within {timeout}s; see {logfile}"
+                    ) from None
                 time.sleep(0.1)
 
     def _create_database(self, name: str) -> None:
@@ -349,9 +380,23 @@ class LocalRedis:
         logfile = self.folder / "server.log"
         with open(logfile, "ab") as out:
             self.proc = subprocess.Popen(
-                [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no"],
-                stdout=out, stderr=subprocess.STDOUT,
+                [
+                    str(binary),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.folder),
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
             )
         self.endpoint = RedisEndpoint("127.0.0.1", port)

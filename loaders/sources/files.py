@@ -44,8 +44,14 @@ def list_files(stream: FileStreamConfig) -> list[SourceFile]:
         if not path.endswith(EXTENSIONS[stream.format]):
             continue
         fingerprint = str(
-            info.get("generation") or info.get("ETag") or info.get("etag") or info.get("md5Hash")
-            or info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+            info.get("generation")
+            or info.get("ETag")
+            or info.get("etag")
+            or info.get("md5Hash")
+            or info.get("mtime")
+            or info.get("LastModified")
+            or info.get("created")
+            or ""
         ).strip('"')
         found.append(SourceFile(protocol + path if protocol else path, int(info.get("size") or 0), fingerprint))
     return found

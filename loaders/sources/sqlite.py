@@ -12,7 +12,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -49,7 +49,7 @@ class SqliteColumn:
 
 
 def read_schema(con: sqlite3.Connection, table: str) -> list[SqliteColumn]:
-    rows = con.execute("select name, type, \"notnull\", pk from pragma_table_info(?)", [table]).fetchall()
+    rows = con.execute('select name, type, "notnull", pk from pragma_table_info(?)', [table]).fetchall()
     if not rows:
         raise LoaderError(f"SQLite table {table!r} does not exist or has no columns")
     return [SqliteColumn(r[0], r[1] or "", bool(r[2]), int(r[3])) for r in rows]
@@ -69,8 +69,8 @@ def _to_timestamp(values: list[object], kind: TimestampKind, column: str, table:
             if kind == "iso":
                 parsed = datetime.fromisoformat(str(value))
                 if parsed.tzinfo is None:
-                    parsed = parsed.replace(tzinfo=timezone.utc)
-                delta = parsed - datetime(1970, 1, 1, tzinfo=timezone.utc)
+                    parsed = parsed.replace(tzinfo=UTC)
+                delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
                 out.append((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
             else:
                 # repr() gives the shortest text that round-trips the float: exact microseconds

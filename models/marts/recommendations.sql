@@ -58,8 +58,9 @@ candidates as (
     from user_categories
     inner join recommendable_items on user_categories.category = recommendable_items.category
     left join purchases
-        on user_categories.user_id = purchases.user_id
-        and recommendable_items.item_id = purchases.item_id
+        on
+            user_categories.user_id = purchases.user_id
+            and recommendable_items.item_id = purchases.item_id
     where user_categories.category_rank = 1 and purchases.item_id is null
 ),
 
@@ -68,7 +69,7 @@ ranked as (
         user_id,
         item_id,
         round(score, 6) as score,
-        row_number() over (partition by user_id order by score desc, item_id) as recommendation_rank
+        row_number() over (partition by user_id order by score desc, item_id asc) as recommendation_rank
     from candidates
 )
 

@@ -14,14 +14,14 @@ orders_ranked as (
     select
         orders.*,
         case
-            when ingestion_id is null then 1
+            when orders.ingestion_id is null then 1
             else row_number() over (
-                partition by ingestion_id
+                partition by orders.ingestion_id
                 -- earliest delivery is the original; exact ties fall back to the record's fields
                 order by
-                    ingested_at nulls last, event_ts_raw nulls last, order_id nulls last,
-                    user_id nulls last, item_id nulls last, quantity nulls last,
-                    unit_price nulls last, session_id nulls last, currency nulls last
+                    orders.ingested_at nulls last, orders.event_ts_raw nulls last, orders.order_id nulls last,
+                    orders.user_id nulls last, orders.item_id nulls last, orders.quantity nulls last,
+                    orders.unit_price nulls last, orders.session_id nulls last, orders.currency nulls last
             )
         end as delivery_rank
     from orders

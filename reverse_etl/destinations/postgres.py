@@ -96,7 +96,7 @@ class PostgresDestination:
                 f"""with upserted as (
                         insert into {self.relation} as t ({cols})
                         select {cols} from _rt_stage
-                        on conflict ({', '.join(quote(k) for k in keys)}) {action}
+                        on conflict ({", ".join(quote(k) for k in keys)}) {action}
                         returning (xmax = 0) as is_insert
                     )
                     select count(*) filter (where is_insert), count(*) filter (where not is_insert) from upserted"""

@@ -11,49 +11,157 @@ rely on every kind being present.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 CATEGORIES = (
-    "books", "electronics", "fashion", "home", "garden", "toys", "sports", "beauty", "food", "music",
+    "books",
+    "electronics",
+    "fashion",
+    "home",
+    "garden",
+    "toys",
+    "sports",
+    "beauty",
+    "food",
+    "music",
 )
 EVENT_TYPES = ("search", "view", "click", "add_to_cart")
 # Text with accents, quotes, apostrophes, CJK and emoji: the loaders and syncs must keep it exact.
 FIRST_NAMES = (
-    "Zoë", "José", "Amélie", "Łukasz", "Ørjan", "Siobhán", "李雷", "Ana", "Jean-Noël", "Chloé",
-    "D'Artagnan", "Mary \"May\"", "Björn", "Çağla", "Noé", "Renée", "Olivia", "Hugo", "Inès", "Yūki",
+    "Zoë",
+    "José",
+    "Amélie",
+    "Łukasz",
+    "Ørjan",
+    "Siobhán",
+    "李雷",
+    "Ana",
+    "Jean-Noël",
+    "Chloé",
+    "D'Artagnan",
+    'Mary "May"',
+    "Björn",
+    "Çağla",
+    "Noé",
+    "Renée",
+    "Olivia",
+    "Hugo",
+    "Inès",
+    "Yūki",
 )
 LAST_NAMES = (
-    "O'Brien", "García", "Müller", "Lefèvre", "Nguyễn", "Smith", "Rossi", "Dubois", "Kowalski",
-    "Martin", "N'Diaye", "Bernard \"Ben\"", "Özdemir", "Durand", "Petit", "Moreau",
+    "O'Brien",
+    "García",
+    "Müller",
+    "Lefèvre",
+    "Nguyễn",
+    "Smith",
+    "Rossi",
+    "Dubois",
+    "Kowalski",
+    "Martin",
+    "N'Diaye",
+    'Bernard "Ben"',
+    "Özdemir",
+    "Durand",
+    "Petit",
+    "Moreau",
 )
 ADJECTIVES = (
-    "Vintage", "Eco-friendly", "Deluxe", "Mini", "Pro", "Classic", "Handmade", "Smart", "Crème",
-    "Naïve", "\"Signature\"", "L'Original", "Ultra", "Rétro", "Compact",
+    "Vintage",
+    "Eco-friendly",
+    "Deluxe",
+    "Mini",
+    "Pro",
+    "Classic",
+    "Handmade",
+    "Smart",
+    "Crème",
+    "Naïve",
+    '"Signature"',
+    "L'Original",
+    "Ultra",
+    "Rétro",
+    "Compact",
 )
 NOUNS = (
-    "lamp", "backpack", "novel", "headphones", "teapot", "sneakers", "puzzle", "yoga mat",
-    "café table", "jacket", "guitar", "blender", "scarf", "board game", "perfume", "rose bush",
+    "lamp",
+    "backpack",
+    "novel",
+    "headphones",
+    "teapot",
+    "sneakers",
+    "puzzle",
+    "yoga mat",
+    "café table",
+    "jacket",
+    "guitar",
+    "blender",
+    "scarf",
+    "board game",
+    "perfume",
+    "rose bush",
 )
 SEARCH_QUERIES = (
-    "lamp", "chaussures d'été", "\"vintage\" lamp", "café crème", "naïve art", "O'Reilly book",
-    "yoga mat 🧘", "écouteurs sans fil", "board game", "guitare", "北京 tea", "scarf; drop table",
-    "100% cotton", "back\\slash", "tab\there", "sneakers",
+    "lamp",
+    "chaussures d'été",
+    '"vintage" lamp',
+    "café crème",
+    "naïve art",
+    "O'Reilly book",
+    "yoga mat 🧘",
+    "écouteurs sans fil",
+    "board game",
+    "guitare",
+    "北京 tea",
+    "scarf; drop table",
+    "100% cotton",
+    "back\\slash",
+    "tab\there",
+    "sneakers",
 )
 # IRIS codes also present in seeds/iris_zones.csv (Corsican 2A/2B codes, leading zeros kept).
 IRIS_CODES = (
-    "751010101", "751010102", "751020301", "751156201", "691230101", "691230202", "130550101",
-    "130550102", "2A0040101", "2A0040102", "2A0040201", "2A2470101", "2B0330101", "2B0330102",
-    "2B0960101", "2B0500101", "060880101", "060880102", "310550101", "330630101", "593500101",
-    "441090101", "674820101", "341720101", "352380101", "010530101",
+    "751010101",
+    "751010102",
+    "751020301",
+    "751156201",
+    "691230101",
+    "691230202",
+    "130550101",
+    "130550102",
+    "2A0040101",
+    "2A0040102",
+    "2A0040201",
+    "2A2470101",
+    "2B0330101",
+    "2B0330102",
+    "2B0960101",
+    "2B0500101",
+    "060880101",
+    "060880102",
+    "310550101",
+    "330630101",
+    "593500101",
+    "441090101",
+    "674820101",
+    "341720101",
+    "352380101",
+    "010530101",
 )
 OFFSETS_MINUTES = np.array([120, -300, 330, 60, -180, 540])
 BAD_TIMESTAMPS = (
-    "", "not-a-timestamp", "2026-02-30T10:00:00Z", "2026-11-20 25:61:00", "1700000000",
-    "20/11/2026 10:00", "2026-13-01T00:00:00+01:00",
+    "",
+    "not-a-timestamp",
+    "2026-02-30T10:00:00Z",
+    "2026-11-20 25:61:00",
+    "1700000000",
+    "20/11/2026 10:00",
+    "2026-13-01T00:00:00+01:00",
 )
 INVALID_EVENT_TYPES = ("purchase", "VIEW", "", "add-to-cart")
 CHUNK_ROWS = 1_000_000
@@ -88,7 +196,7 @@ class SampleConfig:
 
     @property
     def start(self) -> datetime:
-        return datetime.combine(self.end_date - timedelta(days=self.days - 1), datetime.min.time(), timezone.utc)
+        return datetime.combine(self.end_date - timedelta(days=self.days - 1), datetime.min.time(), UTC)
 
 
 def _rng(cfg: SampleConfig, stream: int, chunk: int = 0) -> np.random.Generator:
@@ -96,9 +204,9 @@ def _rng(cfg: SampleConfig, stream: int, chunk: int = 0) -> np.random.Generator:
 
 
 def _pick(rng: np.random.Generator, pool: tuple[str, ...], n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(rng.integers(0, len(pool), n), pa.int32()), pa.array(pool)
-    ).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, len(pool), n), pa.int32()), pa.array(pool)).cast(
+        pa.string()
+    )
 
 
 def _null_where(values: pa.Array, mask: np.ndarray) -> pa.Array:
@@ -130,8 +238,9 @@ def _iso_with_offsets(epoch_ms: np.ndarray, rng: np.random.Generator, share: flo
     )
     sign = np.where(offset_min < 0, "-", "+")
     hours, minutes = np.abs(offset_min) // 60, np.abs(offset_min) % 60
-    suffix = np.char.add(np.char.add(np.char.add(sign, np.char.zfill(hours.astype(str), 2)), ":"),
-                         np.char.zfill(minutes.astype(str), 2))
+    suffix = np.char.add(
+        np.char.add(np.char.add(sign, np.char.zfill(hours.astype(str), 2)), ":"), np.char.zfill(minutes.astype(str), 2)
+    )
     suffix = np.where(with_offset, suffix, "Z")
     return pc.binary_join_element_wise(text, pa.array(suffix), "")
 
@@ -163,7 +272,7 @@ def users_table(cfg: SampleConfig) -> pa.Table:
     rng = _rng(cfg, 1)
     n = cfg.users
     ids = np.arange(1, n + 1)
-    end_s = datetime.combine(cfg.end_date, datetime.max.time(), timezone.utc).timestamp()
+    end_s = datetime.combine(cfg.end_date, datetime.max.time(), UTC).timestamp()
     # most users signed up over two years, a few in the last week (the `new_user` segment)
     age_days = np.where(rng.random(n) < 0.05, rng.uniform(0, 7, n), rng.uniform(7, 730, n))
     signup = np.round(end_s - age_days * 86_400, 6)
@@ -173,17 +282,19 @@ def users_table(cfg: SampleConfig) -> pa.Table:
     email = pc.binary_join_element_wise(_prefixed("user", ids), "@example.com", "")
     birth_year = pa.array(rng.integers(1950, 2008, n))
     opt_in = pa.array(rng.integers(0, 2, n))
-    return pa.table({
-        "user_id": pa.array(ids, pa.int64()),
-        "email": _null_where(email, rng.random(n) < 0.01),
-        "display_name": names,
-        "iris_code": _null_where(_pick(rng, IRIS_CODES, n), rng.random(n) < 0.05),
-        "birth_year": _null_where(birth_year, rng.random(n) < 0.1),
-        "marketing_opt_in": _null_where(opt_in, rng.random(n) < 0.05),
-        "signup_at": pa.array(signup, pa.float64()),
-        "updated_at": pa.array(updated, pa.int64()),
-        "last_login_at": _null_where(_iso_utc(last_login_ms), rng.random(n) < 0.1),
-    })
+    return pa.table(
+        {
+            "user_id": pa.array(ids, pa.int64()),
+            "email": _null_where(email, rng.random(n) < 0.01),
+            "display_name": names,
+            "iris_code": _null_where(_pick(rng, IRIS_CODES, n), rng.random(n) < 0.05),
+            "birth_year": _null_where(birth_year, rng.random(n) < 0.1),
+            "marketing_opt_in": _null_where(opt_in, rng.random(n) < 0.05),
+            "signup_at": pa.array(signup, pa.float64()),
+            "updated_at": pa.array(updated, pa.int64()),
+            "last_login_at": _null_where(_iso_utc(last_login_ms), rng.random(n) < 0.1),
+        }
+    )
 
 
 def items_table(cfg: SampleConfig) -> pa.Table:
@@ -193,17 +304,19 @@ def items_table(cfg: SampleConfig) -> pa.Table:
     ids = np.arange(1, n + 1)
     price = np.round(np.clip(rng.lognormal(3.2, 0.9, n), 1, 2_000), 2)
     created_ms = int(cfg.start.timestamp() * 1000) - rng.integers(0, 400 * 86_400_000, n)
-    return pa.table({
-        "item_id": pa.array(ids, pa.int64()),
-        "title": pc.binary_join_element_wise(_pick(rng, ADJECTIVES, n), _pick(rng, NOUNS, n), " "),
-        "category": _pick(rng, CATEGORIES, n),
-        "price": pa.array(price).cast(pa.decimal128(10, 2)),
-        "stock": pa.array(np.where(rng.random(n) < 0.08, 0, rng.integers(1, 500, n))),
-        "is_active": pa.array(rng.random(n) > 0.04),
-        "is_adult": pa.array(rng.random(n) < 0.02),
-        "created_at": pa.array(created_ms, pa.timestamp("ms", tz="UTC")),
-        "updated_at": pa.array(created_ms + rng.integers(0, 30 * 86_400_000, n), pa.timestamp("ms", tz="UTC")),
-    })
+    return pa.table(
+        {
+            "item_id": pa.array(ids, pa.int64()),
+            "title": pc.binary_join_element_wise(_pick(rng, ADJECTIVES, n), _pick(rng, NOUNS, n), " "),
+            "category": _pick(rng, CATEGORIES, n),
+            "price": pa.array(price).cast(pa.decimal128(10, 2)),
+            "stock": pa.array(np.where(rng.random(n) < 0.08, 0, rng.integers(1, 500, n))),
+            "is_active": pa.array(rng.random(n) > 0.04),
+            "is_adult": pa.array(rng.random(n) < 0.02),
+            "created_at": pa.array(created_ms, pa.timestamp("ms", tz="UTC")),
+            "updated_at": pa.array(created_ms + rng.integers(0, 30 * 86_400_000, n), pa.timestamp("ms", tz="UTC")),
+        }
+    )
 
 
 # ---------------------------------------------------------------- event streams
@@ -243,8 +356,10 @@ def _ingestion(topic: str, rng: np.random.Generator, n: int, first_offset: int) 
     partition = rng.integers(0, 4, n)
     offset = first_offset + np.arange(n)  # unique across partitions: simple and still realistic
     ids = pc.binary_join_element_wise(
-        pa.array(np.full(n, topic)), pc.cast(pa.array(partition), pa.string()),
-        pc.cast(pa.array(offset), pa.string()), "-",
+        pa.array(np.full(n, topic)),
+        pc.cast(pa.array(partition), pa.string()),
+        pc.cast(pa.array(offset), pa.string()),
+        "-",
     )
     return ids, partition
 
@@ -302,18 +417,26 @@ def clicks_chunks(cfg: SampleConfig, sess: Sessions):  # type: ignore[no-untyped
         ingestion_id, _ = _ingestion("clicks", rng, n, offset)
         offset += n
         bad_type = rng.random(n) < rates.invalid_event_type
-        event_type = pc.if_else(pa.array(bad_type), _null_where(_pick(rng, INVALID_EVENT_TYPES, n), rng.random(n) < 0.2), event_type)
-        table = pa.table({
-            "ingestion_id": _null_where(ingestion_id, rng.random(n) < rates.null_ingestion_id),
-            "event_id": _null_where(_prefixed("e-", (chunk << 40) + np.arange(n)), rng.random(n) < rates.null_key),
-            "session_id": _null_where(_session_ids(s), rng.random(n) < rates.null_key),
-            "user_id": _null_where(pa.array(sess.user_id[s]), rng.random(n) < rates.null_key),
-            "item_id": _null_where(item, (rng.random(n) < rates.null_key) & ~is_search.to_numpy(zero_copy_only=False)),
-            "event_type": event_type,
-            "query": query,
-            "event_ts": _with_bad_timestamps(_iso_with_offsets(event_ms, rng, rates.offset_timestamp), rng, rates.bad_timestamp),
-            "_ingested_ms": event_ms + rng.integers(500, 180_000, n),
-        })
+        event_type = pc.if_else(
+            pa.array(bad_type), _null_where(_pick(rng, INVALID_EVENT_TYPES, n), rng.random(n) < 0.2), event_type
+        )
+        table = pa.table(
+            {
+                "ingestion_id": _null_where(ingestion_id, rng.random(n) < rates.null_ingestion_id),
+                "event_id": _null_where(_prefixed("e-", (chunk << 40) + np.arange(n)), rng.random(n) < rates.null_key),
+                "session_id": _null_where(_session_ids(s), rng.random(n) < rates.null_key),
+                "user_id": _null_where(pa.array(sess.user_id[s]), rng.random(n) < rates.null_key),
+                "item_id": _null_where(
+                    item, (rng.random(n) < rates.null_key) & ~is_search.to_numpy(zero_copy_only=False)
+                ),
+                "event_type": event_type,
+                "query": query,
+                "event_ts": _with_bad_timestamps(
+                    _iso_with_offsets(event_ms, rng, rates.offset_timestamp), rng, rates.bad_timestamp
+                ),
+                "_ingested_ms": event_ms + rng.integers(500, 180_000, n),
+            }
+        )
         yield _finish(_redeliver(table, rng, rates))
 
 
@@ -345,18 +468,22 @@ def orders_chunks(cfg: SampleConfig, sess: Sessions):  # type: ignore[no-untyped
         ingestion_id, _ = _ingestion("orders", rng, n, offset)
         offset += n
         global_order = produced + order_of_line
-        table = pa.table({
-            "ingestion_id": _null_where(ingestion_id, rng.random(n) < rates.null_ingestion_id),
-            "order_id": _null_where(_prefixed("o-", global_order + 1), rng.random(n) < rates.null_key),
-            "user_id": _null_where(pa.array(sess.user_id[s]), rng.random(n) < rates.null_key),
-            "item_id": _null_where(pa.array(item), rng.random(n) < rates.null_key),
-            "session_id": _session_ids(s),
-            "quantity": quantity,
-            "unit_price": price,
-            "currency": pa.array(np.full(n, "EUR")),
-            "event_ts": _with_bad_timestamps(_iso_with_offsets(order_ms, rng, rates.offset_timestamp), rng, rates.bad_timestamp),
-            "_ingested_ms": order_ms + rng.integers(500, 600_000, n),
-        })
+        table = pa.table(
+            {
+                "ingestion_id": _null_where(ingestion_id, rng.random(n) < rates.null_ingestion_id),
+                "order_id": _null_where(_prefixed("o-", global_order + 1), rng.random(n) < rates.null_key),
+                "user_id": _null_where(pa.array(sess.user_id[s]), rng.random(n) < rates.null_key),
+                "item_id": _null_where(pa.array(item), rng.random(n) < rates.null_key),
+                "session_id": _session_ids(s),
+                "quantity": quantity,
+                "unit_price": price,
+                "currency": pa.array(np.full(n, "EUR")),
+                "event_ts": _with_bad_timestamps(
+                    _iso_with_offsets(order_ms, rng, rates.offset_timestamp), rng, rates.bad_timestamp
+                ),
+                "_ingested_ms": order_ms + rng.integers(500, 600_000, n),
+            }
+        )
         yield _finish(_redeliver(table, rng, rates))
         produced += n
         chunk += 1

@@ -22,8 +22,7 @@ def write_users_sqlite(path: Path, users: pa.Table) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     columns = ", ".join(
-        f'"{f.name}" {_SQLITE_TYPES[f.type]}' + (" PRIMARY KEY" if f.name == "user_id" else "")
-        for f in users.schema
+        f'"{f.name}" {_SQLITE_TYPES[f.type]}' + (" PRIMARY KEY" if f.name == "user_id" else "") for f in users.schema
     )
     with sqlite3.connect(path) as con:
         con.execute(f"create table users ({columns})")

@@ -1,0 +1,79 @@
+"""Shared fixtures: real servers started once per test session, real DuckDB files per test.
+
+Postgres and Redis are the project's own throwaway servers (roundtrip.services), or external
+ones when ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL are set. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roundtrip.paths import PROJECT_ROOT
+from roundtrip.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
+
+SERVICES_DIR = Path(os.environ.get("ROUNDTRIP_TEST_SERVICES_DIR", "/tmp/roundtrip-test-services"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests without a cost marker are `fast`."""
+    costly = {"postgres", "redis", "bigquery", "spark", "slow"}
+    for item in items:
+        if not costly & {m.name for m in item.iter_markers()}:
+            item.add_marker(pytest.mark.fast)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresEndpoint]:
+    """One PostgreSQL server for the whole session (tests use their own schemas or databases)."""
+    with postgres_server(SERVICES_DIR) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def redis_endpoint() -> Iterator[RedisEndpoint]:
+    with redis_server(SERVICES_DIR) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresEndpoint) -> Iterator[PostgresEndpoint]:
+    """A fresh, empty database on the session server, dropped afterwards."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    endpoint = PostgresEndpoint(postgres.host, postgres.port, postgres.user, name, postgres.password, postgres.external)
+    yield endpoint
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def redis_client(redis_endpoint: RedisEndpoint) -> Iterator[object]:
+    """A client on a flushed database."""
+    import redis
+
+    client = redis.Redis.from_url(redis_endpoint.url())
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every ROUNDTRIP_* path at a temporary folder: warehouse, landing, app DB."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    monkeypatch.setenv("ROUNDTRIP_DATA_DIR", str(folder))
+    monkeypatch.setenv("ROUNDTRIP_DUCKDB_PATH", str(folder / "warehouse.duckdb"))
+    monkeypatch.setenv("ROUNDTRIP_LANDING_PATH", str(folder / "landing"))
+    monkeypatch.setenv("ROUNDTRIP_APP_DB", str(folder / "app.db"))
+    monkeypatch.setenv("ROUNDTRIP_DUCKDB_EXTENSION_DIR", str(PROJECT_ROOT / ".duckdb_extensions"))
+    return folder

@@ -1,0 +1,91 @@
+"""`make demo` end to end, small: the summary's numbers are the ones the systems hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+import redis
+
+from roundtrip.services import PostgresEndpoint, RedisEndpoint
+
+SIZES = ["--users", "400", "--items", "150", "--orders", "4000", "--clicks", "9000", "--days", "12"]
+
+
+def _demo(tmp_path: Path, extra_env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
+    env.update(
+        {
+            "ROUNDTRIP_DATA_DIR": str(tmp_path / "data"),
+            "DBT_TARGET_PATH": str(tmp_path / "target"),
+            "DBT_LOG_PATH": str(tmp_path / "logs"),
+            **extra_env,
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "roundtrip", "demo", "--json", *SIZES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_demo_summary_matches_warehouse_postgres_and_redis(
+    tmp_path: Path, pg_database: PostgresEndpoint, redis_endpoint: RedisEndpoint, redis_client: redis.Redis
+) -> None:
+    report = _demo(tmp_path, {"ROUNDTRIP_POSTGRES_URL": pg_database.url(), "ROUNDTRIP_REDIS_URL": redis_endpoint.url()})
+
+    con = duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True)
+    for layer in report["layers"]:
+        actual = con.execute(f'select count(*) from "{layer["layer"]}"."{layer["table"]}"').fetchone()
+        assert actual == (layer["rows"],), layer
+    layers = {(x["layer"], x["table"]): x["rows"] for x in report["layers"]}
+    assert layers[("bronze", "orders")] == report["generated"]["orders"]
+    assert layers[("silver", "orders_clean")] == layers[("bronze", "orders")], "silver drops nothing"
+    assert layers[("raw_app", "users")] == 400
+
+    syncs = {s["sync"]: s for s in report["syncs"]}
+    gmv = con.execute("select count(*), sum(gmv) from gold.daily_gmv_metrics").fetchone()
+    with psycopg.connect(pg_database.url()) as conn:
+        pushed = conn.execute("select count(*), sum(gmv) from reporting.daily_gmv_metrics").fetchone()
+    assert pushed == gmv and syncs["reporting_daily_gmv"]["inserted"] == gmv[0]
+
+    users_with_reco = con.execute("select count(distinct user_id) from marts.recommendations").fetchone()
+    keys = list(redis_client.scan_iter(match="reco:*"))
+    assert (len(keys),) == users_with_reco == (syncs["reco_cache"]["inserted"],)
+    sample = json.loads(redis_client.get(keys[0]))
+    assert [r["recommendation_rank"] for r in sample] == list(range(1, len(sample) + 1))
+    assert 0 < redis_client.ttl(keys[0]) <= 86_400
+
+    held = {d["sync"]: d["rows or keys"] for d in report["destinations"]}
+    assert held == {"reporting_daily_gmv": gmv[0], "reco_cache": len(keys)}
+
+
+@pytest.mark.slow
+def test_demo_on_throwaway_servers_leaves_none_running(tmp_path: Path) -> None:
+    report = _demo(tmp_path, {})
+    assert report["syncs"] and all(s["rejected"] == 0 for s in report["syncs"])
+    services = tmp_path / "data" / "services"
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(services) in cmdline or str(tmp_path) in cmdline:
+                leftovers.append(cmdline)
+    assert leftovers == []
+    assert not any(services.iterdir()), "server folders removed"
