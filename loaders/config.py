@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loaders.errors import LoaderError
 from roundtrip.paths import PROJECT_ROOT
@@ -22,6 +22,9 @@ DEFAULT_CONFIG = PROJECT_ROOT / "loaders" / "loaders.yml"
 _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 TimestampKind = Literal["epoch_s", "epoch_ms", "iso"]
+_FILE_TYPE = re.compile(
+    r"bigint|integer|double|boolean|date|timestamp|timestamptz|varchar|decimal\(\s*\d+\s*,\s*\d+\s*\)"
+)
 
 
 class _Strict(BaseModel):
@@ -49,8 +52,9 @@ class SqlTableConfig(_Strict):
 
 
 class SqlSourceConfig(_Strict):
-    url: str  # SQLAlchemy / libpq URL
-    source_schema: str
+    url: str  # SQLAlchemy URL; postgresql:// and mysql:// get this project's drivers (psycopg, PyMySQL)
+    source_schema: str | None = None  # None: the database's default schema (SQLite: main)
+    reader: Literal["sqlalchemy", "duckdb"] = "sqlalchemy"  # duckdb: Postgres through DuckDB's extension
     target_schema: str
     tables: list[SqlTableConfig]
 
@@ -62,6 +66,19 @@ class FileStreamConfig(_Strict):
     target_schema: str = "bronze"
     table: str
     columns: list[str] | None = None  # expected source fields, in order; others are an error
+    # optional coercion, column -> DuckDB type; unparseable values go to _roundtrip.file_rejects
+    types: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, types: dict[str, str]) -> dict[str, str]:
+        for column, type_ in types.items():
+            if not _FILE_TYPE.fullmatch(type_.strip().lower()):
+                raise ValueError(
+                    f"column {column!r}: type {type_!r} is not one of bigint, integer, double, boolean, "
+                    "date, timestamp, timestamptz, varchar, decimal(p, s)"
+                )
+        return types
 
 
 class LoadersConfig(_Strict):
