@@ -67,6 +67,16 @@ class _Highest:
             self.value = candidate
 
 
+def _tracked(
+    batches: Iterator[tuple[pa.Table, object | None]], report: TableReport, highest: _Highest, loaded_at: datetime
+) -> Iterator[pa.Table]:
+    """Stamp each batch on its way to the warehouse, counting rows and keeping the highest cursor."""
+    for batch, cursor_max in batches:
+        report.read += batch.num_rows
+        highest.offer(cursor_max)
+        yield _stamp(batch, loaded_at)
+
+
 def load_sqlite(
     name: str, source: SqliteSourceConfig, warehouse: Warehouse, full_refresh: bool = False
 ) -> list[TableReport]:
@@ -82,14 +92,9 @@ def load_sqlite(
         loaded_at = state.now()
         highest = _Highest(since)
 
-        def batches(table=table, report=report, highest=highest) -> Iterator[pa.Table]:  # type: ignore[no-untyped-def]
-            for batch, raw_max in sqlite_source.read_batches(path, table, since):
-                report.read += batch.num_rows
-                highest.offer(raw_max)
-                yield _stamp(batch, loaded_at)
-
+        batches = _tracked(sqlite_source.read_batches(path, table, since), report, highest, loaded_at)
         with warehouse.transaction():
-            report.result += warehouse.merge(source.target_schema, table.name, batches(), table.primary_key)
+            report.result += warehouse.merge(source.target_schema, table.name, batches, table.primary_key)
             if table.delete_propagation:
                 keys = sqlite_source.read_keys(path, table)
                 report.result.deleted += warehouse.delete_missing(
@@ -114,14 +119,9 @@ def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refr
         loaded_at = state.now()
         highest = _Highest(since)
 
-        def batches(table=table, report=report, highest=highest) -> Iterator[pa.Table]:  # type: ignore[no-untyped-def]
-            for batch, cursor_max in sql_source.read_table(source, table, since):
-                report.read += batch.num_rows
-                highest.offer(cursor_max)
-                yield _stamp(batch, loaded_at)
-
+        batches = _tracked(sql_source.read_table(source, table, since), report, highest, loaded_at)
         with warehouse.transaction():
-            report.result += warehouse.merge(source.target_schema, table.name, batches(), table.primary_key)
+            report.result += warehouse.merge(source.target_schema, table.name, batches, table.primary_key)
             if table.cursor and highest.value is not None:
                 state.set_watermark(warehouse, key, highest.value)
         report.seconds = time.perf_counter() - started
