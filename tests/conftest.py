@@ -16,6 +16,9 @@ import pytest
 from roundtrip.paths import PROJECT_ROOT
 from roundtrip.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
 
+# emulators of BigQuery, GCS and S3; the loaders' `warehouse` fixture over every target
+pytest_plugins = ["tests.emulators", "tests.loader_fixtures"]
+
 SERVICES_DIR = Path(os.environ.get("ROUNDTRIP_TEST_SERVICES_DIR", "/tmp/roundtrip-test-services"))
 
 

@@ -138,7 +138,7 @@ def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Ta
         f"cast(row_number() over () as bigint) as {SOURCE_LINE} from {scan}"
     )
     try:
-        return con.execute(query).fetch_arrow_table()
+        return con.execute(query).to_arrow_table()
     except Exception as exc:
         raise LoaderError(f"{source.path}: cannot read as {stream.format}: {exc}") from exc
 
@@ -163,7 +163,7 @@ def read_file(
         typed = [
             f"cast({q(c)} as {stream.types[c]}) as {q(c)}" if c in stream.types else q(c) for c in text.column_names
         ]
-        data = con.execute(f"select {', '.join(typed)} from _text where not ({' or '.join(bad)})").fetch_arrow_table()
+        data = con.execute(f"select {', '.join(typed)} from _text where not ({' or '.join(bad)})").to_arrow_table()
         rejects = con.execute(
             " union all ".join(
                 f"select {SOURCE_FILE} as source_file, {SOURCE_LINE} as source_line, "
@@ -172,7 +172,7 @@ def read_file(
                 for c, t in stream.types.items()
             )
             + " order by source_line, column_name"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     finally:
         con.unregister("_text")
     n = rejects.num_rows
@@ -204,4 +204,4 @@ def empty_table(stream: FileStreamConfig) -> pa.Table:
     select = [f"cast(null as {stream.types.get(c, 'varchar')}) as {q(c)}" for c in columns]
     query = f"select {', '.join([*select, f'cast(null as varchar) as {SOURCE_FILE}', f'cast(null as bigint) as {SOURCE_LINE}'])} limit 0"
     with duckdb.connect() as con:
-        return con.execute(query).fetch_arrow_table()
+        return con.execute(query).to_arrow_table()

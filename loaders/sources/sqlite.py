@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,7 +59,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _to_timestamp(values: list[object], kind: TimestampKind, column: str, table: str, first_row: int) -> pa.Array:
+def _to_timestamp(
+    values: list[object], kind: TimestampKind, column: str, table: str, row_name: Callable[[int], str]
+) -> pa.Array:
     out: list[int | None] = []
     for offset, value in enumerate(values):
         if value is None:
@@ -80,7 +82,7 @@ def _to_timestamp(values: list[object], kind: TimestampKind, column: str, table:
                 out.append(int(micros.to_integral_value()))
         except (ValueError, ArithmeticError) as exc:
             raise LoaderError(
-                f"SQLite table {table!r}, row {first_row + offset + 1}: column {column!r} value {value!r} "
+                f"SQLite table {table!r}, {row_name(offset)}: column {column!r} value {value!r} "
                 f"is not a {kind} timestamp ({exc})"
             ) from exc
     return pa.array(out, pa.timestamp("us", tz="UTC"))
@@ -120,7 +122,9 @@ def read_batches(
     """
     if not path.exists():
         raise LoaderError(f"SQLite database {path} does not exist")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # the consumer may pull batches from another thread (gRPC iterates BigQuery append requests
+    # in its own): one thread at a time uses the connection, never two at once
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
         columns = read_schema(con, table.name)
         names = [c.name for c in columns]
@@ -138,13 +142,19 @@ def read_batches(
             if not rows and read:
                 break
             arrays = []
+            key_positions = [names.index(k) for k in table.primary_key]
+
+            def row_name(offset: int, rows: list[tuple] = rows) -> str:  # type: ignore[type-arg]
+                key = ", ".join(f"{k}={rows[offset][p]!r}" for k, p in zip(table.primary_key, key_positions))
+                return f"row {read + offset + 1} ({key})"
+
             for i, column in enumerate(columns):
                 values = [row[i] for row in rows]
                 kind = table.timestamps.get(column.name)
                 if kind:
-                    arrays.append(_to_timestamp(values, kind, column.name, table.name, read))
+                    arrays.append(_to_timestamp(values, kind, column.name, table.name, row_name))
                 else:
-                    arrays.append(_typed(values, column, table.name, read))
+                    arrays.append(_typed(values, column, table.name, row_name))
             raw_max = None
             if table.cursor:
                 position = names.index(table.cursor)
@@ -169,7 +179,7 @@ def _coerce(value: object, wanted: pa.DataType) -> object:
     return value
 
 
-def _typed(values: list[object], column: SqliteColumn, table: str, first_row: int) -> pa.Array:
+def _typed(values: list[object], column: SqliteColumn, table: str, row_name: Callable[[int], str]) -> pa.Array:
     wanted = column.arrow_type
     coerced = [_coerce(v, wanted) for v in values]
     try:
@@ -181,7 +191,7 @@ def _typed(values: list[object], column: SqliteColumn, table: str, first_row: in
                 pa.array([value], wanted)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 raise LoaderError(
-                    f"SQLite table {table!r}, row {first_row + offset + 1}: column {column.name!r} "
+                    f"SQLite table {table!r}, {row_name(offset)}: column {column.name!r} "
                     f"declared {column.declared_type or 'untyped'} holds {values[offset]!r} ({exc})"
                 ) from exc
         raise
@@ -198,6 +208,9 @@ def read_keys(path: Path, table: SqliteTableConfig) -> pa.Table:
     finally:
         con.close()
     return pa.table(
-        [_typed([r[i] for r in rows], columns[k], table.name, 0) for i, k in enumerate(table.primary_key)],
+        [
+            _typed([r[i] for r in rows], columns[k], table.name, lambda offset: f"key row {offset + 1}")
+            for i, k in enumerate(table.primary_key)
+        ],
         names=table.primary_key,
     )

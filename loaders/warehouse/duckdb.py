@@ -162,7 +162,7 @@ class DuckDBWarehouse:
     def read_table(self, schema: str, table: str) -> pa.Table | None:
         if not self._exists(schema, table):
             return None
-        return self.con.execute(f"select * from {self._relation(schema, table)}").fetch_arrow_table()
+        return self.con.execute(f"select * from {self._relation(schema, table)}").to_arrow_table()
 
     def close(self) -> None:
         self.con.close()
