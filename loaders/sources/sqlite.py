@@ -8,6 +8,7 @@ with microseconds. NULL stays NULL in every type.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -142,12 +143,7 @@ def read_batches(
             if not rows and read:
                 break
             arrays = []
-            key_positions = [names.index(k) for k in table.primary_key]
-
-            def row_name(offset: int, rows: list[tuple] = rows) -> str:  # type: ignore[type-arg]
-                key = ", ".join(f"{k}={rows[offset][p]!r}" for k, p in zip(table.primary_key, key_positions))
-                return f"row {read + offset + 1} ({key})"
-
+            row_name = functools.partial(_row_name, rows, read, table.primary_key, names)
             for i, column in enumerate(columns):
                 values = [row[i] for row in rows]
                 kind = table.timestamps.get(column.name)
@@ -165,6 +161,12 @@ def read_batches(
             read += len(rows)
     finally:
         con.close()
+
+
+def _row_name(rows: list[tuple], first_row: int, keys: list[str], names: list[str], offset: int) -> str:  # type: ignore[type-arg]
+    """How an error names a row: its position in the read and its key."""
+    key = ", ".join(f"{k}={rows[offset][names.index(k)]!r}" for k in keys)
+    return f"row {first_row + offset + 1} ({key})"
 
 
 def _coerce(value: object, wanted: pa.DataType) -> object:
