@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -60,7 +60,8 @@ class SqlSourceConfig(_Strict):
 
 
 class FileStreamConfig(_Strict):
-    path: str  # folder or glob; local, gs://, s3://
+    path: str  # folder; local, gs://, s3:// (any fsspec URL)
+    storage_options: dict[str, Any] = Field(default_factory=dict)  # passed to fsspec, e.g. {token: anon}
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     strategy: Literal["transactional", "catalog"] = "transactional"
     target_schema: str = "bronze"

@@ -36,10 +36,13 @@ class SourceFile:
     fingerprint: str  # md5 of the content (local), generation (GCS), ETag (S3): changes with the content
 
 
-def filesystem(url: str) -> tuple[Any, str]:
+def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem for ``url`` (gcsfs for gs://, s3fs for s3://, adlfs for az://) and the
+    path inside it. ``options`` are the stream's ``storage_options`` (credentials come from the
+    environment as each library documents: STORAGE_EMULATOR_HOST, AWS_*, ...)."""
     import fsspec
 
-    return fsspec.core.url_to_fs(url)  # type: ignore[no-any-return]
+    return fsspec.core.url_to_fs(url, **(options or {}))  # type: ignore[no-any-return]
 
 
 def _fingerprint(fs: Any, path: str, info: dict[str, Any]) -> str:
@@ -56,7 +59,7 @@ def _fingerprint(fs: Any, path: str, info: dict[str, Any]) -> str:
 
 def list_files(stream: FileStreamConfig) -> list[SourceFile]:
     """The stream's files, sorted by path; an absent folder has none."""
-    fs, root = filesystem(stream.path)
+    fs, root = filesystem(stream.path, stream.storage_options)
     protocol = stream.path.split("://", 1)[0] + "://" if "://" in stream.path else ""
     if not fs.exists(root):
         return []
@@ -114,7 +117,10 @@ def _scan(path: str, fmt: str) -> str:
 def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Table:
     """The file as text columns named and ordered as the stream expects, plus file and line."""
     if "://" in source.path:
-        con.register_filesystem(filesystem(source.path)[0])
+        fs = filesystem(source.path, stream.storage_options)[0]
+        names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        if not set(names) & set(con.list_filesystems()):  # once per connection
+            con.register_filesystem(fs)
     scan = _scan(source.path, stream.format)
     try:
         originals = [row[0] for row in con.execute(f"describe select * from {scan}").fetchall()]
