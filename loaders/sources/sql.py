@@ -167,7 +167,7 @@ def _read_duckdb(
             query += f" where {q(table.cursor)} >= ?"
             params.append(since)
         try:
-            reader = con.execute(query, params).fetch_record_batch(batch_rows)
+            reader = con.execute(query, params).to_arrow_reader(batch_rows)
         except Exception as exc:
             raise LoaderError(f"cannot read {source.source_schema}.{table.name}: {exc}") from exc
         yielded = False
