@@ -82,10 +82,28 @@ class FileStreamConfig(_Strict):
         return types
 
 
+class ExportTableConfig(_Strict):
+    name: str
+    columns: list[str] | None = None  # the columns to export, in order; None: all of them
+
+
+class ExportConfig(_Strict):
+    """Warehouse tables -> Snappy Parquet under ``{destination}/{YYYYMMDD}/{table}/``."""
+
+    destination: str  # gs://bucket[/prefix], s3://bucket[/prefix] or a local folder
+    dataset: str  # the schema (DuckDB, Postgres) or dataset (BigQuery) holding the tables
+    tables: list[ExportTableConfig]
+    storage_options: dict[str, Any] = Field(default_factory=dict)  # fsspec options (DuckDB and Postgres)
+    # BigQuery writes one file per table when true ({table}.parquet), else shards (part-*.parquet);
+    # a single file is limited to 1 GB by BigQuery
+    single_file: bool = False
+
+
 class LoadersConfig(_Strict):
     sqlite: dict[str, SqliteSourceConfig] = Field(default_factory=dict)
     sql: dict[str, SqlSourceConfig] = Field(default_factory=dict)
     files: dict[str, FileStreamConfig] = Field(default_factory=dict)
+    exports: dict[str, ExportConfig] = Field(default_factory=dict)
 
 
 def _path_defaults() -> dict[str, str]:

@@ -134,20 +134,20 @@ class BigQueryWarehouse:
 
     # ------------------------------------------------------------ plumbing
 
-    def _relation(self, dataset: str, table: str) -> str:
+    def relation(self, dataset: str, table: str) -> str:
         return f"{q(self.project)}.{q(dataset)}.{q(table)}"
 
     def _table_id(self, dataset: str, table: str) -> str:
         return f"{self.project}.{dataset}.{table}"
 
-    def _query(self, statement: str) -> Any:
+    def query(self, statement: str) -> Any:
         try:
             return self.client.query(statement).result()
         except Exception as exc:  # google.api_core errors carry the server's message
             raise LoaderError(f"BigQuery refused: {getattr(exc, 'message', exc)}\n  in: {statement[:500]}") from exc
 
     def _fetchone(self, statement: str) -> tuple | None:  # type: ignore[type-arg]
-        rows = list(self._query(statement))
+        rows = list(self.query(statement))
         return tuple(rows[0].values()) if rows else None
 
     def _run(self, statement: str) -> None:
@@ -155,7 +155,7 @@ class BigQueryWarehouse:
         if self._script is not None:
             self._script.append(statement)
         else:
-            self._query(statement)
+            self.query(statement)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -166,7 +166,7 @@ class BigQueryWarehouse:
         try:
             yield
             if self._script:
-                self._query("BEGIN TRANSACTION;\n" + ";\n".join(self._script) + ";\nCOMMIT TRANSACTION;")
+                self.query("BEGIN TRANSACTION;\n" + ";\n".join(self._script) + ";\nCOMMIT TRANSACTION;")
         finally:
             self._script = None
             self._drop_staged()
@@ -179,7 +179,7 @@ class BigQueryWarehouse:
                 log.warning("could not drop staging table %s (it expires): %s", table_id, exc)
         self._staged = []
 
-    def _ensure_dataset(self, dataset: str) -> None:
+    def ensure_dataset(self, dataset: str) -> None:
         if dataset not in self._datasets:
             from google.cloud import bigquery
 
@@ -215,7 +215,7 @@ class BigQueryWarehouse:
         first = next(iterator, None)
         if first is None:
             return None
-        self._ensure_dataset(STATE_SCHEMA)
+        self.ensure_dataset(STATE_SCHEMA)
         stamp = datetime.now(UTC)
         name = f"_stage_{table}_{stamp:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:8]}"[:1024]
         staging = bigquery.Table(self._table_id(STATE_SCHEMA, name), schema=self._schema(first.schema))
@@ -234,13 +234,13 @@ class BigQueryWarehouse:
 
         table_path = self.write_client.table_path(self.project, STATE_SCHEMA, name)
         write_pending(self.write_client, table_path, all_batches(), f"{table} (staged in {STATE_SCHEMA}.{name})")
-        return self._relation(STATE_SCHEMA, name), first.schema
+        return self.relation(STATE_SCHEMA, name), first.schema
 
     def _ensure_table(self, dataset: str, table: str, columns: pa.Schema) -> str:
         """Create the target, or add the new columns (additive evolution only)."""
         from google.cloud import bigquery
 
-        self._ensure_dataset(dataset)
+        self.ensure_dataset(dataset)
         existing = self._existing(dataset, table)
         wanted = self._schema(columns)
         if existing is None:
@@ -252,7 +252,7 @@ class BigQueryWarehouse:
                 log.info("adding columns %s to %s.%s", [f.name for f in added], dataset, table)
                 existing.schema = [*existing.schema, *added]
                 self.client.update_table(existing, ["schema"])
-        return self._relation(dataset, table)
+        return self.relation(dataset, table)
 
     # ------------------------------------------------------------ writes
 
@@ -278,7 +278,7 @@ class BigQueryWarehouse:
             if staged is None:
                 return 0
             where = sql.missing_keys_predicate("t", staged[0], keys, q)
-            relation = self._relation(schema, table)
+            relation = self.relation(schema, table)
             row = self._fetchone(f"select count(*) from {relation} t where {where}")
             deleted = int(row[0]) if row else 0
             if deleted:
@@ -302,7 +302,7 @@ class BigQueryWarehouse:
     def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int:
         if not values or self._existing(schema, table) is None:
             return 0
-        relation = self._relation(schema, table)
+        relation = self.relation(schema, table)
         where = f"{q(column)} in unnest([{', '.join(bq_string(v) for v in values)}])"
         row = self._fetchone(f"select count(*) from {relation} where {where}")
         deleted = int(row[0]) if row else 0
@@ -317,7 +317,7 @@ class BigQueryWarehouse:
             staged = self._stage(batches, table)
             if staged is None:
                 if self._existing(schema, table) is not None:
-                    self._run(f"delete from {self._relation(schema, table)} where true")
+                    self._run(f"delete from {self.relation(schema, table)} where true")
                 return 0
             stage, columns = staged
             relation = self._ensure_table(schema, table, columns)

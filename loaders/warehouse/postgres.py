@@ -50,6 +50,7 @@ class PostgresWarehouse:
     def __init__(self, conninfo: str) -> None:
         import psycopg
 
+        self.conninfo = conninfo  # the export reads through DuckDB's postgres extension with it
         try:
             self.conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.OperationalError as exc:
