@@ -1,8 +1,9 @@
 """Typed loader configuration (``loaders/loaders.yml``), resolved at the entry point.
 
 ``${VAR}`` and ``${VAR:-default}`` in the YAML are replaced from the environment, so paths and
-URLs follow ``ROUNDTRIP_*`` settings without code changes. ``ROUNDTRIP_APP_DB`` and
-``ROUNDTRIP_LANDING_PATH`` default to their places under ``ROUNDTRIP_DATA_DIR``.
+URLs follow ``ROUNDTRIP_*`` settings without code changes. ``ROUNDTRIP_APP_DB``,
+``ROUNDTRIP_LANDING_PATH`` and ``ROUNDTRIP_EXPORT_PATH`` default to their places under
+``ROUNDTRIP_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class FileStreamConfig(_Strict):
     target_schema: str = "bronze"
     table: str
     columns: list[str] | None = None  # expected source fields, in order; others are an error
+    # bronze keeps every field as text, as sent; false keeps the types the file carries (Parquet)
+    as_text: bool = True
     # optional coercion, column -> DuckDB type; unparseable values go to _roundtrip.file_rejects
     types: dict[str, str] = Field(default_factory=dict)
 
@@ -110,7 +113,11 @@ def _path_defaults() -> dict[str, str]:
     """Project paths that follow ROUNDTRIP_DATA_DIR (see roundtrip.paths)."""
     from roundtrip import paths
 
-    return {"ROUNDTRIP_APP_DB": str(paths.app_sqlite_path()), "ROUNDTRIP_LANDING_PATH": str(paths.landing_dir())}
+    return {
+        "ROUNDTRIP_APP_DB": str(paths.app_sqlite_path()),
+        "ROUNDTRIP_LANDING_PATH": str(paths.landing_dir()),
+        "ROUNDTRIP_EXPORT_PATH": str(paths.data_dir() / "export"),
+    }
 
 
 def _expand(text: str) -> str:

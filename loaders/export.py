@@ -37,7 +37,12 @@ class ExportReport:
     seconds: float
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "destination": self.destination, "rows": self.rows, "seconds": round(self.seconds, 3)}
+        return {
+            "table": self.table,
+            "destination": self.destination,
+            "rows": self.rows,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def table_folder(export: ExportConfig, day: date, table: str) -> str:

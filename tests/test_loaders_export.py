@@ -19,9 +19,12 @@ DAY = date(2024, 5, 17)
 USERS = pa.table(
     {
         "user_id": pa.array([1, 2, 3], pa.int64()),
-        "city": ["Ajaccio", None, "Saint-Étienne \"SE\""],
+        "city": ["Ajaccio", None, 'Saint-Étienne "SE"'],
         "credit": pa.array([Decimal("150.00"), None, Decimal("0.50")], pa.decimal128(10, 2)),
-        "seen_at": pa.array([datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC), None, datetime(2024, 5, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        "seen_at": pa.array(
+            [datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC), None, datetime(2024, 5, 2, tzinfo=UTC)],
+            pa.timestamp("us", tz="UTC"),
+        ),
         "secret": ["a", "b", "c"],  # not exported
     }
 )

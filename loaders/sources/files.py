@@ -115,7 +115,8 @@ def _scan(path: str, fmt: str) -> str:
 
 
 def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Table:
-    """The file as text columns named and ordered as the stream expects, plus file and line."""
+    """The file as text columns (unless ``as_text`` is off) named and ordered as the stream
+    expects, plus file and line."""
     if "://" in source.path:
         fs = filesystem(source.path, stream.storage_options)[0]
         names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
@@ -132,10 +133,14 @@ def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Ta
         if unexpected:
             raise LoaderError(f"{source.path}: unexpected column(s) {unexpected}; expected {stream.columns}")
     by_clean = dict(zip(clean, originals))
-    select = [
-        (f"cast({q(by_clean[c])} as varchar)" if c in by_clean else "cast(null as varchar)") + f" as {q(c)}"
-        for c in (stream.columns if stream.columns is not None else clean)
-    ]
+
+    def column(name: str) -> str:
+        if name not in by_clean:
+            return f"cast(null as varchar) as {q(name)}"
+        value = f"cast({q(by_clean[name])} as varchar)" if stream.as_text else q(by_clean[name])
+        return f"{value} as {q(name)}"
+
+    select = [column(c) for c in (stream.columns if stream.columns is not None else clean)]
     literal = source.path.replace("'", "''")
     # a single-file scan keeps the file's order, so row_number() is the record's line
     # (for CSV: counted from the first line after the header)
