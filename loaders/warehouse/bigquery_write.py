@@ -109,8 +109,20 @@ def _wire_values(column: pa.ChunkedArray) -> list[Any]:
     return column.to_pylist()
 
 
-def write_pending(write_client: Any, table_path: str, batches: Iterable[pa.Table], where: str) -> int:
-    """Append every batch to a new PENDING stream of ``table_path``, then commit it; returns rows.
+@dataclass(frozen=True)
+class WriteStats:
+    rows: int
+    requests: int
+
+
+def write_pending(
+    write_client: Any,
+    table_path: str,
+    batches: Iterable[pa.Table],
+    where: str,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> WriteStats:
+    """Append every batch to a new PENDING stream of ``table_path``, then commit it.
 
     ``where`` names the table in error messages (rows are numbered from 1 in staging order).
     """
@@ -127,7 +139,7 @@ def write_pending(write_client: Any, table_path: str, batches: Iterable[pa.Table
         for batch in batches:
             if message is None:
                 message = RowMessage.for_schema(batch.schema)
-            for rows in _sized(message.serialize(batch), where, offset):
+            for rows in sized_requests(message.serialize(batch), where, offset, max_request_bytes):
                 proto_rows = types.AppendRowsRequest.ProtoData(
                     writer_schema=types.ProtoSchema(proto_descriptor=message.descriptor),
                     rows=types.ProtoRows(serialized_rows=rows),
@@ -170,18 +182,23 @@ def write_pending(write_client: Any, table_path: str, batches: Iterable[pa.Table
     if commit.stream_errors:
         raise LoaderError(f"{where}: commit of {total} rows failed: {list(commit.stream_errors)}")
     log.debug("%s: %d rows in %d append requests, committed", where, total, len(sent))
-    return total
+    return WriteStats(total, len(sent))
 
 
-def _sized(rows: Iterator[bytes], where: str, offset: int) -> Iterator[list[bytes]]:
-    """Group serialized rows into requests below ``MAX_REQUEST_BYTES``."""
+def framed_size(row: bytes) -> int:
+    """A serialized row's share of a request: the row plus its field tag and length prefix."""
+    return len(row) + 8  # tag (1) + varint length (up to 5), generously
+
+
+def sized_requests(rows: Iterable[bytes], where: str, offset: int, max_bytes: int) -> Iterator[list[bytes]]:
+    """Group serialized rows, in order, into requests of at most ``max_bytes``."""
     chunk: list[bytes] = []
     size = 0
     for position, row in enumerate(rows, start=offset + 1):
-        framed = len(row) + 8  # field tag + length prefix, generously
-        if framed > MAX_REQUEST_BYTES:
+        framed = framed_size(row)
+        if framed > max_bytes:
             raise LoaderError(f"{where}: row {position} is {len(row):,} bytes, over the AppendRows request limit")
-        if chunk and size + framed > MAX_REQUEST_BYTES:
+        if chunk and size + framed > max_bytes:
             yield chunk
             chunk, size = [], 0
         chunk.append(row)
