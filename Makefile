@@ -12,7 +12,7 @@ SYNC ?= all
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync syncs services clean
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync syncs services clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv, install pinned deps and DuckDB extensions (offline-safe)
 	@$(PY) -c "from roundtrip.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
+
+AZURITE_VERSION := 3.37.0
+azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob emulator, npm) for the az:// loader tests; needs npm
+
+.tools/azurite/node_modules/.bin/azurite-blob:
+	npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
 demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary
 	$(PY) -m roundtrip demo $(DEMO_ARGS)

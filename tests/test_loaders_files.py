@@ -220,3 +220,23 @@ def test_files_from_s3(s3_emulator: Any, tmp_path: Path, monkeypatch: pytest.Mon
         _remote_round(fsspec.filesystem("s3"), url, stream, warehouse)
     finally:
         warehouse.close()
+
+
+@pytest.mark.object_store
+def test_files_from_azure_blob(azure_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    from loaders.warehouse.duckdb import DuckDBWarehouse
+
+    for name, value in azure_emulator.env().items():
+        monkeypatch.setenv(name, value)
+    azure_emulator.create_container("landing-files")
+    url = "az://landing-files/orders"
+    stream = FileStreamConfig(path=url, table="orders", columns=ORDER_FIELDS)
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        _remote_round(
+            fsspec.filesystem("az", connection_string=azure_emulator.connection_string), url, stream, warehouse
+        )
+    finally:
+        warehouse.close()
