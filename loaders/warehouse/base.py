@@ -9,7 +9,7 @@ at all, so a failed run leaves the destination as it was, and the loader's own b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,15 +64,3 @@ class Warehouse(Protocol):
         """A whole (small) table, or None when it does not exist: loader state only."""
 
     def close(self) -> None: ...
-
-
-def as_batches(data: pa.Table | Batches) -> Batches:
-    return [data] if isinstance(data, pa.Table) else data
-
-
-@contextlib.contextmanager
-def closing(warehouse: Warehouse) -> Iterator[Warehouse]:
-    try:
-        yield warehouse
-    finally:
-        warehouse.close()
