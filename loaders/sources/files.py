@@ -124,34 +124,34 @@ def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Ta
             con.register_filesystem(fs)
     scan = _scan(source.path, stream.format)
     try:
-        originals = [row[0] for row in con.execute(f"describe select * from {scan}").fetchall()]
+        # one pass over the file: a single-file scan keeps the file's order, so row_number()
+        # is the record's line (for CSV: counted from the first line after the header)
+        con.execute(f"create or replace temp table _file as select *, row_number() over () as _line_ from {scan}")
+        originals = [row[0] for row in con.execute("describe _file").fetchall()][:-1]
     except Exception as exc:  # duckdb raises its own exception types
         raise LoaderError(f"{source.path}: cannot read as {stream.format}: {exc}") from exc
-    clean = sanitized_names(originals, source.path)
-    if stream.columns is not None:
-        unexpected = [c for c in clean if c not in stream.columns]
-        if unexpected:
-            raise LoaderError(f"{source.path}: unexpected column(s) {unexpected}; expected {stream.columns}")
-    by_clean = dict(zip(clean, originals))
-
-    def column(name: str) -> str:
-        if name not in by_clean:
-            return f"cast(null as varchar) as {q(name)}"
-        value = f"cast({q(by_clean[name])} as varchar)" if stream.as_text else q(by_clean[name])
-        return f"{value} as {q(name)}"
-
-    select = [column(c) for c in (stream.columns if stream.columns is not None else clean)]
-    literal = source.path.replace("'", "''")
-    # a single-file scan keeps the file's order, so row_number() is the record's line
-    # (for CSV: counted from the first line after the header)
-    query = (
-        f"select {', '.join(select)}, '{literal}' as {SOURCE_FILE}, "
-        f"cast(row_number() over () as bigint) as {SOURCE_LINE} from {scan}"
-    )
     try:
-        return con.execute(query).to_arrow_table()
-    except Exception as exc:
-        raise LoaderError(f"{source.path}: cannot read as {stream.format}: {exc}") from exc
+        clean = sanitized_names(originals, source.path)
+        if stream.columns is not None:
+            unexpected = [c for c in clean if c not in stream.columns]
+            if unexpected:
+                raise LoaderError(f"{source.path}: unexpected column(s) {unexpected}; expected {stream.columns}")
+        by_clean = dict(zip(clean, originals))
+
+        def column(name: str) -> str:
+            if name not in by_clean:
+                return f"cast(null as varchar) as {q(name)}"
+            value = f"cast({q(by_clean[name])} as varchar)" if stream.as_text else q(by_clean[name])
+            return f"{value} as {q(name)}"
+
+        select = [column(c) for c in (stream.columns if stream.columns is not None else clean)]
+        literal = source.path.replace("'", "''")
+        return con.execute(
+            f"select {', '.join(select)}, '{literal}' as {SOURCE_FILE}, "
+            f"cast(_line_ as bigint) as {SOURCE_LINE} from _file order by _line_"
+        ).to_arrow_table()
+    finally:
+        con.execute("drop table if exists _file")
 
 
 def read_file(
