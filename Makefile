@@ -12,7 +12,7 @@ SYNC ?= all
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint generate load dbt-build docs docs-serve reverse-sync syncs services clean
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync syncs services clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv, install pinned deps and DuckDB extensions (offline-safe)
 	@$(PY) -c "from roundtrip.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
+
+AZURITE_VERSION := 3.37.0
+azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob emulator, npm) for the az:// loader tests; needs npm
+
+.tools/azurite/node_modules/.bin/azurite-blob:
+	npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
 demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary
 	$(PY) -m roundtrip demo $(DEMO_ARGS)
@@ -41,10 +47,20 @@ lint: setup  ## ruff on Python, sqlfluff (dbt templater) on the models
 generate: setup  ## sample data only (catalog to ROUNDTRIP_POSTGRES_URL if set)
 	$(PY) -m roundtrip generate $(GEN_ARGS)
 
-load: setup  ## run every loader into the warehouse (TARGET=duckdb|postgres|bigquery)
-	$(PY) -m loaders sqlite --target $(TARGET)
-	$(PY) -m loaders sql --target $(TARGET)
-	$(PY) -m loaders files --target $(TARGET)
+load: load-sqlite load-sql load-files  ## run every loader into the warehouse (TARGET=duckdb|postgres|bigquery)
+
+# LOADER_ARGS passes flags to a loader, e.g. make load-sqlite LOADER_ARGS="--full-refresh"
+load-sqlite: setup  ## SQLite tables -> warehouse (MERGE on keys, incremental by cursor)
+	$(PY) -m loaders sqlite --target $(TARGET) $(LOADER_ARGS)
+
+load-sql: setup  ## SQL database tables (the Postgres catalog) -> warehouse (ROUNDTRIP_CATALOG_URL)
+	$(PY) -m loaders sql --target $(TARGET) $(LOADER_ARGS)
+
+load-files: setup  ## event files (local, gs://, s3://) -> bronze, each file once
+	$(PY) -m loaders files --target $(TARGET) $(LOADER_ARGS)
+
+export: setup  ## warehouse tables -> Snappy Parquet under {destination}/{YYYYMMDD}/{table}/ (EXPORT_ARGS="--date 20261120")
+	$(PY) -m loaders export --target $(TARGET) $(EXPORT_ARGS)
 
 dbt-build: setup  ## dbt build on TARGET (default duckdb)
 	$(DBT) build $(DBT_FLAGS) --target $(TARGET)

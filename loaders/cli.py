@@ -1,89 +1,121 @@
-"""``python -m loaders``: copy app data into the warehouse."""
+"""``python -m loaders``: copy app data into the warehouse, and warehouse tables out as Parquet.
+
+Every command prints what it did (rows read, inserted, updated, unchanged, deleted, rejected,
+files, seconds) as a table, or as JSON lines with ``--json``.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
 from loaders import jobs
-from loaders.config import load_config
+from loaders.config import FileStreamConfig, LoadersConfig, load_config
 from loaders.errors import LoaderError
-from loaders.warehouse import open_warehouse
+from loaders.warehouse import Warehouse, open_warehouse
 from roundtrip.cli_support import configure_logging, console, print_table, run_cli
 
-app = typer.Typer(help="Load app data (SQLite, Postgres, event files) into the warehouse.", no_args_is_help=True)
+app = typer.Typer(help="Load app data into the warehouse; export warehouse tables as Parquet.", no_args_is_help=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="loaders.yml (default: loaders/loaders.yml)")]
 TargetOpt = Annotated[Optional[str], typer.Option("--target", help="duckdb (default), postgres, bigquery")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the counts as JSON lines")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="tracebacks and debug logs")]
+FullRefreshOpt = Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks: read everything")]
+DateOpt = Annotated[
+    Optional[str], typer.Option("--date", help="the export day, YYYYMMDD or YYYY-MM-DD (default: today)")
+]
+T = TypeVar("T")
 
 
-def _report(title: str, reports: list[jobs.TableReport], as_json: bool) -> None:
+def _report(title: str, rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        for r in reports:
-            console.print_json(json.dumps(r.as_dict()))
+        for row in rows:  # one JSON object per line, for scripts
+            print(json.dumps(row, default=str))
     else:
-        print_table(title, [r.as_dict() for r in reports])
+        print_table(title, rows)
 
 
-def _pick(available: dict, name: str | None, kind: str) -> dict:  # type: ignore[type-arg]
+def _pick(available: dict[str, T], name: str | None, kind: str) -> dict[str, T]:
     if name is None:
         return available
     if name not in available:
-        raise LoaderError(f"no {kind} source named {name!r} in loaders.yml (have: {', '.join(available) or 'none'})")
+        raise LoaderError(f"no {kind} named {name!r} in loaders.yml (have: {', '.join(available) or 'none'})")
     return {name: available[name]}
+
+
+def _day(text: str | None) -> date:
+    if text is None:
+        return date.today()
+    for pattern in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, pattern).date()
+        except ValueError:
+            continue
+    raise LoaderError(f"--date {text!r} is not YYYYMMDD or YYYY-MM-DD")
+
+
+def _run(
+    target: str | None, work: Callable[[Warehouse, LoadersConfig], list[dict[str, Any]]], config: Path | None
+) -> list[dict[str, Any]]:
+    cfg = load_config(config)
+    warehouse = open_warehouse(target)
+    try:
+        return work(warehouse, cfg)
+    finally:
+        warehouse.close()
 
 
 @app.command()
 def sqlite(
     source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks")] = False,
+    full_refresh: FullRefreshOpt = False,
     config: ConfigOpt = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """SQLite tables -> warehouse (MERGE on keys, incremental by cursor)."""
+    """SQLite tables -> warehouse (staging + MERGE on keys, incremental by cursor)."""
     configure_logging(debug)
-    cfg = load_config(config)
-    warehouse = open_warehouse(target)
-    try:
-        reports = [
-            r
-            for name, src in _pick(cfg.sqlite, source, "sqlite").items()
-            for r in jobs.load_sqlite(name, src, warehouse, full_refresh)
-        ]
-    finally:
-        warehouse.close()
-    _report("sqlite -> warehouse", reports, as_json)
+    rows = _run(
+        target,
+        lambda wh, cfg: [
+            r.as_dict()
+            for name, src in _pick(cfg.sqlite, source, "sqlite source").items()
+            for r in jobs.load_sqlite(name, src, wh, full_refresh)
+        ],
+        config,
+    )
+    _report("sqlite -> warehouse", rows, as_json)
 
 
 @app.command()
 def sql(
     source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks")] = False,
+    full_refresh: FullRefreshOpt = False,
     config: ConfigOpt = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """SQL database tables (the Postgres catalog) -> warehouse."""
+    """SQL database tables (Postgres, MySQL/MariaDB, SQLite; the catalog) -> warehouse."""
     configure_logging(debug)
-    cfg = load_config(config)
-    warehouse = open_warehouse(target)
-    try:
-        reports = [
-            r
-            for name, src in _pick(cfg.sql, source, "sql").items()
-            for r in jobs.load_sql(name, src, warehouse, full_refresh)
-        ]
-    finally:
-        warehouse.close()
-    _report("sql -> warehouse", reports, as_json)
+    rows = _run(
+        target,
+        lambda wh, cfg: [
+            r.as_dict()
+            for name, src in _pick(cfg.sql, source, "sql source").items()
+            for r in jobs.load_sql(name, src, wh, full_refresh)
+        ],
+        config,
+    )
+    _report("sql -> warehouse", rows, as_json)
 
 
 @app.command()
@@ -96,13 +128,87 @@ def files(
 ) -> None:
     """Event files -> bronze, each file once (a changed file replaces its rows)."""
     configure_logging(debug)
-    cfg = load_config(config)
-    warehouse = open_warehouse(target)
-    try:
-        reports = [jobs.load_files(name, s, warehouse) for name, s in _pick(cfg.files, stream, "files").items()]
-    finally:
-        warehouse.close()
-    _report("files -> bronze", reports, as_json)
+    rows = _run(
+        target,
+        lambda wh, cfg: [
+            jobs.load_files(name, s, wh).as_dict() for name, s in _pick(cfg.files, stream, "file stream").items()
+        ],
+        config,
+    )
+    _report("files -> warehouse", rows, as_json)
+
+
+@app.command()
+def export(
+    name: Annotated[Optional[str], typer.Option("--name", help="export name in loaders.yml (default: all)")] = None,
+    day: DateOpt = None,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Warehouse tables -> Snappy Parquet under {destination}/{YYYYMMDD}/{table}/ (selected columns)."""
+    from loaders.export import export_tables
+
+    configure_logging(debug)
+    when = _day(day)
+    rows = _run(
+        target,
+        lambda wh, cfg: [
+            r.as_dict() for e in _pick(cfg.exports, name, "export").values() for r in export_tables(wh, e, when)
+        ],
+        config,
+    )
+    _report(f"export {when:%Y%m%d}", rows, as_json)
+
+
+@app.command("import-table")
+def import_table(
+    table: Annotated[str, typer.Option("--table", help="an exported table's name")],
+    name: Annotated[str, typer.Option("--name", help="the export in loaders.yml it belongs to")],
+    schema: Annotated[str, typer.Option("--schema", help="schema to import into")] = "serving",
+    day: DateOpt = None,
+    config: ConfigOpt = None,
+    target: Annotated[str, typer.Option("--target", help="where to import: postgres (default), duckdb")] = "postgres",
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """An export's Parquet files -> a table, swapped in atomically (the file loader's catalog
+    strategy: a re-import of the same files loads nothing)."""
+    from loaders.export import table_folder
+
+    configure_logging(debug)
+    when = _day(day)
+
+    def work(wh: Warehouse, cfg: LoadersConfig) -> list[dict[str, Any]]:
+        export_cfg = _pick(cfg.exports, name, "export")[name]
+        stream = FileStreamConfig(
+            path=table_folder(export_cfg, when, table),
+            format="parquet",
+            strategy="catalog",
+            as_text=False,
+            target_schema=schema,
+            table=table,
+            storage_options=export_cfg.storage_options,
+        )
+        return [jobs.load_files(f"import:{name}:{table}", stream, wh).as_dict()]
+
+    _report(f"import {table} ({when:%Y%m%d})", _run(target, work, config), as_json)
+
+
+@app.command()
+def materialize(
+    select: Annotated[str, typer.Option("--select", help="dbt selector, e.g. +exposure:reco_serving")],
+    target: Annotated[str, typer.Option("--target", help="dbt target")] = "postgres",
+    debug: DebugOpt = False,
+) -> None:
+    """Hand over to dbt: build (and so refresh) the selected models and materialized views."""
+    from roundtrip.dbt import run_dbt
+
+    configure_logging(debug)
+    started = time.perf_counter()
+    run_dbt(["build", "--select", select], target=target)
+    console.print(f"materialized {select} on {target} in {time.perf_counter() - started:.1f}s")
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Typed loader configuration (``loaders/loaders.yml``), resolved at the entry point.
 
 ``${VAR}`` and ``${VAR:-default}`` in the YAML are replaced from the environment, so paths and
-URLs follow ``ROUNDTRIP_*`` settings without code changes. ``ROUNDTRIP_APP_DB`` and
-``ROUNDTRIP_LANDING_PATH`` default to their places under ``ROUNDTRIP_DATA_DIR``.
+URLs follow ``ROUNDTRIP_*`` settings without code changes. ``ROUNDTRIP_APP_DB``,
+``ROUNDTRIP_LANDING_PATH`` and ``ROUNDTRIP_EXPORT_PATH`` default to their places under
+``ROUNDTRIP_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loaders.errors import LoaderError
 from roundtrip.paths import PROJECT_ROOT
@@ -22,6 +23,9 @@ DEFAULT_CONFIG = PROJECT_ROOT / "loaders" / "loaders.yml"
 _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 TimestampKind = Literal["epoch_s", "epoch_ms", "iso"]
+_FILE_TYPE = re.compile(
+    r"bigint|integer|double|boolean|date|timestamp|timestamptz|varchar|decimal\(\s*\d+\s*,\s*\d+\s*\)"
+)
 
 
 class _Strict(BaseModel):
@@ -49,32 +53,71 @@ class SqlTableConfig(_Strict):
 
 
 class SqlSourceConfig(_Strict):
-    url: str  # SQLAlchemy / libpq URL
-    source_schema: str
+    url: str  # SQLAlchemy URL; postgresql:// and mysql:// get this project's drivers (psycopg, PyMySQL)
+    source_schema: str | None = None  # None: the database's default schema (SQLite: main)
+    reader: Literal["sqlalchemy", "duckdb"] = "sqlalchemy"  # duckdb: Postgres through DuckDB's extension
     target_schema: str
     tables: list[SqlTableConfig]
 
 
 class FileStreamConfig(_Strict):
-    path: str  # folder or glob; local, gs://, s3://
+    path: str  # folder; local, gs://, s3:// (any fsspec URL)
+    storage_options: dict[str, Any] = Field(default_factory=dict)  # passed to fsspec, e.g. {token: anon}
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     strategy: Literal["transactional", "catalog"] = "transactional"
     target_schema: str = "bronze"
     table: str
     columns: list[str] | None = None  # expected source fields, in order; others are an error
+    # bronze keeps every field as text, as sent; false keeps the types the file carries (Parquet)
+    as_text: bool = True
+    # optional coercion, column -> DuckDB type; unparseable values go to _roundtrip.file_rejects
+    types: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, types: dict[str, str]) -> dict[str, str]:
+        for column, type_ in types.items():
+            if not _FILE_TYPE.fullmatch(type_.strip().lower()):
+                raise ValueError(
+                    f"column {column!r}: type {type_!r} is not one of bigint, integer, double, boolean, "
+                    "date, timestamp, timestamptz, varchar, decimal(p, s)"
+                )
+        return types
+
+
+class ExportTableConfig(_Strict):
+    name: str
+    columns: list[str] | None = None  # the columns to export, in order; None: all of them
+
+
+class ExportConfig(_Strict):
+    """Warehouse tables -> Snappy Parquet under ``{destination}/{YYYYMMDD}/{table}/``."""
+
+    destination: str  # gs://bucket[/prefix], s3://bucket[/prefix] or a local folder
+    dataset: str  # the schema (DuckDB, Postgres) or dataset (BigQuery) holding the tables
+    tables: list[ExportTableConfig]
+    storage_options: dict[str, Any] = Field(default_factory=dict)  # fsspec options (DuckDB and Postgres)
+    # BigQuery writes one file per table when true ({table}.parquet), else shards (part-*.parquet);
+    # a single file is limited to 1 GB by BigQuery
+    single_file: bool = False
 
 
 class LoadersConfig(_Strict):
     sqlite: dict[str, SqliteSourceConfig] = Field(default_factory=dict)
     sql: dict[str, SqlSourceConfig] = Field(default_factory=dict)
     files: dict[str, FileStreamConfig] = Field(default_factory=dict)
+    exports: dict[str, ExportConfig] = Field(default_factory=dict)
 
 
 def _path_defaults() -> dict[str, str]:
     """Project paths that follow ROUNDTRIP_DATA_DIR (see roundtrip.paths)."""
     from roundtrip import paths
 
-    return {"ROUNDTRIP_APP_DB": str(paths.app_sqlite_path()), "ROUNDTRIP_LANDING_PATH": str(paths.landing_dir())}
+    return {
+        "ROUNDTRIP_APP_DB": str(paths.app_sqlite_path()),
+        "ROUNDTRIP_LANDING_PATH": str(paths.landing_dir()),
+        "ROUNDTRIP_EXPORT_PATH": str(paths.data_dir() / "export"),
+    }
 
 
 def _expand(text: str) -> str:

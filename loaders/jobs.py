@@ -1,26 +1,28 @@
-"""Load jobs: wire a source reader to a warehouse, keep watermarks and the file manifest."""
+"""Load jobs: wire a source reader to a warehouse, keep watermarks and the file manifest.
+
+Each job commits a table's rows together with the bookkeeping that describes them (watermark,
+manifest rows, rejects) in one warehouse transaction, and returns counts that are true.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from loaders import state
 from loaders.config import FileStreamConfig, SqliteSourceConfig, SqlSourceConfig
 from loaders.sources import files as file_source
 from loaders.sources import sql as sql_source
 from loaders.sources import sqlite as sqlite_source
-from loaders.warehouse.base import STATE_SCHEMA, Warehouse, WriteResult
+from loaders.warehouse.base import LOADED_AT, Warehouse, WriteResult
 
 log = logging.getLogger(__name__)
-LOADED_AT = "_loaded_at"
-MANIFEST_TABLE = "file_manifest"
 
 
 @dataclass
@@ -29,6 +31,7 @@ class TableReport:
     table: str
     read: int = 0
     result: WriteResult = field(default_factory=WriteResult)
+    rejected: int = 0
     files_loaded: int = 0
     files_skipped: int = 0
     seconds: float = 0.0
@@ -42,141 +45,177 @@ class TableReport:
             "updated": self.result.updated,
             "unchanged": self.result.unchanged,
             "deleted": self.result.deleted,
+            "rejected": self.rejected,
             "files_loaded": self.files_loaded,
             "files_skipped": self.files_skipped,
             "seconds": round(self.seconds, 3),
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _stamp(data: pa.Table, loaded_at: datetime) -> pa.Table:
     return data.append_column(LOADED_AT, pa.array([loaded_at] * data.num_rows, pa.timestamp("us", tz="UTC")))
+
+
+@dataclass
+class _Highest:
+    """The largest cursor value seen so far: the next run's watermark."""
+
+    value: object | None = None
+
+    def offer(self, candidate: object | None) -> None:
+        if candidate is not None and (self.value is None or candidate > self.value):  # type: ignore[operator]
+            self.value = candidate
+
+
+def _tracked(
+    batches: Iterator[tuple[pa.Table, object | None]], report: TableReport, highest: _Highest, loaded_at: datetime
+) -> Iterator[pa.Table]:
+    """Stamp each batch on its way to the warehouse, counting rows and keeping the highest cursor."""
+    for batch, cursor_max in batches:
+        report.read += batch.num_rows
+        highest.offer(cursor_max)
+        yield _stamp(batch, loaded_at)
 
 
 def load_sqlite(
     name: str, source: SqliteSourceConfig, warehouse: Warehouse, full_refresh: bool = False
 ) -> list[TableReport]:
-    """Every configured table: staging + MERGE on the keys, incremental by cursor, watermark kept
-    in the same transaction as the rows it covers."""
+    """Every configured table: staging + one MERGE on the keys, incremental by cursor, optional
+    delete propagation; the watermark commits in the same transaction as the rows it covers."""
     reports = []
     path = Path(source.path)
     for table in source.tables:
         started = time.perf_counter()
         report = TableReport(f"sqlite:{name}", f"{source.target_schema}.{table.name}")
-        state_key = f"sqlite:{name}:{table.name}:watermark"
-        stored = None if full_refresh else warehouse.get_state(state_key)
-        since = json.loads(stored) if stored is not None and table.cursor else None
-        loaded_at = _now()
-        watermark = since
+        key = f"sqlite:{name}:{table.name}"
+        since = None if full_refresh or not table.cursor else state.get_watermark(warehouse, key)
+        loaded_at = state.now()
+        highest = _Highest(since)
+
+        batches = _tracked(sqlite_source.read_batches(path, table, since), report, highest, loaded_at)
         with warehouse.transaction():
-            for batch, raw_max in sqlite_source.read_batches(path, table, since):
-                report.read += batch.num_rows
-                report.result += warehouse.merge(
-                    source.target_schema, table.name, _stamp(batch, loaded_at), table.primary_key
-                )
-                if raw_max is not None and (watermark is None or raw_max > watermark):
-                    watermark = raw_max
+            report.result += warehouse.merge(source.target_schema, table.name, batches, table.primary_key)
             if table.delete_propagation:
                 keys = sqlite_source.read_keys(path, table)
                 report.result.deleted += warehouse.delete_missing(
-                    source.target_schema, table.name, table.primary_key, keys
+                    source.target_schema, table.name, table.primary_key, [keys]
                 )
-            if table.cursor and watermark is not None:
-                warehouse.set_state(state_key, json.dumps(watermark))
+            if table.cursor and highest.value is not None:
+                state.set_watermark(warehouse, key, highest.value)
         report.seconds = time.perf_counter() - started
+        log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
         reports.append(report)
     return reports
 
 
 def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refresh: bool = False) -> list[TableReport]:
+    """Tables of a SQL database (Postgres, MySQL/MariaDB, SQLite): full, or incremental by cursor."""
     reports = []
     for table in source.tables:
         started = time.perf_counter()
         report = TableReport(f"sql:{name}", f"{source.target_schema}.{table.name}")
-        state_key = f"sql:{name}:{table.name}:watermark"
-        stored = None if full_refresh else warehouse.get_state(state_key)
-        since = stored if table.cursor else None
-        loaded_at = _now()
-        watermark: object | None = None
+        key = f"sql:{name}:{table.name}"
+        since = None if full_refresh or not table.cursor else state.get_watermark(warehouse, key)
+        loaded_at = state.now()
+        highest = _Highest(since)
+
+        batches = _tracked(sql_source.read_table(source, table, since), report, highest, loaded_at)
         with warehouse.transaction():
-            for batch in sql_source.read_table(source, table, since):
-                data = pa.Table.from_batches([batch])
-                report.read += data.num_rows
-                report.result += warehouse.merge(
-                    source.target_schema, table.name, _stamp(data, loaded_at), table.primary_key
-                )
-                if table.cursor and data.num_rows:
-                    top = pc.max(data.column(table.cursor)).as_py()
-                    watermark = top if watermark is None or top > watermark else watermark
-            if table.cursor and watermark is not None:
-                warehouse.set_state(
-                    state_key, watermark.isoformat() if hasattr(watermark, "isoformat") else str(watermark)
-                )
+            report.result += warehouse.merge(source.target_schema, table.name, batches, table.primary_key)
+            if table.cursor and highest.value is not None:
+                state.set_watermark(warehouse, key, highest.value)
         report.seconds = time.perf_counter() - started
+        log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
         reports.append(report)
     return reports
 
 
-def _manifest(warehouse: Warehouse, stream: str) -> dict[str, str]:
-    """path -> fingerprint of files already loaded for ``stream``."""
-    raw = warehouse.get_state(f"files:{stream}:manifest")
-    return json.loads(raw) if raw else {}
-
-
 def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> TableReport:
-    """Append new files; a changed file replaces exactly its own rows; a re-run loads nothing.
+    """``transactional``: append new files, one transaction per file; a changed file replaces
+    exactly its own rows; a re-run loads nothing.
 
-    Strategy ``catalog``: the current set of files is the whole truth, swapped in atomically
-    (an empty source empties the table).
+    ``catalog``: the current set of files is the whole truth, swapped in atomically (an empty
+    source empties the table); an unchanged set loads nothing.
     """
-    import duckdb
-
     started = time.perf_counter()
     report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}")
     files = file_source.list_files(stream)
-    seen = _manifest(warehouse, name)
-    con = duckdb.connect()
-    loaded_at = _now()
-    try:
-        if stream.strategy == "catalog":
-            tables = [file_source.read_file(con, f, stream) for f in files]
-            data = pa.concat_tables(tables) if tables else _empty(stream)
-            report.read = data.num_rows
-            with warehouse.transaction():
-                warehouse.replace(stream.target_schema, stream.table, _stamp(data, loaded_at))
-                warehouse.set_state(f"files:{name}:manifest", json.dumps({f.path: f.fingerprint for f in files}))
-            report.result.inserted = data.num_rows
-            report.files_loaded = len(files)
-        else:
-            todo = [f for f in files if seen.get(f.path) != f.fingerprint]
-            report.files_skipped = len(files) - len(todo)
-            for source_file in todo:
-                data = file_source.read_file(con, source_file, stream)
-                with warehouse.transaction():
-                    if source_file.path in seen:  # changed since last load: replace its rows
-                        report.result.deleted += warehouse.delete_where(
-                            stream.target_schema, stream.table, "_source_file", [source_file.path]
-                        )
-                    report.result.inserted += warehouse.append(
-                        stream.target_schema, stream.table, _stamp(data, loaded_at)
-                    )
-                    seen[source_file.path] = source_file.fingerprint
-                    warehouse.set_state(f"files:{name}:manifest", json.dumps(seen))
-                report.read += data.num_rows
-                report.files_loaded += 1
-    finally:
-        con.close()
+    seen = state.read_manifest(warehouse, name)
+    if stream.strategy == "catalog":
+        _load_catalog(name, stream, warehouse, files, seen, report)
+    else:
+        _load_transactional(name, stream, warehouse, files, seen, report)
     report.seconds = time.perf_counter() - started
+    log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
     return report
 
 
-def _empty(stream: FileStreamConfig) -> pa.Table:
-    columns = [*(stream.columns or []), "_source_file"]
-    table = pa.table({c: pa.array([], pa.string()) for c in columns})
-    return table.append_column("_source_line", pa.array([], pa.int64()))
+def _load_transactional(
+    name: str,
+    stream: FileStreamConfig,
+    warehouse: Warehouse,
+    files: list[file_source.SourceFile],
+    seen: dict[str, state.ManifestEntry],
+    report: TableReport,
+) -> None:
+    todo = [f for f in files if f.path not in seen or seen[f.path].fingerprint != f.fingerprint]
+    report.files_skipped = len(files) - len(todo)
+    with file_source.reader() as con:
+        for source_file in todo:
+            loaded_at = state.now()
+            data, rejects = file_source.read_file(con, source_file, stream, name, loaded_at)
+            with warehouse.transaction():
+                if source_file.path in seen:  # changed since its last load: its old rows go
+                    report.result.deleted += warehouse.delete_where(
+                        stream.target_schema, stream.table, file_source.SOURCE_FILE, [source_file.path]
+                    )
+                report.result.inserted += warehouse.append(
+                    stream.target_schema, stream.table, [_stamp(data, loaded_at)]
+                )
+                report.rejected += state.record_rejects(warehouse, rejects)
+                state.record_files(warehouse, name, [_entry(source_file, data.num_rows, loaded_at)])
+            report.read += data.num_rows + rejects.num_rows
+            report.files_loaded += 1
 
 
-__all__ = ["STATE_SCHEMA", "TableReport", "load_files", "load_sql", "load_sqlite"]
+def _load_catalog(
+    name: str,
+    stream: FileStreamConfig,
+    warehouse: Warehouse,
+    files: list[file_source.SourceFile],
+    seen: dict[str, state.ManifestEntry],
+    report: TableReport,
+) -> None:
+    current = {f.path: f.fingerprint for f in files}
+    if seen and current == {path: entry.fingerprint for path, entry in seen.items()}:
+        report.files_skipped = len(files)
+        return
+    loaded_at = state.now()
+    entries: list[state.ManifestEntry] = []
+    all_rejects: list[pa.Table] = []
+    with file_source.reader() as con:
+
+        def batches() -> Iterator[pa.Table]:
+            if not files:  # still the stream's columns: an empty source empties the table
+                yield _stamp(file_source.empty_table(stream), loaded_at)
+            for source_file in files:
+                data, rejects = file_source.read_file(con, source_file, stream, name, loaded_at)
+                report.read += data.num_rows + rejects.num_rows
+                all_rejects.append(rejects)
+                entries.append(_entry(source_file, data.num_rows, loaded_at))
+                yield _stamp(data, loaded_at)
+
+        with warehouse.transaction():
+            report.result.inserted = warehouse.replace(stream.target_schema, stream.table, batches())
+            report.result.deleted = sum(e.rows for e in seen.values())
+            for rejects in all_rejects:
+                report.rejected += state.record_rejects(warehouse, rejects)
+            state.replace_manifest(warehouse, name, entries)
+    report.files_loaded = len(files)
+
+
+def _entry(source_file: file_source.SourceFile, rows: int, loaded_at: datetime) -> state.ManifestEntry:
+    return state.ManifestEntry(source_file.path, source_file.size, source_file.fingerprint, rows, loaded_at)
+
+
+__all__ = ["TableReport", "load_files", "load_sql", "load_sqlite"]

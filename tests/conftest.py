@@ -16,12 +16,15 @@ import pytest
 from roundtrip.paths import PROJECT_ROOT
 from roundtrip.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
 
+# emulators of BigQuery, GCS and S3; the loaders' `warehouse` fixture over every target
+pytest_plugins = ["tests.emulators", "tests.loader_fixtures"]
+
 SERVICES_DIR = Path(os.environ.get("ROUNDTRIP_TEST_SERVICES_DIR", "/tmp/roundtrip-test-services"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests without a cost marker are `fast`."""
-    costly = {"postgres", "redis", "bigquery", "spark", "slow"}
+    costly = {"postgres", "redis", "bigquery", "object_store", "mysql", "spark", "slow"}
     for item in items:
         if not costly & {m.name for m in item.iter_markers()}:
             item.add_marker(pytest.mark.fast)

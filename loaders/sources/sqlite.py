@@ -8,9 +8,10 @@ with microseconds. NULL stays NULL in every type.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,7 +60,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _to_timestamp(values: list[object], kind: TimestampKind, column: str, table: str, first_row: int) -> pa.Array:
+def _to_timestamp(
+    values: list[object], kind: TimestampKind, column: str, table: str, row_name: Callable[[int], str]
+) -> pa.Array:
     out: list[int | None] = []
     for offset, value in enumerate(values):
         if value is None:
@@ -80,10 +83,29 @@ def _to_timestamp(values: list[object], kind: TimestampKind, column: str, table:
                 out.append(int(micros.to_integral_value()))
         except (ValueError, ArithmeticError) as exc:
             raise LoaderError(
-                f"SQLite table {table!r}, row {first_row + offset + 1}: column {column!r} value {value!r} "
+                f"SQLite table {table!r}, {row_name(offset)}: column {column!r} value {value!r} "
                 f"is not a {kind} timestamp ({exc})"
             ) from exc
     return pa.array(out, pa.timestamp("us", tz="UTC"))
+
+
+def _select(table: SqliteTableConfig, names: list[str], since: object | None) -> tuple[str, list[object]]:
+    """The read query. With a cursor, a key that appears more than once keeps only its latest row
+    (highest cursor, then highest rowid): duplicates are resolved at the source, deterministically."""
+    columns = ", ".join(_quote(n) for n in names)
+    where, params = "", []
+    if table.cursor and since is not None:
+        where, params = f" where {_quote(table.cursor)} >= ?", [since]
+    order = ", ".join(_quote(n) for n in ([table.cursor] if table.cursor else []) + table.primary_key)
+    if not table.cursor:
+        return f"select {columns} from {_quote(table.name)}{where} order by {order}", params
+    keys = ", ".join(_quote(k) for k in table.primary_key)
+    return (
+        f"select {columns} from (select {columns}, row_number() over "
+        f"(partition by {keys} order by {_quote(table.cursor)} desc, rowid desc) as _latest "
+        f"from {_quote(table.name)}{where}) where _latest = 1 order by {order}",
+        params,
+    )
 
 
 def read_batches(
@@ -93,14 +115,17 @@ def read_batches(
     batch_rows: int = 100_000,
 ) -> Iterator[tuple[pa.Table, object | None]]:
     """Yield the table (or rows with ``cursor >= since``) as Arrow tables of ``batch_rows``,
-    each with the largest raw cursor value it holds (the next watermark).
+    each with the largest raw cursor value it holds (the next watermark). An empty result
+    still yields one empty table, so the target table exists with the right columns.
 
     ``>=`` rather than ``>``: rows sharing the watermark's value are read again and found
-    unchanged by the MERGE, so none is skipped at the boundary.
+    unchanged by the MERGE, so none is skipped at the boundary and none is loaded twice.
     """
     if not path.exists():
         raise LoaderError(f"SQLite database {path} does not exist")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # the consumer may pull batches from another thread (gRPC iterates BigQuery append requests
+    # in its own): one thread at a time uses the connection, never two at once
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
         columns = read_schema(con, table.name)
         names = [c.name for c in columns]
@@ -110,47 +135,66 @@ def read_batches(
                 raise LoaderError(f"loaders.yml: table {table.name!r} {setting} names unknown column(s) {missing}")
         if table.cursor and table.cursor not in names:
             raise LoaderError(f"loaders.yml: table {table.name!r} cursor {table.cursor!r} is not a column")
-        query = f"select {', '.join(_quote(n) for n in names)} from {_quote(table.name)}"
-        params: list[object] = []
-        if table.cursor and since is not None:
-            query += f" where {_quote(table.cursor)} >= ?"
-            params.append(since)
-        order = [table.cursor] if table.cursor else []
-        query += " order by " + ", ".join(_quote(n) for n in order + table.primary_key)
+        query, params = _select(table, names, since)
         cursor = con.execute(query, params)
         read = 0
-        while rows := cursor.fetchmany(batch_rows):
+        while True:
+            rows = cursor.fetchmany(batch_rows)
+            if not rows and read:
+                break
             arrays = []
+            row_name = functools.partial(_row_name, rows, read, table.primary_key, names)
             for i, column in enumerate(columns):
                 values = [row[i] for row in rows]
                 kind = table.timestamps.get(column.name)
                 if kind:
-                    arrays.append(_to_timestamp(values, kind, column.name, table.name, read))
+                    arrays.append(_to_timestamp(values, kind, column.name, table.name, row_name))
                 else:
-                    arrays.append(_typed(values, column, table.name, read))
-            read += len(rows)
+                    arrays.append(_typed(values, column, table.name, row_name))
             raw_max = None
             if table.cursor:
                 position = names.index(table.cursor)
                 raw_max = max((row[position] for row in rows if row[position] is not None), default=None)
             yield pa.table(arrays, names=names), raw_max
+            if not rows:
+                break
+            read += len(rows)
     finally:
         con.close()
 
 
-def _typed(values: list[object], column: SqliteColumn, table: str, first_row: int) -> pa.Array:
+def _row_name(rows: list[tuple], first_row: int, keys: list[str], names: list[str], offset: int) -> str:  # type: ignore[type-arg]
+    """How an error names a row: its position in the read and its key."""
+    key = ", ".join(f"{k}={rows[offset][names.index(k)]!r}" for k in keys)
+    return f"row {first_row + offset + 1} ({key})"
+
+
+def _coerce(value: object, wanted: pa.DataType) -> object:
+    """SQLite's storage classes to what the Arrow type takes: 0/1 for booleans, numbers kept as
+    their text in text columns. Anything else goes through unchanged (and fails loudly)."""
+    if value is None:
+        return None
+    if pa.types.is_boolean(wanted) and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if pa.types.is_string(wanted) and isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    return value
+
+
+def _typed(values: list[object], column: SqliteColumn, table: str, row_name: Callable[[int], str]) -> pa.Array:
     wanted = column.arrow_type
+    coerced = [_coerce(v, wanted) for v in values]
     try:
-        return pa.array(values, wanted)
+        return pa.array(coerced, wanted)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         # SQLite stores any value in any column: name the first row that does not fit
-        for offset, value in enumerate(values):
+        for offset, value in enumerate(coerced):
             try:
                 pa.array([value], wanted)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 raise LoaderError(
-                    f"SQLite table {table!r}, row {first_row + offset + 1}: column {column.name!r} "
-                    f"declared {column.declared_type or 'untyped'} holds {value!r} ({exc})"
+                    f"SQLite table {table!r}, {row_name(offset)}: column {column.name!r} "
+                    f"declared {column.declared_type or 'untyped'} holds {values[offset]!r} ({exc})"
                 ) from exc
         raise
 
@@ -161,11 +205,14 @@ def read_keys(path: Path, table: SqliteTableConfig) -> pa.Table:
     try:
         columns = {c.name: c for c in read_schema(con, table.name)}
         rows = con.execute(
-            f"select {', '.join(_quote(k) for k in table.primary_key)} from {_quote(table.name)}"
+            f"select distinct {', '.join(_quote(k) for k in table.primary_key)} from {_quote(table.name)}"
         ).fetchall()
     finally:
         con.close()
     return pa.table(
-        [pa.array([r[i] for r in rows], columns[k].arrow_type) for i, k in enumerate(table.primary_key)],
+        [
+            _typed([r[i] for r in rows], columns[k], table.name, lambda offset: f"key row {offset + 1}")
+            for i, k in enumerate(table.primary_key)
+        ],
         names=table.primary_key,
     )

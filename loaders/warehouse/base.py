@@ -1,15 +1,24 @@
-"""What a loader needs from a warehouse: a small interface every target implements."""
+"""What a loader needs from a warehouse: a small interface every target implements.
+
+Every write goes through a staging table first, then one set-based statement generated from the
+declared keys (``loaders.warehouse.sql``). Writes inside ``transaction()`` commit together or not
+at all, so a failed run leaves the destination as it was, and the loader's own bookkeeping
+(watermarks, file manifest: ``loaders.state``) commits with the rows it describes.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import pyarrow as pa
 
 STATE_SCHEMA = "_roundtrip"
+LOADED_AT = "_loaded_at"  # stamped by the loaders; never a reason to count a row as changed
+
+Batches = Iterable[pa.Table]
 
 
 @dataclass
@@ -29,42 +38,29 @@ class WriteResult:
 
 
 class Warehouse(Protocol):
-    """A destination for loaders. Writes inside ``transaction()`` commit together or not at all."""
+    """A destination for loaders. ``schema`` is a schema (DuckDB, Postgres) or a dataset (BigQuery)."""
 
     name: str
 
-    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Writes inside commit together or not at all (nested calls join the outer one)."""
 
-    def merge(self, schema: str, table: str, data: pa.Table, keys: list[str]) -> WriteResult:
-        """Insert new keys, update changed rows, leave equal rows alone (counted as unchanged)."""
+    def merge(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
+        """Stage every batch, then one MERGE: insert new keys, update changed rows, leave equal
+        rows alone (counted as unchanged). A NULL or repeated key in the staged rows is an error."""
 
-    def delete_missing(self, schema: str, table: str, keys: list[str], present: pa.Table) -> int:
+    def delete_missing(self, schema: str, table: str, keys: list[str], present: Batches) -> int:
         """Delete rows whose key is not in ``present`` (delete propagation)."""
 
-    def append(self, schema: str, table: str, data: pa.Table) -> int: ...
+    def append(self, schema: str, table: str, batches: Batches) -> int: ...
 
-    def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int: ...
+    def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int:
+        """Delete rows whose ``column`` is one of ``values``; returns how many."""
 
-    def replace(self, schema: str, table: str, data: pa.Table) -> int:
-        """Swap the whole table for ``data`` atomically (an empty ``data`` empties it)."""
+    def replace(self, schema: str, table: str, batches: Batches) -> int:
+        """Swap the table's rows for ``batches`` atomically (no batch at all empties it)."""
 
-    def get_state(self, key: str) -> str | None: ...
-
-    def set_state(self, key: str, value: str) -> None: ...
-
-    def row_count(self, schema: str, table: str) -> int: ...
+    def read_table(self, schema: str, table: str) -> pa.Table | None:
+        """A whole (small) table, or None when it does not exist: loader state only."""
 
     def close(self) -> None: ...
-
-
-def quote(identifier: str) -> str:
-    """Double-quoted SQL identifier (DuckDB, Postgres)."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-@contextlib.contextmanager
-def closing(warehouse: Warehouse) -> Iterator[Warehouse]:
-    try:
-        yield warehouse
-    finally:
-        warehouse.close()

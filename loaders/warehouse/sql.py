@@ -1,0 +1,92 @@
+"""Set-based statements generated from declared keys, for every warehouse.
+
+DuckDB, PostgreSQL (15+) and BigQuery share the standard ``MERGE`` and ``IS DISTINCT FROM``;
+only identifier quoting differs, so each generator takes the warehouse's ``quote`` function.
+Never hand-write one of these per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from loaders.warehouse.base import LOADED_AT
+
+Quote = Callable[[str], str]
+
+
+def quote_double(identifier: str) -> str:
+    """ "identifier" (DuckDB, Postgres): a doubled quote escapes a quote."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def quote_backtick(identifier: str) -> str:
+    """`identifier` (BigQuery): backslash escapes backslash and backtick."""
+    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _key_match(keys: list[str], q: Quote, left: str = "t", right: str = "s") -> str:
+    return " and ".join(f"{left}.{q(k)} = {right}.{q(k)}" for k in keys)
+
+
+def _changed(columns: list[str], keys: list[str], q: Quote) -> str:
+    """True when a matched row differs in a non-key column (the load stamp does not count)."""
+    compared = [c for c in columns if c not in keys and c != LOADED_AT]
+    return " or ".join(f"t.{q(c)} is distinct from s.{q(c)}" for c in compared) or "false"
+
+
+def merge_statement(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
+    """Insert new keys, update rows whose values changed, leave equal rows untouched."""
+    updates = ", ".join(f"{q(c)} = s.{q(c)}" for c in columns if c not in keys)
+    insert = ", ".join(q(c) for c in columns)
+    values = ", ".join(f"s.{q(c)}" for c in columns)
+    when_matched = f"when matched and ({_changed(columns, keys, q)}) then update set {updates} " if updates else ""
+    return (
+        f"merge into {target} t using {stage} s on {_key_match(keys, q)} "
+        f"{when_matched}when not matched then insert ({insert}) values ({values})"
+    )
+
+
+def merge_counts_query(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
+    """One row: how many staged rows the MERGE will insert, update and leave unchanged."""
+    return (
+        "select coalesce(sum(case when matched then 0 else 1 end), 0), "
+        "coalesce(sum(case when matched and changed then 1 else 0 end), 0), "
+        "coalesce(sum(case when matched and not changed then 1 else 0 end), 0) "
+        f"from (select t.{q(keys[0])} is not null as matched, ({_changed(columns, keys, q)}) as changed "
+        f"from {stage} s left join {target} t on {_key_match(keys, q)}) as compared"
+    )
+
+
+def null_key_count_query(stage: str, keys: list[str], q: Quote) -> str:
+    return f"select count(*) from {stage} where " + " or ".join(f"{q(k)} is null" for k in keys)
+
+
+def duplicate_key_query(stage: str, keys: list[str], q: Quote) -> str:
+    """The first key that appears more than once, with its count (no row when keys are unique)."""
+    key_list = ", ".join(q(k) for k in keys)
+    return f"select {key_list}, count(*) from {stage} group by {key_list} having count(*) > 1 limit 1"
+
+
+def missing_keys_predicate(target_alias: str, present: str, keys: list[str], q: Quote) -> str:
+    return f"not exists (select 1 from {present} p where {_key_match(keys, q, 'p', target_alias)})"
+
+
+def check_staged_keys(
+    fetchone: Callable[[str], tuple | None], stage: str, keys: list[str], where: str, q: Quote
+) -> None:  # type: ignore[type-arg]
+    """Refuse a staged batch whose key is NULL or repeated: a MERGE would pick a row at random.
+
+    Sources resolve repeats first where they can (the SQLite reader keeps the latest row by
+    cursor); what is left here is an error that names the table and one offending key.
+    """
+    from loaders.errors import LoaderError
+
+    nulls = fetchone(null_key_count_query(stage, keys, q))
+    if nulls and nulls[0]:
+        raise LoaderError(f"{where}: {nulls[0]} row(s) have a NULL in the key {keys}")
+    duplicate = fetchone(duplicate_key_query(stage, keys, q))
+    if duplicate:
+        raise LoaderError(
+            f"{where}: key {dict(zip(keys, duplicate[:-1]))} appears {duplicate[-1]} times in one load; "
+            "declare a cursor to keep the latest row, or fix primary_key in loaders.yml"
+        )
