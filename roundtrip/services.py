@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from roundtrip.errors import ServiceError
@@ -172,16 +173,18 @@ def _port_is_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def port_is_open(port: int) -> bool:
+    return _port_is_open(port)
+
+
 def _die_with_parent(sig: int) -> None:
-    """Runs in the child after the uid switch: the kernel signals the server when we die."""
+    """Fallback where ``setpriv`` is missing: runs in the forked child (after the uid switch)."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
-def _run_as_kwargs() -> dict[str, object]:
-    if os.name == "posix" and os.geteuid() == 0:
-        return {"user": UNPRIVILEGED_USER, "group": _primary_group(UNPRIVILEGED_USER), "extra_groups": []}
-    return {}
+def _is_root() -> bool:
+    return os.name == "posix" and os.geteuid() == 0
 
 
 def _primary_group(user: str) -> int:
@@ -196,9 +199,68 @@ def _primary_group(user: str) -> int:
         ) from exc
 
 
-def _hand_to_unprivileged(path: Path) -> None:
-    """When root, the unprivileged user must own the data folder and reach it."""
-    if os.name != "posix" or os.geteuid() != 0:
+def _launch(cmd: list[str], *, death_signal: int | None, unprivileged: bool) -> tuple[list[str], dict[str, Any]]:
+    """Command and Popen arguments that drop root (when asked and we are root) and tie the
+    child's life to ours with ``PR_SET_PDEATHSIG``.
+
+    util-linux's ``setpriv`` does both, then execs the server (same pid). That matters: a Python
+    ``preexec_fn`` forces a plain fork(), whose atfork handlers abort the child in processes that
+    have loaded gRPC (the BigQuery clients); without one, Python spawns with vfork.
+    """
+    drop = unprivileged and _is_root()
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        prefix = [setpriv]
+        if drop:
+            group = str(_primary_group(UNPRIVILEGED_USER))
+            prefix += ["--reuid", UNPRIVILEGED_USER, "--regid", group, "--clear-groups"]
+        if death_signal is not None:
+            prefix += ["--pdeathsig", signal.Signals(death_signal).name.removeprefix("SIG")]
+        return [*prefix, "--", *cmd], {}
+    kwargs: dict[str, Any] = {}
+    if drop:
+        kwargs.update(user=UNPRIVILEGED_USER, group=_primary_group(UNPRIVILEGED_USER), extra_groups=[])
+    if death_signal is not None:
+        kwargs["preexec_fn"] = lambda: _die_with_parent(death_signal)
+    return cmd, kwargs
+
+
+def spawn(
+    cmd: list[str],
+    log_path: Path,
+    *,
+    death_signal: int = signal.SIGTERM,
+    unprivileged: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a server whose output goes to ``log_path`` and which dies with this process."""
+    full_cmd, kwargs = _launch(cmd, death_signal=death_signal, unprivileged=unprivileged)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(full_cmd, stdout=out, stderr=subprocess.STDOUT, env=env, **kwargs)
+
+
+def run_unprivileged(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a set-up command (initdb and the like) as the unprivileged user when we are root."""
+    full_cmd, kwargs = _launch(cmd, death_signal=None, unprivileged=True)
+    return subprocess.run(full_cmd, capture_output=True, text=True, **kwargs)
+
+
+def wait_for_port(proc: subprocess.Popen[bytes], name: str, port: int, log_path: Path, timeout: float = 60.0) -> None:
+    """Wait until ``port`` accepts connections; stop the process and fail clearly otherwise."""
+    deadline = time.monotonic() + timeout
+    while not _port_is_open(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc, signal.SIGTERM)
+            raise ServiceError(
+                f"{name} did not listen on port {port} "
+                f"(exit code {proc.returncode}); last lines of {log_path}:\n{tail(log_path)}"
+            )
+        time.sleep(0.1)
+
+
+def hand_to_unprivileged(path: Path) -> None:
+    """When root, the unprivileged user must own the data folder and be able to reach it."""
+    if not _is_root():
         return
     import pwd
 
@@ -213,7 +275,8 @@ def _hand_to_unprivileged(path: Path) -> None:
             os.chmod(parent, mode | 0o001)
 
 
-def _stop_process(proc: subprocess.Popen[bytes], first_signal: int, timeout: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], first_signal: int, timeout: float = 15.0) -> None:
+    """Stop one process by its pid: ``first_signal``, then SIGKILL after ``timeout``."""
     if proc.poll() is not None:
         return
     proc.send_signal(first_signal)
@@ -225,7 +288,7 @@ def _stop_process(proc: subprocess.Popen[bytes], first_signal: int, timeout: flo
         proc.wait(5)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -255,8 +318,8 @@ class LocalPostgres:
         pgdata.mkdir(mode=0o700)
         logfile = self.folder / "server.log"
         logfile.touch()
-        _hand_to_unprivileged(self.folder)
-        init = subprocess.run(
+        hand_to_unprivileged(self.folder)
+        init = run_unprivileged(
             [
                 str(bin_dir / "initdb"),
                 "-D",
@@ -268,43 +331,38 @@ class LocalPostgres:
                 "--locale=C",
                 "--no-sync",
                 "--no-instructions",
-            ],
-            capture_output=True,
-            text=True,
-            **_run_as_kwargs(),  # type: ignore[call-overload]
+            ]
         )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed in {pgdata}:\n{init.stderr.strip()}")
         port = self.requested_port or free_port()
         if _port_is_open(port):
             raise ServiceError(f"cannot start PostgreSQL: port {port} on 127.0.0.1 is already in use")
-        with open(logfile, "ab") as out:
-            self.proc = subprocess.Popen(  # type: ignore[call-overload]
-                [
-                    str(bin_dir / "postgres"),
-                    "-D",
-                    str(pgdata),
-                    "-p",
-                    str(port),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "unix_socket_directories=",
-                    # throwaway cluster: durability is not wanted, speed is
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=200",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(signal.SIGINT),
-                **_run_as_kwargs(),
-            )
+        self.proc = spawn(
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                # throwaway cluster: durability is not wanted, speed is
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            logfile,
+            death_signal=signal.SIGINT,  # SIGINT = fast shutdown
+            unprivileged=True,
+        )
         self.endpoint = PostgresEndpoint("127.0.0.1", port, "postgres", DEFAULT_DATABASE)
         self._wait_ready(logfile, timeout)
         self._create_database(DEFAULT_DATABASE)
@@ -320,7 +378,7 @@ class LocalPostgres:
             if self.proc.poll() is not None:
                 raise ServiceError(
                     f"PostgreSQL exited with code {self.proc.returncode} on port {self.endpoint.port}; "
-                    f"last lines of {logfile}:\n{_tail(logfile)}"
+                    f"last lines of {logfile}:\n{tail(logfile)}"
                 )
             try:
                 with psycopg.connect(self.endpoint.url("postgres"), connect_timeout=2):
@@ -346,7 +404,7 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown
+            stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown
             log.info("stopped PostgreSQL pid %s", self.proc.pid)
             self.proc = None
         if self.folder is not None and not self.keep:
@@ -378,27 +436,24 @@ class LocalRedis:
         if _port_is_open(port):
             raise ServiceError(f"cannot start Redis: port {port} on 127.0.0.1 is already in use")
         logfile = self.folder / "server.log"
-        with open(logfile, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.folder),
-                    "--daemonize",
-                    "no",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
-            )
+        self.proc = spawn(
+            [
+                str(binary),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--daemonize",
+                "no",
+            ],
+            logfile,
+        )
         self.endpoint = RedisEndpoint("127.0.0.1", port)
         self._wait_ready(logfile, timeout)
         log.info("started Redis pid %s on 127.0.0.1:%s", self.proc.pid, port)
@@ -414,7 +469,7 @@ class LocalRedis:
             if self.proc.poll() is not None:
                 raise ServiceError(
                     f"redis-server exited with code {self.proc.returncode} on port {self.endpoint.port}; "
-                    f"last lines of {logfile}:\n{_tail(logfile)}"
+                    f"last lines of {logfile}:\n{tail(logfile)}"
                 )
             try:
                 if client.ping():
@@ -432,7 +487,7 @@ class LocalRedis:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_process(self.proc, signal.SIGTERM)
+            stop_process(self.proc, signal.SIGTERM)
             log.info("stopped Redis pid %s", self.proc.pid)
             self.proc = None
         if self.folder is not None and not self.keep:

@@ -22,30 +22,22 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from roundtrip.services import _die_with_parent, _port_is_open, _stop_process, _tail, free_port
+from roundtrip.services import free_port, hand_to_unprivileged, run_unprivileged, spawn, stop_process, wait_for_port
 
 BIGQUERY_PROJECT = "roundtrip-test"
 
 
 def _start(cmd: list[str], env: dict[str, str], ports: list[int], log: Path, timeout: float = 60.0) -> subprocess.Popen:  # type: ignore[type-arg]
-    """Start ``cmd`` and wait until every port accepts connections."""
-    handle = log.open("wb")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=lambda: _die_with_parent(signal.SIGTERM)
-    )
-    deadline = time.monotonic() + timeout
-    while not all(_port_is_open(p) for p in ports):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_process(proc, signal.SIGTERM)
-            raise RuntimeError(f"{cmd[0]} did not start (exit {proc.returncode}):\n{_tail(log)}")
-        time.sleep(0.1)
+    """Start ``cmd`` (tied to this process, see roundtrip.services.spawn) and wait for every port."""
+    proc = spawn(cmd, log, env=env)
+    for port in ports:
+        wait_for_port(proc, Path(cmd[0]).name, port, log, timeout)
     return proc
 
 
@@ -98,7 +90,7 @@ def bigquery_emulator() -> Iterator[BigQueryEmulator]:
         try:
             yield BigQueryEmulator(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", BIGQUERY_PROJECT, gcs_root)
         finally:
-            _stop_process(proc, signal.SIGTERM)
+            stop_process(proc, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -133,7 +125,7 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
         try:
             yield GcsEmulator(url)
         finally:
-            _stop_process(proc, signal.SIGTERM)
+            stop_process(proc, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -169,7 +161,7 @@ def s3_emulator() -> Iterator[S3Emulator]:
         try:
             yield S3Emulator(f"http://127.0.0.1:{port}")
         finally:
-            _stop_process(proc, signal.SIGTERM)
+            stop_process(proc, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------- MariaDB (Debian's package)
@@ -196,28 +188,24 @@ def _mariadb_binaries() -> tuple[str, str] | None:
 def mariadb() -> Iterator[MariaDB]:
     """A throwaway MariaDB from Debian's ``mariadb-server`` package (.ci/run installs it), as an
     unprivileged user on a free loopback port; root logs in over TCP without a password."""
-    from roundtrip.services import _hand_to_unprivileged, _run_as_kwargs
-
     binaries = _mariadb_binaries()
     if binaries is None:
         pytest.skip("MariaDB is not installed (apt-get install mariadb-server; .ci/run does it)")
     server, install = binaries
     with tempfile.TemporaryDirectory(prefix="mariadb-") as folder:
         base = Path(folder)
-        _hand_to_unprivileged(base)
-        run_as = _run_as_kwargs()
-        subprocess.run(
+        hand_to_unprivileged(base)
+        installed = run_unprivileged(
             [
                 install,
                 "--no-defaults",
                 f"--datadir={base / 'data'}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
-            ],
-            check=True,
-            capture_output=True,
-            **run_as,  # type: ignore[call-overload]
+            ]
         )
+        if installed.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed:\n{installed.stderr}")
         port = free_port()
         cmd = [
             server,
@@ -230,24 +218,13 @@ def mariadb() -> Iterator[MariaDB]:
             "--skip-log-bin",
             "--innodb-buffer-pool-size=32M",
         ]
-        handle = (base / "mariadb.log").open("wb")
-        proc = subprocess.Popen(
-            cmd,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
-            **run_as,  # type: ignore[call-overload]
-        )
-        deadline = time.monotonic() + 30
-        while not _port_is_open(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop_process(proc, signal.SIGTERM)
-                raise RuntimeError(f"mariadbd did not start:\n{_tail(base / 'mariadb.log')}")
-            time.sleep(0.1)
+        log = base / "mariadb.log"
+        proc = spawn(cmd, log, unprivileged=True)
+        wait_for_port(proc, "mariadbd", port, log, timeout=30)
         try:
             yield MariaDB(port)
         finally:
-            _stop_process(proc, signal.SIGTERM)
+            stop_process(proc, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------- Azure Blob (Azurite, npm)
@@ -303,4 +280,4 @@ def azure_emulator() -> Iterator[AzureEmulator]:
         finally:
             # Azurite waits for idle keep-alive connections before exiting: a throwaway
             # emulator gets a short grace period, then SIGKILL
-            _stop_process(proc, signal.SIGTERM, timeout=1)
+            stop_process(proc, signal.SIGTERM, timeout=1)
