@@ -89,11 +89,12 @@ def _print_results(results: list[SyncResult], dry_run: bool) -> None:
         if r.error:
             err_console.print(f"[bold red]{r.status}:[/] {r.error}")
         for change in r.changes:
-            console.print(f"  {r.spec.name} would {change['action']} {change['key']}: {change['row']}")
+            row = json.dumps(change["row"], default=str, ensure_ascii=False)
+            console.print(f"  {r.spec.name} would {change['action']} {change['key']}: {row}", markup=False)
         for key in r.deletions:
-            console.print(f"  {r.spec.name} would delete {key}")
+            console.print(f"  {r.spec.name} would delete {key}", markup=False)
         for rejection in r.rejections:
-            console.print(f"  [yellow]{r.spec.name} rejected[/] {rejection['key']}: {rejection['reason']}")
+            console.print(f"  {r.spec.name} rejected {rejection['key']}: {rejection['reason']}", markup=False)
         if r.counts.rejected and r.run_id is not None:
             console.print(
                 f"  {r.counts.rejected} rejected row(s) of {r.spec.name} are kept in reverse_etl.rejected_rows "

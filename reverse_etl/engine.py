@@ -108,7 +108,7 @@ def run_sync(spec: SyncSpec, endpoints: Endpoints, options: RunOptions | None = 
                 endpoints.postgres_url or "", spec, result.run_id, str(exc), result.counts if result.committed else None
             )
     result.seconds = time.perf_counter() - started
-    log.info("sync %s: %s", spec.name, result.as_dict())
+    log.info("sync %s: %s in %.2fs (%s)", spec.name, result.status, result.seconds, result.counts.as_dict())
     return result
 
 
@@ -145,7 +145,7 @@ def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: R
         from reverse_etl.refresh import refresh_serving_models
 
         refresh = partial(
-            refresh_serving_models, spec, postgres_url=endpoints.postgres_url, project_dir=options.dbt_project_dir
+            refresh_serving_models, spec, postgres_url=endpoints.postgres_url or "", project_dir=options.dbt_project_dir
         )
         return PostgresDestination(spec, conn, refresh)
     if not endpoints.redis_url:

@@ -174,4 +174,10 @@ def recent_runs(url: str, sync: str | None, limit: int) -> list[RunRecord]:
             params,
         ).fetchall()
     names = ("read", "inserted", "updated", "unchanged", "deleted", "rejected")
-    return [RunRecord(*r[:8], counts=dict(zip(names, r[8:14])), error=r[14]) for r in rows]
+    return [
+        RunRecord(
+            run_id=r[0], sync=r[1], mode=r[2], destination=r[3], status=r[4], started_at=r[5], ended_at=r[6],
+            attempts=r[7], counts=dict(zip(names, r[8:14])), error=r[14],
+        )
+        for r in rows
+    ]  # fmt: skip

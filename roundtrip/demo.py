@@ -108,11 +108,11 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
         with _stage(report, "reverse syncs"):
             endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
             specs = load_specs()
-            results = [run_sync(spec, endpoints) for spec in specs]
-            failed = [f"{r.spec.name}: {r.error}" for r in results if not r.ok]
+            synced = [run_sync(spec, endpoints) for spec in specs]
+            failed = [f"{r.spec.name}: {r.error}" for r in synced if not r.ok]
             if failed:
                 raise RoundtripError("reverse syncs failed: " + "; ".join(failed))
-            report.syncs = [r.as_dict() for r in results]
+            report.syncs = [r.as_dict() for r in synced]
 
         with _stage(report, "summary"):
             report.layers = warehouse_layers()
