@@ -1,5 +1,19 @@
+{{
+    config(
+        materialized=event_records_materialization(),
+        incremental_strategy='delete+insert',
+        unique_key='source_file',
+        on_schema_change='fail',
+    )
+}}
 {#- One row per bronze order record, nothing dropped: typed, deduplicated, validated, enriched.
-    Rules: see _silver__models.yml. -#}
+    Rules: docs/contract.md and _silver__models.yml.
+
+    Incremental builds replace whole landed files (delete+insert on source_file) and rebuild
+    every file whose rows can change: files (re)loaded since the last build, files holding
+    another copy of one of their ingestion_ids (now or before the reload: a late or an earlier
+    copy moves the original), and files with orders of catalog items changed since then. The
+    result is the same as a full refresh (tests/test_models_incremental.py). -#}
 with
 
 orders as (
@@ -10,31 +24,99 @@ items as (
     select * from {{ ref('stg_catalog__items') }}
 ),
 
+{% if is_incremental() %}
+last_build as (
+    select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+    from {{ this }}
+),
+
+reloaded_files as (
+    select distinct source_file
+    from orders
+    where loaded_at >= (select loaded_at from last_build)
+),
+
+reloaded_ingestion_ids as (
+    select ingestion_id from orders
+    where source_file in (select source_file from reloaded_files)
+    union
+    select ingestion_id from {{ this }}
+    where source_file in (select source_file from reloaded_files)
+),
+
+changed_items as (
+    select item_id
+    from items
+    where loaded_at >= (select loaded_at from last_build)
+),
+
+files_to_rebuild as (
+    select source_file from reloaded_files
+    union
+    select source_file from orders
+    where ingestion_id in (select ingestion_id from reloaded_ingestion_ids)
+    union
+    select source_file from orders
+    where item_id in (select item_id from changed_items)
+),
+
+orders_in_scope as (
+    -- the records to rebuild and every other copy of their ingestion_ids, to rank them
+    select * from orders
+    where
+        source_file in (select source_file from files_to_rebuild)
+        or ingestion_id in (
+            select ingestion_id from orders
+            where source_file in (select source_file from files_to_rebuild)
+        )
+),
+{% else %}
+orders_in_scope as (
+    select * from orders
+),
+{% endif %}
+
 orders_ranked as (
     select
-        orders.*,
+        *,
         case
-            when orders.ingestion_id is null then 1
+            when ingestion_id is null then 1
             else row_number() over (
-                partition by orders.ingestion_id
+                partition by ingestion_id
                 -- earliest delivery is the original; exact ties fall back to the record's fields
+                -- (text byte-wise), then to its place in the landing files
                 order by
-                    orders.ingested_at nulls last, orders.event_ts_raw nulls last, orders.order_id nulls last,
-                    orders.user_id nulls last, orders.item_id nulls last, orders.quantity nulls last,
-                    orders.unit_price nulls last, orders.session_id nulls last, orders.currency nulls last
+                    ingested_at nulls last,
+                    {{ bytewise('event_ts_raw') }} nulls last,
+                    {{ bytewise('order_id') }} nulls last,
+                    user_id nulls last,
+                    item_id nulls last,
+                    quantity nulls last,
+                    unit_price nulls last,
+                    {{ bytewise('session_id') }} nulls last,
+                    {{ bytewise('currency') }} nulls last,
+                    {{ bytewise('source_file') }},
+                    source_line
             )
         end as delivery_rank
-    from orders
+    from orders_in_scope
+),
+
+orders_to_build as (
+    select * from orders_ranked
+    {% if is_incremental() -%}
+        where source_file in (select source_file from files_to_rebuild)
+    {%- endif %}
 ),
 
 orders_enriched as (
     select
-        orders_ranked.*,
+        orders_to_build.*,
         items.item_id is not null as is_known_item,
         items.item_title,
         items.category
-    from orders_ranked
-    left join items on orders_ranked.item_id = items.item_id
+    from orders_to_build
+    left join items on orders_to_build.item_id = items.item_id
 ),
 
 orders_validated as (
@@ -62,14 +144,35 @@ orders_validated as (
             ('invalid_quantity', 'quantity is null or quantity <= 0'),
             ('invalid_price', 'unit_price is null or unit_price <= 0 or unit_price >= 10000'),
             ('unknown_item', 'item_id is not null and not is_known_item'),
-        ]) }} as validation_errors
+        ]) }} as validation_errors,
+        source_file,
+        source_line,
+        loaded_at
     from orders_enriched
 ),
 
 orders_flagged as (
     select
-        *,
-        validation_errors is null as is_valid
+        ingestion_id,
+        order_id,
+        user_id,
+        item_id,
+        session_id,
+        quantity,
+        unit_price,
+        currency,
+        event_ts,
+        event_date,
+        ingested_at,
+        amount,
+        item_title,
+        category,
+        is_duplicate,
+        validation_errors,
+        validation_errors is null as is_valid,
+        source_file,
+        source_line,
+        loaded_at
     from orders_validated
 )
 

@@ -1,0 +1,139 @@
+{{
+    config(
+        materialized=event_records_materialization(),
+        incremental_strategy='delete+insert',
+        unique_key='source_file',
+        on_schema_change='fail',
+    )
+}}
+{#- One row per bronze click record, nothing dropped: typed, deduplicated, validated.
+    Rules: docs/contract.md and _silver__models.yml. Incremental builds work as in
+    orders_clean (no catalog here). -#}
+with
+
+clicks as (
+    select * from {{ ref('stg_events__clicks') }}
+),
+
+{% if is_incremental() %}
+last_build as (
+    select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+    from {{ this }}
+),
+
+reloaded_files as (
+    select distinct source_file
+    from clicks
+    where loaded_at >= (select loaded_at from last_build)
+),
+
+reloaded_ingestion_ids as (
+    select ingestion_id from clicks
+    where source_file in (select source_file from reloaded_files)
+    union
+    select ingestion_id from {{ this }}
+    where source_file in (select source_file from reloaded_files)
+),
+
+files_to_rebuild as (
+    select source_file from reloaded_files
+    union
+    select source_file from clicks
+    where ingestion_id in (select ingestion_id from reloaded_ingestion_ids)
+),
+
+clicks_in_scope as (
+    -- the records to rebuild and every other copy of their ingestion_ids, to rank them
+    select * from clicks
+    where
+        source_file in (select source_file from files_to_rebuild)
+        or ingestion_id in (
+            select ingestion_id from clicks
+            where source_file in (select source_file from files_to_rebuild)
+        )
+),
+{% else %}
+clicks_in_scope as (
+    select * from clicks
+),
+{% endif %}
+
+clicks_ranked as (
+    select
+        *,
+        case
+            when ingestion_id is null then 1
+            else row_number() over (
+                partition by ingestion_id
+                order by
+                    ingested_at nulls last,
+                    {{ bytewise('event_ts_raw') }} nulls last,
+                    {{ bytewise('event_id') }} nulls last,
+                    {{ bytewise('session_id') }} nulls last,
+                    user_id nulls last,
+                    item_id nulls last,
+                    {{ bytewise('event_type') }} nulls last,
+                    {{ bytewise('search_query') }} nulls last,
+                    {{ bytewise('source_file') }},
+                    source_line
+            )
+        end as delivery_rank
+    from clicks_in_scope
+),
+
+clicks_to_build as (
+    select * from clicks_ranked
+    {% if is_incremental() -%}
+        where source_file in (select source_file from files_to_rebuild)
+    {%- endif %}
+),
+
+clicks_validated as (
+    select
+        ingestion_id,
+        event_id,
+        session_id,
+        user_id,
+        item_id,
+        event_type,
+        search_query,
+        event_ts,
+        cast(event_ts as date) as event_date,
+        ingested_at,
+        delivery_rank > 1 as is_duplicate,
+        {{ join_codes([
+            ('missing_event_id', 'event_id is null'),
+            ('missing_user_id', 'user_id is null'),
+            ('missing_session_id', 'session_id is null'),
+            ('invalid_event_type', "event_type is null or event_type not in ('search', 'view', 'click', 'add_to_cart')"),
+            ('invalid_event_ts', 'event_ts is null'),
+            ('missing_item_id', "item_id is null and (event_type is null or event_type <> 'search')"),
+        ]) }} as validation_errors,
+        source_file,
+        source_line,
+        loaded_at
+    from clicks_to_build
+),
+
+clicks_flagged as (
+    select
+        ingestion_id,
+        event_id,
+        session_id,
+        user_id,
+        item_id,
+        event_type,
+        search_query,
+        event_ts,
+        event_date,
+        ingested_at,
+        is_duplicate,
+        validation_errors,
+        validation_errors is null as is_valid,
+        source_file,
+        source_line,
+        loaded_at
+    from clicks_validated
+)
+
+select * from clicks_flagged
