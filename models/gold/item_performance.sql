@@ -27,7 +27,8 @@ clicks_per_item_day as (
     select
         event_date,
         item_id,
-        sum(case when event_type = 'view' then 1 else 0 end) as views,
+        -- `views` is a keyword in some dialects, and the contract's column name
+        sum(case when event_type = 'view' then 1 else 0 end) as views,  -- noqa: RF04
         sum(case when event_type = 'click' then 1 else 0 end) as clicks,
         sum(case when event_type = 'add_to_cart' then 1 else 0 end) as add_to_carts
     from valid_item_clicks
@@ -46,9 +47,15 @@ orders_per_item_day as (
 ),
 
 item_days as (
-    select event_date, item_id from clicks_per_item_day
+    select
+        event_date,
+        item_id
+    from clicks_per_item_day
     union distinct
-    select event_date, item_id from orders_per_item_day
+    select
+        event_date,
+        item_id
+    from orders_per_item_day
 ),
 
 item_day_counts as (
@@ -57,7 +64,7 @@ item_day_counts as (
         item_days.item_id,
         items.item_title,
         items.category,
-        coalesce(clicks_per_item_day.views, 0) as views,
+        coalesce(clicks_per_item_day.views, 0) as views,  -- noqa: RF04
         coalesce(clicks_per_item_day.clicks, 0) as clicks,
         coalesce(clicks_per_item_day.add_to_carts, 0) as add_to_carts,
         coalesce(orders_per_item_day.orders, 0) as orders,
@@ -81,7 +88,7 @@ item_day_metrics as (
         item_id,
         item_title,
         category,
-        cast(views as bigint) as views,
+        cast(views as bigint) as views,  -- noqa: RF04
         cast(clicks as bigint) as clicks,
         cast(add_to_carts as bigint) as add_to_carts,
         cast(orders as bigint) as orders,

@@ -78,9 +78,15 @@ daily_active_users as (
         event_date,
         count(distinct user_id) as active_users
     from (
-        select event_date, user_id from valid_clicks
+        select
+            event_date,
+            user_id
+        from valid_clicks
         union all
-        select event_date, user_id from valid_orders
+        select
+            event_date,
+            user_id
+        from valid_orders
     ) as active
     group by event_date
 ),

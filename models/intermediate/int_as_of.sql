@@ -2,7 +2,8 @@
     has no offset), else the newest valid event of orders and clicks. Never the wall clock, so
     that a build is reproducible. -#}
 {%- set as_of = var('as_of') | string | trim -%}
-{%- if as_of and not modules.re.match('^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?)?$', as_of) -%}
+{%- set iso_pattern = '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?)?$' -%}
+{%- if as_of and not modules.re.match(iso_pattern, as_of) -%}
     {{ exceptions.raise_compiler_error(
         "var as_of = '" ~ as_of ~ "' is not an ISO-8601 date or timestamp, e.g. 2026-11-20T18:00:00Z") }}
 {%- endif -%}

@@ -98,6 +98,11 @@ abandoned_carts as (
     from carts_not_ordered
 ),
 
+last_abandoned_carts as (
+    select * from abandoned_carts
+    where recency_rank = 1
+),
+
 user_order_days as (
     select distinct
         user_id,
@@ -136,6 +141,11 @@ abandoned_searches as (
     from searches_not_followed
 ),
 
+last_abandoned_searches as (
+    select * from abandoned_searches
+    where recency_rank = 1
+),
+
 win_backs as (
     select
         users.user_id,
@@ -150,15 +160,41 @@ win_backs as (
 ),
 
 triggers as (
-    select user_id, trigger_type, trigger_date, item_id, search_query, item_count from welcomes
+    select
+        user_id,
+        trigger_type,
+        trigger_date,
+        item_id,
+        search_query,
+        item_count
+    from welcomes
     union all
-    select user_id, trigger_type, trigger_date, item_id, search_query, item_count from abandoned_carts
-    where recency_rank = 1
+    select
+        user_id,
+        trigger_type,
+        trigger_date,
+        item_id,
+        search_query,
+        item_count
+    from last_abandoned_carts
     union all
-    select user_id, trigger_type, trigger_date, item_id, search_query, item_count from abandoned_searches
-    where recency_rank = 1
+    select
+        user_id,
+        trigger_type,
+        trigger_date,
+        item_id,
+        search_query,
+        item_count
+    from last_abandoned_searches
     union all
-    select user_id, trigger_type, trigger_date, item_id, search_query, item_count from win_backs
+    select
+        user_id,
+        trigger_type,
+        trigger_date,
+        item_id,
+        search_query,
+        item_count
+    from win_backs
 ),
 
 triggers_addressed as (
@@ -166,7 +202,7 @@ triggers_addressed as (
         triggers.*,
         users.email,
         users.display_name,
-        users.last_activity_at,
+        users.days_since_last_activity,
         trigger_types.subject,
         trigger_types.campaign,
         items.item_title,
@@ -191,8 +227,7 @@ triggers_with_links as (
             when 'abandoned_search'
                 then '{{ base_url }}/search?q=' || {{ url_encode("coalesce(search_query, '')") }} || '&'
             else '{{ base_url }}/?'
-        end || 'utm_source=email&utm_campaign=' || campaign as link,
-        {{ dbt.datediff('cast(last_activity_at as date)', 'as_of_date', 'day') }} as days_inactive
+        end || 'utm_source=email&utm_campaign=' || campaign as link
     from triggers_addressed
 ),
 
@@ -212,7 +247,7 @@ final as (
             ('item_title', 'item_title', 'text'),
             ('item_count', 'item_count', 'integer'),
             ('search_query', 'search_query', 'text'),
-            ('days_inactive', "case when trigger_type = 'win_back' then days_inactive end", 'integer'),
+            ('days_inactive', "case when trigger_type = 'win_back' then days_since_last_activity end", 'integer'),
             ('link', 'link', 'text'),
         ]) }} as payload,
         as_of

@@ -40,9 +40,19 @@ search_totals as (
 ),
 
 user_events as (
-    select user_id, event_ts, event_date, as_of from valid_orders
+    select
+        user_id,
+        event_ts,
+        event_date,
+        as_of
+    from valid_orders
     union all
-    select user_id, event_ts, event_date, as_of from valid_clicks
+    select
+        user_id,
+        event_ts,
+        event_date,
+        as_of
+    from valid_clicks
 ),
 
 activity_totals as (
@@ -69,6 +79,8 @@ users_summarized as (
         coalesce(order_totals.has_order_in_48_hours, 0) as has_order_in_48_hours,
         coalesce(search_totals.has_search_in_48_hours, 0) as has_search_in_48_hours,
         activity_totals.last_activity_at,
+        {{ dbt.datediff('cast(activity_totals.last_activity_at as date)', 'as_of.as_of_date', 'day') }}
+            as days_since_last_activity,
         coalesce(activity_totals.active_days_in_30_days, 0) as active_days_in_30_days,
         as_of.as_of,
         as_of.as_of_date
@@ -91,10 +103,7 @@ users_segmented as (
         end as segment,
         -- recency 0-30 (a point per day under 30 since the last activity), frequency 0-30
         -- (6 per order, up to 5), activity 0-40 (4 per active day in the last 30, up to 10)
-        case
-            when last_activity_at is null then 0
-            else greatest(0, 30 - {{ dbt.datediff('cast(last_activity_at as date)', 'as_of_date', 'day') }})
-        end
+        coalesce(greatest(0, 30 - days_since_last_activity), 0)
         + 6 * least(order_count, 5)
         + 4 * least(active_days_in_30_days, 10) as engagement_score
     from users_summarized
@@ -111,6 +120,7 @@ final as (
         first_order_at,
         last_order_at,
         last_activity_at,
+        cast(days_since_last_activity as integer) as days_since_last_activity,
         signed_up_at,
         cast(engagement_score as integer) as engagement_score,
         has_marketing_opt_in,

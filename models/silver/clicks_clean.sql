@@ -22,39 +22,52 @@ last_build as (
 ),
 
 reloaded_files as (
-    select distinct source_file
+    select distinct clicks.source_file
     from clicks
-    where loaded_at >= (select loaded_at from last_build)
+    inner join last_build on clicks.loaded_at >= last_build.loaded_at
 ),
 
 reloaded_ingestion_ids as (
-    select ingestion_id from clicks
-    where source_file in (select source_file from reloaded_files)
-    union
-    select ingestion_id from {{ this }}
-    where source_file in (select source_file from reloaded_files)
+    -- the ids in those files now, and before the reload (a changed file may have lost some)
+    select clicks.ingestion_id
+    from clicks
+    inner join reloaded_files on clicks.source_file = reloaded_files.source_file
+    union distinct
+    select previous_build.ingestion_id
+    from {{ this }} as previous_build
+    inner join reloaded_files on previous_build.source_file = reloaded_files.source_file
 ),
 
 files_to_rebuild as (
     select source_file from reloaded_files
-    union
-    select source_file from clicks
-    where ingestion_id in (select ingestion_id from reloaded_ingestion_ids)
+    union distinct
+    select clicks.source_file
+    from clicks
+    inner join reloaded_ingestion_ids on clicks.ingestion_id = reloaded_ingestion_ids.ingestion_id
+),
+
+ingestion_ids_to_rank as (
+    select distinct clicks.ingestion_id
+    from clicks
+    inner join files_to_rebuild on clicks.source_file = files_to_rebuild.source_file
 ),
 
 clicks_in_scope as (
-    -- the records to rebuild and every other copy of their ingestion_ids, to rank them
-    select * from clicks
-    where
-        source_file in (select source_file from files_to_rebuild)
-        or ingestion_id in (
-            select ingestion_id from clicks
-            where source_file in (select source_file from files_to_rebuild)
-        )
+    -- the records to rebuild, and every other copy of their ingestion_ids to rank them against
+    select
+        clicks.*,
+        files_to_rebuild.source_file is not null as is_rebuilt
+    from clicks
+    left join files_to_rebuild on clicks.source_file = files_to_rebuild.source_file
+    left join ingestion_ids_to_rank on clicks.ingestion_id = ingestion_ids_to_rank.ingestion_id
+    where files_to_rebuild.source_file is not null or ingestion_ids_to_rank.ingestion_id is not null
 ),
 {% else %}
 clicks_in_scope as (
-    select * from clicks
+    select
+        *,
+        true as is_rebuilt
+    from clicks
 ),
 {% endif %}
 
@@ -83,9 +96,7 @@ clicks_ranked as (
 
 clicks_to_build as (
     select * from clicks_ranked
-    {% if is_incremental() -%}
-        where source_file in (select source_file from files_to_rebuild)
-    {%- endif %}
+    where is_rebuilt
 ),
 
 clicks_validated as (

@@ -31,48 +31,62 @@ last_build as (
 ),
 
 reloaded_files as (
-    select distinct source_file
+    select distinct orders.source_file
     from orders
-    where loaded_at >= (select loaded_at from last_build)
+    inner join last_build on orders.loaded_at >= last_build.loaded_at
 ),
 
 reloaded_ingestion_ids as (
-    select ingestion_id from orders
-    where source_file in (select source_file from reloaded_files)
-    union
-    select ingestion_id from {{ this }}
-    where source_file in (select source_file from reloaded_files)
+    -- the ids in those files now, and before the reload (a changed file may have lost some)
+    select orders.ingestion_id
+    from orders
+    inner join reloaded_files on orders.source_file = reloaded_files.source_file
+    union distinct
+    select previous_build.ingestion_id
+    from {{ this }} as previous_build
+    inner join reloaded_files on previous_build.source_file = reloaded_files.source_file
 ),
 
 changed_items as (
-    select item_id
+    select items.item_id
     from items
-    where loaded_at >= (select loaded_at from last_build)
+    inner join last_build on items.loaded_at >= last_build.loaded_at
 ),
 
 files_to_rebuild as (
     select source_file from reloaded_files
-    union
-    select source_file from orders
-    where ingestion_id in (select ingestion_id from reloaded_ingestion_ids)
-    union
-    select source_file from orders
-    where item_id in (select item_id from changed_items)
+    union distinct
+    select orders.source_file
+    from orders
+    inner join reloaded_ingestion_ids on orders.ingestion_id = reloaded_ingestion_ids.ingestion_id
+    union distinct
+    select orders.source_file
+    from orders
+    inner join changed_items on orders.item_id = changed_items.item_id
+),
+
+ingestion_ids_to_rank as (
+    select distinct orders.ingestion_id
+    from orders
+    inner join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
 ),
 
 orders_in_scope as (
-    -- the records to rebuild and every other copy of their ingestion_ids, to rank them
-    select * from orders
-    where
-        source_file in (select source_file from files_to_rebuild)
-        or ingestion_id in (
-            select ingestion_id from orders
-            where source_file in (select source_file from files_to_rebuild)
-        )
+    -- the records to rebuild, and every other copy of their ingestion_ids to rank them against
+    select
+        orders.*,
+        files_to_rebuild.source_file is not null as is_rebuilt
+    from orders
+    left join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
+    left join ingestion_ids_to_rank on orders.ingestion_id = ingestion_ids_to_rank.ingestion_id
+    where files_to_rebuild.source_file is not null or ingestion_ids_to_rank.ingestion_id is not null
 ),
 {% else %}
 orders_in_scope as (
-    select * from orders
+    select
+        *,
+        true as is_rebuilt
+    from orders
 ),
 {% endif %}
 
@@ -104,9 +118,7 @@ orders_ranked as (
 
 orders_to_build as (
     select * from orders_ranked
-    {% if is_incremental() -%}
-        where source_file in (select source_file from files_to_rebuild)
-    {%- endif %}
+    where is_rebuilt
 ),
 
 orders_enriched as (
