@@ -102,6 +102,7 @@ def run_sync(spec: SyncSpec, endpoints: Endpoints, options: RunOptions | None = 
     except SyncLockedError as exc:
         result.status, result.error = LOCKED, str(exc)
     except SyncError as exc:
+        log.debug("sync %s failed", spec.name, exc_info=True)
         result.status, result.error = FAILED, str(exc)
         if result.run_id is not None:
             record_failure(

@@ -55,14 +55,6 @@ class RunLog:
             row = self.conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (self.spec.name,)).fetchone()
             if not (row and row[0]):
                 raise SyncLockedError(f"sync {self.spec.name} is already running ({self._running_since()}): skipped")
-            abandoned = self.conn.execute(
-                f"""update {SCHEMA}.runs set status = %s, ended_at = clock_timestamp(),
-                        error = coalesce(error, 'the run ended without recording a result (process killed?)')
-                    where sync = %s and status = %s""",
-                (ABANDONED, self.spec.name, RUNNING),
-            ).rowcount
-            if abandoned:
-                log.warning("sync %s: %d earlier run(s) had died midway, marked abandoned", self.spec.name, abandoned)
         except BaseException:
             self.conn.close()
             raise
@@ -79,7 +71,17 @@ class RunLog:
         return f"run {row[0]} started {row[1]:%Y-%m-%d %H:%M:%S %Z}" if row else "another process holds its lock"
 
     def start(self, run_id: int | None, attempt: int) -> int:
-        """The run's history row: created on the first attempt, its attempt count bumped after."""
+        """The run's history row: created on the first attempt, its attempt count bumped after.
+
+        Holding the lock, any other `running` row of this sync belongs to a process that died."""
+        abandoned = self.conn.execute(
+            f"""update {SCHEMA}.runs set status = %s, ended_at = clock_timestamp(),
+                    error = coalesce(error, 'the run ended without recording a result (process killed?)')
+                where sync = %s and status = %s and run_id is distinct from %s""",
+            (ABANDONED, self.spec.name, RUNNING, run_id),
+        ).rowcount
+        if abandoned:
+            log.warning("sync %s: %d earlier run(s) had died midway, marked abandoned", self.spec.name, abandoned)
         if run_id is None:
             row = self.conn.execute(
                 f"""insert into {SCHEMA}.runs (sync, mode, destination, status)

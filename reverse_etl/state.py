@@ -74,6 +74,9 @@ create or replace view {SCHEMA}.latest_runs as
 
 def ensure_state_schema(conn: Any) -> None:
     """Create the state tables if needed (serialized: concurrent first runs do not race)."""
+    present = conn.execute(f"select to_regclass('{SCHEMA}.latest_runs') is not null").fetchone()
+    if present and present[0]:  # the DDL's last object: everything is there
+        return
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(f"select pg_advisory_xact_lock({DDL_LOCK})")
         cur.execute(STATE_DDL)
