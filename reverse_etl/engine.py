@@ -186,7 +186,7 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                         _sample_changes(result, spec, batch, changes, options.sample_size)
                     else:
                         counts.add(destination.write(batch, changes))
-                        state.remember()
+                        state.remember(changes)
                 if destination is None:
                     if spec.mode in ("mirror", "replace"):
                         counts.deleted = state.gone_count()

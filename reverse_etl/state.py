@@ -107,6 +107,7 @@ class StateStore:
         self.sync = spec.name
         self.run_id = run_id
         self.dry_run = dry_run
+        self.track_seen = spec.mode in ("mirror", "replace")  # only they look for records gone
         self.rows_table = f"{SCHEMA}.sync_rows"
         with conn.cursor() as cur:
             if dry_run and not state_schema_exists(conn):  # nothing recorded yet: compare with nothing
@@ -122,7 +123,7 @@ class StateStore:
     def classify(self, batch: pa.RecordBatch) -> np.ndarray:
         """Per record: NEW (never written by this sync), CHANGED (fingerprint differs) or UNCHANGED.
 
-        The batch's keys are also remembered as seen in this run (for ``mirror``)."""
+        For ``mirror`` and ``replace`` the batch's keys are also remembered as seen in this run."""
         changes = np.zeros(batch.num_rows, dtype=np.int8)
         data = pa.table(
             {"ord": pa.array(np.arange(batch.num_rows, dtype=np.int32)), "k": batch[KEY], "f": batch[FINGERPRINT]}
@@ -130,7 +131,9 @@ class StateStore:
         with self.conn.cursor() as cur:
             cur.execute("truncate _rt_batch")
             copy_arrow(cur, "_rt_batch", ["ord", "row_key", "fingerprint"], data)
-            cur.execute("insert into _rt_seen select row_key from _rt_batch on conflict do nothing")
+            cur.execute("analyze _rt_batch")  # temp tables get no autovacuum: without stats the joins go quadratic
+            if self.track_seen:
+                cur.execute("insert into _rt_seen select row_key from _rt_batch on conflict do nothing")
             cur.execute(
                 f"""select b.ord, s.fingerprint is null
                     from _rt_batch b
@@ -142,18 +145,16 @@ class StateStore:
                 changes[ord_] = NEW if is_new else CHANGED
         return changes
 
-    def remember(self) -> None:
-        """After the current batch was written: store the fingerprints that changed."""
-        if self.dry_run:
+    def remember(self, changes: np.ndarray) -> None:
+        """After the current batch was written: store the fingerprints of its new and changed records."""
+        changed = np.flatnonzero(changes != UNCHANGED)
+        if self.dry_run or not len(changed):
             return
         self.conn.execute(
             f"""insert into {self.rows_table} (sync, row_key, fingerprint)
-                select %s, b.row_key, b.fingerprint
-                from _rt_batch b
-                left join {self.rows_table} s on s.sync = %s and s.row_key = b.row_key
-                where s.fingerprint is distinct from b.fingerprint
+                select %s, row_key, fingerprint from _rt_batch where ord = any(%s)
                 on conflict (sync, row_key) do update set fingerprint = excluded.fingerprint""",
-            (self.sync, self.sync),
+            (self.sync, changed.tolist()),
         )
 
     # ---------------------------------------------------------------- rejected rows
