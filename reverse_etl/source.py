@@ -16,6 +16,8 @@ Python sees one record batch at a time, so memory is bounded by ``batch_rows``.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterator
 from string import Formatter
 from typing import Any
@@ -27,6 +29,7 @@ from reverse_etl.spec import RESERVED_PREFIX, SyncSpec, key_template_fields
 from roundtrip.paths import duckdb_path
 
 log = logging.getLogger(__name__)
+MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT = "ROUNDTRIP_REVERSE_ETL_DUCKDB_MEMORY", "256MB"
 
 KEY, FINGERPRINT, ROWS, TARGET, VALUE = "__rt_key", "__rt_fp", "__rt_rows", "__rt_target", "__rt_value"
 REASON, ROW, ROW_KEY = "__rt_reason", "__rt_row", "__rt_row_key"
@@ -71,8 +74,13 @@ class ModelSource:
         path = duckdb_path()
         if not path.exists():
             raise SyncError(f"warehouse {path} not found: run the loaders and `dbt build` first")
+        # DuckDB's sorts and window counts spill to disk beyond this, so the process stays small
+        limit = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, re.IGNORECASE):
+            raise SyncError(f"{MEMORY_LIMIT_ENV} must be a size such as 256MB, got {limit!r}")
         self.con = connect(path, read_only=True)
         try:
+            self.con.execute(f"set memory_limit = '{limit}'")
             self.columns = [r[0] for r in self.con.execute(f"describe {self._projected()}").fetchall()]
         except Exception as exc:
             self.close()
