@@ -8,14 +8,16 @@ DBT := $(BIN)/dbt --no-use-colors
 DBT_FLAGS := --project-dir . --profiles-dir profiles
 TARGET ?= duckdb
 SYNC ?= all
+# extra reverse_etl flags, e.g. make reverse-sync SYNC_ARGS=--json
+SYNC_ARGS ?=
 # pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync syncs services clean
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,7 +78,15 @@ syncs: setup  ## list the reverse syncs declared in dbt
 	$(PY) -m reverse_etl list
 
 reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
-	$(PY) -m reverse_etl run --sync $(SYNC)
+	$(DBT) parse $(DBT_FLAGS) >/dev/null
+	$(PY) -m reverse_etl run --sync $(SYNC) $(SYNC_ARGS)
+
+reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
+	$(DBT) parse $(DBT_FLAGS) >/dev/null
+	$(PY) -m reverse_etl run --sync $(SYNC) --dry-run $(SYNC_ARGS)
+
+reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)
+	$(PY) -m reverse_etl status $(if $(filter-out all,$(SYNC)),--sync $(SYNC))
 
 services: setup  ## start a throwaway Postgres and Redis in the foreground; prints their URLs
 	$(PY) -m roundtrip services

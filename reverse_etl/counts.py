@@ -1,8 +1,14 @@
-"""What a sync did, row by row: every row read ends in exactly one bucket."""
+"""What a sync did. ``read`` counts model rows; each ends rejected or in a written record.
+
+Records are rows, except for Redis ``value: list`` syncs where one record (a key) holds the rows
+of a group: there inserted / updated / unchanged / deleted count keys.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+
+FIELDS = ("read", "inserted", "updated", "unchanged", "deleted", "rejected")
 
 
 @dataclass
@@ -13,14 +19,14 @@ class SyncCounts:
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
-    rejections: list[tuple[str, str]] = field(default_factory=list)  # (key, reason), first few
 
     def add(self, other: SyncCounts) -> None:
-        for name in ("read", "inserted", "updated", "unchanged", "deleted", "rejected"):
+        for name in FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.rejections.extend(other.rejections[: max(0, 20 - len(self.rejections))])
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.deleted
 
     def as_dict(self) -> dict[str, int]:
-        data = asdict(self)
-        data.pop("rejections")
-        return data
+        return asdict(self)

@@ -1,112 +1,247 @@
-"""Run one sync: stream the model, reject bad keys, hand batches to the destination."""
+"""Run one sync: lock it, stream the model, detect changes, write, record the run.
+
+One attempt = one transaction on the state Postgres (shared with the writes when the destination
+is Postgres). A transient failure (connection lost, deadlock, ...) restarts the attempt after an
+exponential backoff; anything else fails the run at once. Every outcome lands in the run history.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from reverse_etl.counts import SyncCounts
 from reverse_etl.destinations.base import Destination
-from reverse_etl.errors import SyncError
-from reverse_etl.source import read_model
+from reverse_etl.errors import SyncError, SyncLockedError, TransientSyncError, translate
+from reverse_etl.runs import FAILED, SUCCEEDED, WITH_REJECTS, RunLog, connect, record_failure
+from reverse_etl.source import KEY, REASON, ROW, ROW_KEY, ROWS, TARGET, VALUE, ModelSource, payload_columns
 from reverse_etl.spec import SyncSpec
+from reverse_etl.state import CHANGED, NEW, UNCHANGED, StateStore
+from roundtrip.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
+
+LOCKED, PLANNED = "locked", "dry_run"
 
 
 @dataclass
 class Endpoints:
-    """Where destinations live (resolved at the entry point, never at import)."""
+    """Where the state and the destinations live (resolved at the entry point, never at import)."""
 
     postgres_url: str | None = None
     redis_url: str | None = None
 
 
 @dataclass
+class RunOptions:
+    dry_run: bool = False
+    sample_size: int = 5  # dry run: changes, deletions and rejections shown
+    dbt_project_dir: Path = PROJECT_ROOT  # where the serving models live (replace)
+
+
+@dataclass
 class SyncResult:
     spec: SyncSpec
+    status: str = FAILED
     counts: SyncCounts = field(default_factory=SyncCounts)
+    run_id: int | None = None
+    attempts: int = 0
     seconds: float = 0.0
+    error: str | None = None
+    refreshed: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # dry run sample
+    deletions: list[Any] = field(default_factory=list)  # dry run sample
+    rejections: list[dict[str, Any]] = field(default_factory=list)  # first rejected rows
+    committed: bool = False  # the writes are in (a failure after it is the refresh's)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    @property
+    def ok(self) -> bool:
+        return self.status in (SUCCEEDED, WITH_REJECTS, PLANNED)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "sync": self.spec.name,
-            "mode": self.spec.settings.mode,
+            "mode": self.spec.mode,
+            "status": self.status,
             **self.counts.as_dict(),
             "seconds": round(self.seconds, 3),
+            "run_id": self.run_id,
         }
+        if self.status != PLANNED:
+            out["attempts"] = self.attempts
+        if self.refreshed:
+            out["refreshed"] = self.refreshed
+        if self.error:
+            out["error"] = self.error
+        return out
 
 
-def open_destination(spec: SyncSpec, endpoints: Endpoints) -> Destination:
-    if spec.settings.destination == "postgres":
-        if not endpoints.postgres_url:
-            raise SyncError(f"sync {spec.name}: no Postgres configured (ROUNDTRIP_POSTGRES_URL)")
-        from reverse_etl.destinations.postgres import PostgresDestination
-
-        return PostgresDestination(spec, endpoints.postgres_url)
-    if not endpoints.redis_url:
-        raise SyncError(f"sync {spec.name}: no Redis configured (ROUNDTRIP_REDIS_URL)")
-    from reverse_etl.destinations.redis import RedisDestination
-
-    return RedisDestination(spec, endpoints.redis_url)
-
-
-class KeyGuard:
-    """Rejects rows whose key is NULL or was already seen in this run, with the reason."""
-
-    def __init__(self, spec: SyncSpec) -> None:
-        self.keys = spec.settings.primary_key
-        self.grouped = spec.settings.group_by is not None
-        self.seen: set[tuple[object, ...]] = set()
-
-    def filter(self, batch: pa.Table, counts: SyncCounts) -> pa.Table:
-        null_key = None
-        for k in self.keys:
-            mask = pc.is_null(batch.column(k))
-            null_key = mask if null_key is None else pc.or_(null_key, mask)
-        keep = pc.invert(null_key)
-        rejected_null = batch.filter(null_key)
-        for row in rejected_null.select(self.keys).to_pylist():
-            counts.rejected += 1
-            if len(counts.rejections) < 20:
-                counts.rejections.append((str(row), "NULL in primary key"))
-        batch = batch.filter(keep)
-        if self.grouped:  # many rows per key by design: the key is the group
-            return batch
-        key_rows = list(zip(*(batch.column(k).to_pylist() for k in self.keys)))
-        mask = []
-        for key in key_rows:
-            duplicate = key in self.seen
-            self.seen.add(key)
-            mask.append(not duplicate)
-            if duplicate:
-                counts.rejected += 1
-                if len(counts.rejections) < 20:
-                    counts.rejections.append((str(dict(zip(self.keys, key))), "duplicate primary key"))
-        return batch.filter(pa.array(mask, pa.bool_()))
-
-
-def run_sync(spec: SyncSpec, endpoints: Endpoints) -> SyncResult:
+def run_sync(spec: SyncSpec, endpoints: Endpoints, options: RunOptions | None = None) -> SyncResult:
+    """Run (or with ``dry_run`` plan) one sync; failures are in the result, not raised."""
+    options = options or RunOptions()
     started = time.perf_counter()
     result = SyncResult(spec)
-    destination = open_destination(spec, endpoints)
-    guard = KeyGuard(spec)
     try:
-        for record_batch in read_model(spec):
-            batch = pa.Table.from_batches([record_batch])
-            result.counts.read += batch.num_rows
-            batch = guard.filter(batch, result.counts)
-            result.counts.add(destination.write(batch))
-        result.counts.add(destination.finish())
-    except BaseException:
-        destination.abort()
-        raise
-    finally:
-        destination.close()
+        if not endpoints.postgres_url:
+            raise SyncError(f"sync {spec.name}: no Postgres for the sync state (ROUNDTRIP_POSTGRES_URL)")
+        if options.dry_run:
+            _attempt(spec, endpoints, options, result)
+            result.status = PLANNED
+        else:
+            _run_with_retries(spec, endpoints, options, result)
+    except SyncLockedError as exc:
+        result.status, result.error = LOCKED, str(exc)
+    except SyncError as exc:
+        log.debug("sync %s failed", spec.name, exc_info=True)
+        result.status, result.error = FAILED, str(exc)
+        if result.run_id is not None:
+            record_failure(
+                endpoints.postgres_url or "", spec, result.run_id, str(exc), result.counts if result.committed else None
+            )
     result.seconds = time.perf_counter() - started
-    log.info("sync %s: %s", spec.name, result.counts.as_dict())
+    log.info("sync %s: %s in %.2fs (%s)", spec.name, result.status, result.seconds, result.counts.as_dict())
     return result
+
+
+def _run_with_retries(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
+    retry = spec.settings.retry
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0
+        log.warning("sync %s: attempt %d failed (%s); retrying in %.1fs", spec.name, state.attempt_number, exc, wait)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientSyncError),
+        stop=stop_after_attempt(retry.attempts),
+        wait=wait_exponential_jitter(
+            initial=retry.backoff_seconds, max=retry.max_backoff_seconds, jitter=retry.backoff_seconds
+        ),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            result.attempts = attempt.retry_state.attempt_number
+            with RunLog(endpoints.postgres_url or "", spec) as runlog:
+                result.run_id = runlog.start(result.run_id, result.attempts)
+                _attempt(spec, endpoints, options, result)
+                result.status = WITH_REJECTS if result.counts.rejected else SUCCEEDED
+                runlog.finish(result.run_id, result.status, result.counts)
+
+
+def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: RunOptions) -> Destination:
+    if spec.settings.destination == "postgres":
+        from reverse_etl.destinations.postgres import PostgresDestination
+        from reverse_etl.refresh import refresh_serving_models
+
+        refresh = partial(
+            refresh_serving_models, spec, postgres_url=endpoints.postgres_url or "", project_dir=options.dbt_project_dir
+        )
+        return PostgresDestination(spec, conn, refresh)
+    if not endpoints.redis_url:
+        raise SyncError(f"sync {spec.name}: no Redis configured (ROUNDTRIP_REDIS_URL)")
+    import redis
+
+    from reverse_etl.destinations.redis import RedisDestination
+
+    client = redis.Redis.from_url(endpoints.redis_url)
+    client.ping()
+    return RedisDestination(spec, client)
+
+
+def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
+    """One pass over the model, in one transaction; ``dry_run`` rolls it back and writes nothing."""
+    counts = SyncCounts()
+    result.counts = counts
+    result.rejections, result.changes, result.deletions = [], [], []
+    dry_run = options.dry_run
+    destination: Destination | None = None
+    try:
+        with ModelSource(spec) as source, connect(endpoints.postgres_url or "", spec.name, autocommit=False) as conn:
+            state = StateStore(conn, spec, result.run_id, dry_run=dry_run)
+            try:
+                if not dry_run:
+                    destination = open_destination(spec, endpoints, conn, options)
+                for batch in source.rejected():
+                    counts.read += batch.num_rows
+                    counts.rejected += batch.num_rows
+                    state.reject(batch, keep_key=spec.mode == "mirror")
+                    _sample_rejections(result, batch, options.sample_size)
+                for batch in source.records():
+                    counts.read += int(pc.sum(batch[ROWS]).as_py())
+                    changes = state.classify(batch)
+                    if destination is None:
+                        counts.add(planned_counts(spec, changes))
+                        _sample_changes(result, spec, batch, changes, options.sample_size)
+                    else:
+                        counts.add(destination.write(batch, changes))
+                        state.remember(changes)
+                if destination is None:
+                    if spec.mode in ("mirror", "replace"):
+                        counts.deleted = state.gone_count()
+                        result.deletions = state.gone_sample(options.sample_size)
+                    conn.rollback()
+                    return
+                counts.add(destination.finish(state))
+                state.prune_rejected()
+                conn.commit()
+                result.committed = True
+            except BaseException:
+                conn.rollback()
+                result.counts = SyncCounts()  # nothing of this attempt was committed
+                raise
+            result.refreshed = destination.after_commit()
+    except Exception as exc:
+        raise translate(exc, spec.name) from exc
+    finally:
+        if destination is not None:
+            destination.close()
+
+
+def planned_counts(spec: SyncSpec, changes: np.ndarray) -> SyncCounts:
+    """What a run would count, from the sync state alone (dry run)."""
+    new = int((changes == NEW).sum())
+    if spec.mode == "insert_only":
+        return SyncCounts(inserted=new, unchanged=len(changes) - new)
+    return SyncCounts(
+        inserted=new, updated=int((changes == CHANGED).sum()), unchanged=int((changes == UNCHANGED).sum())
+    )
+
+
+def _sample_changes(result: SyncResult, spec: SyncSpec, batch: pa.RecordBatch, changes: np.ndarray, limit: int) -> None:
+    wanted = changes == NEW if spec.mode == "insert_only" else changes != UNCHANGED
+    for i in np.flatnonzero(wanted)[: max(0, limit - len(result.changes))]:
+        columns = payload_columns(batch)
+        if columns:
+            row = {c: batch[c][int(i)].as_py() for c in columns}
+        else:  # redis: the key and its JSON value
+            row = {"key": batch[TARGET][int(i)].as_py(), "value": json.loads(batch[VALUE][int(i)].as_py())}
+        result.changes.append(
+            {
+                "action": "insert" if changes[i] == NEW else "update",
+                "key": json.loads(batch[KEY][int(i)].as_py()),
+                "row": row,
+            }
+        )
+
+
+def _sample_rejections(result: SyncResult, batch: pa.RecordBatch, limit: int) -> None:
+    for i in range(min(batch.num_rows, max(0, limit - len(result.rejections)))):
+        result.rejections.append(
+            {
+                "key": json.loads(batch[ROW_KEY][i].as_py()),
+                "reason": batch[REASON][i].as_py(),
+                "row": json.loads(batch[ROW][i].as_py()),
+            }
+        )

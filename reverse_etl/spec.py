@@ -2,27 +2,29 @@
 
 ```yaml
 exposures:
-  - name: reco_cache
+  - name: crm_user_segments
     type: application
-    depends_on: [ref('recommendations')]
+    owner: {name: CRM team}
+    depends_on: [ref('user_segments')]
     meta:
       sync:
-        destination: redis          # postgres | redis
-        target: "reco:{user_id}"    # table (schema.table) or Redis key template
-        mode: mirror                # upsert | mirror | insert_only | replace
+        destination: postgres            # postgres | redis
+        target: crm.user_segments        # schema.table, or a Redis key template such as "reco:{user_id}"
+        mode: upsert                     # upsert | mirror | insert_only | replace
         primary_key: [user_id]
-        group_by: user_id           # Redis: one key holds the rows of one group, as a JSON list
-        ttl_seconds: 86400
-        columns: {source_column: destination_column}   # optional rename / selection
+        columns: {user_id: user_id, segment: segment}   # optional: model column -> destination column
+        track_changes: {column: segment, previous: previous_segment, changed_at: segment_changed_at}
 ```
-No table name lives in Python: the model's relation comes from the manifest too.
+The model's relation comes from the manifest too: no table name lives in Python. The full
+format is in docs/reverse_etl.md.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from string import Formatter
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -30,28 +32,111 @@ from reverse_etl.errors import SyncError
 from roundtrip.paths import dbt_target_dir
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
+RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
+
+
+class TrackChanges(BaseModel):
+    """Keep the previous value of ``column`` and when it last really changed (NULL-safe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    previous: str
+    changed_at: str
+
+
+class RetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(default=4, ge=1)
+    backoff_seconds: float = Field(default=1.0, ge=0)  # first wait; doubles each time, with jitter
+    max_backoff_seconds: float = Field(default=60.0, ge=0)
 
 
 class SyncSettings(BaseModel):
+    """The ``meta.sync`` block of an exposure."""
+
     model_config = ConfigDict(extra="forbid")
 
     destination: Literal["postgres", "redis"]
-    target: str
+    target: str | None = None  # postgres: schema.table (replace: defaults to the model's own); redis: key template
     mode: Mode = "upsert"
     primary_key: list[str] = Field(min_length=1)
     columns: dict[str, str] | None = None
-    group_by: str | None = None
-    order_by: list[str] | None = None  # order of rows inside a group (default: all columns)
+    value: Literal["object", "list"] = "object"  # redis: one row per key, or the JSON list of the key's rows
+    order_by: list[str] | None = None  # redis `list`: order of the rows in a value (default: primary key)
     ttl_seconds: int | None = Field(default=None, gt=0)
+    track_changes: TrackChanges | None = None
+    refresh: list[str] | None = None  # replace: serving models to refresh (default: derived from the manifest)
     batch_rows: int = Field(default=50_000, gt=0)
+    retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="after")
     def _check(self) -> SyncSettings:
-        if self.destination == "postgres" and "." not in self.target:
-            raise ValueError(f"postgres target must be schema.table, got {self.target!r}")
-        if self.destination == "redis" and "{" not in self.target:
-            raise ValueError(f"redis target must be a key template such as 'reco:{{user_id}}', got {self.target!r}")
+        if self.destination == "postgres":
+            self._check_postgres()
+        else:
+            self._check_redis()
+        if self.columns is not None:
+            clash = [c for c in [*self.columns, *self.columns.values()] if c.startswith(RESERVED_PREFIX)]
+            if clash:
+                raise ValueError(f"column names starting with {RESERVED_PREFIX!r} are reserved: {clash}")
         return self
+
+    def _check_postgres(self) -> None:
+        if self.target is None and self.mode != "replace":
+            raise ValueError("postgres syncs need a target (schema.table)")
+        if self.target is not None and len(self.target.split(".")) != 2:
+            raise ValueError(f"postgres target must be schema.table, got {self.target!r}")
+        for name in ("ttl_seconds", "order_by"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} applies to redis syncs only")
+        if self.value != "object":
+            raise ValueError("value applies to redis syncs only")
+        if self.track_changes and self.mode not in ("upsert", "mirror"):
+            raise ValueError("track_changes needs mode upsert or mirror")
+        if self.track_changes and self.track_changes.column in self.primary_key:
+            raise ValueError("track_changes.column cannot be part of the primary key")
+        if self.refresh is not None and self.mode != "replace":
+            raise ValueError("refresh applies to mode replace only")
+
+    def _check_redis(self) -> None:
+        if self.mode == "replace":
+            raise ValueError("mode replace is for postgres; use mirror for redis")
+        if self.track_changes or self.refresh is not None:
+            raise ValueError("track_changes and refresh apply to postgres syncs only")
+        fields = key_template_fields(self.target or "")
+        if not fields:
+            raise ValueError(f"redis target must be a key template such as 'reco:{{user_id}}', got {self.target!r}")
+        if self.value == "object" and set(fields) != set(self.primary_key):
+            raise ValueError(f"value: object needs the key template fields {fields} to be the primary key")
+        if self.value == "list" and not set(fields) <= set(self.primary_key):
+            raise ValueError(f"value: list needs the key template fields {fields} inside the primary key")
+        if self.order_by is not None and self.value != "list":
+            raise ValueError("order_by applies to value: list")
+
+
+def key_template_fields(template: str) -> list[str]:
+    """Column names in a Redis key template; format specs and conversions are not supported."""
+    fields = []
+    try:
+        parsed = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad key template {template!r}: {exc}") from exc
+    for _, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if not field_name or spec or conversion:
+            raise ValueError(f"key template {template!r}: use plain {{column}} fields only")
+        fields.append(field_name)
+    return fields
+
+
+class RefreshModel(BaseModel):
+    """A serving model rebuilt after a replace, and the destination tables it reads."""
+
+    name: str
+    reads: list[str]
 
 
 class SyncSpec(BaseModel):
@@ -59,34 +144,108 @@ class SyncSpec(BaseModel):
     model: str  # dbt model name
     relation: str  # fully qualified relation in the warehouse
     settings: SyncSettings
+    target: str  # resolved destination: schema.table or key template
+    refresh: list[RefreshModel] = []
+
+    @property
+    def mode(self) -> Mode:
+        return self.settings.mode
+
+    @property
+    def destination(self) -> str:
+        return f"{self.settings.destination} {self.target}"
 
 
 def manifest_path() -> Path:
     return dbt_target_dir() / "manifest.json"
 
 
+def _sync_meta(exposure: dict[str, Any]) -> Any:
+    return (exposure.get("meta") or exposure.get("config", {}).get("meta") or {}).get("sync")
+
+
 def load_specs(path: Path | None = None) -> list[SyncSpec]:
+    """Every exposure of type ``application`` with a ``meta.sync`` block, validated."""
     path = path or manifest_path()
     if not path.exists():
         raise SyncError(f"dbt manifest {path} not found: run `dbt parse` (or `make dbt-build`) first")
     manifest = json.loads(path.read_text())
-    specs = []
+    parsed: list[tuple[dict[str, Any], dict[str, Any], SyncSettings]] = []
     for exposure in manifest.get("exposures", {}).values():
-        raw = (exposure.get("meta") or exposure.get("config", {}).get("meta") or {}).get("sync")
+        raw = _sync_meta(exposure)
         if exposure.get("type") != "application" or raw is None:
             continue
         models = [n for n in exposure["depends_on"]["nodes"] if n.startswith("model.")]
         if len(models) != 1:
             raise SyncError(f"exposure {exposure['name']!r} must depend on exactly one model, found {models}")
-        node = manifest["nodes"][models[0]]
         try:
             settings = SyncSettings.model_validate(raw)
         except ValidationError as exc:
             raise SyncError(f"exposure {exposure['name']!r}: invalid meta.sync:\n{exc}") from exc
+        parsed.append((exposure, manifest["nodes"][models[0]], settings))
+
+    # tables written by replace syncs: model unique_id -> destination table
+    replaced = {
+        node["unique_id"]: settings.target or own_table(node)
+        for _, node, settings in parsed
+        if settings.destination == "postgres" and settings.mode == "replace"
+    }
+    specs = []
+    for exposure, node, settings in parsed:
+        name = exposure["name"]
+        target = settings.target or own_table(node)
+        refresh = serving_models(manifest, node, settings.refresh, replaced, name) if settings.mode == "replace" else []
+        if refresh and target != own_table(node):
+            raise SyncError(
+                f"exposure {name!r}: serving models {[r.name for r in refresh]} read {own_table(node)} "
+                f"through ref(), but the sync writes {target}: drop `target` or make them agree"
+            )
         specs.append(
-            SyncSpec(name=exposure["name"], model=node["name"], relation=node["relation_name"], settings=settings)
+            SyncSpec(
+                name=name,
+                model=node["name"],
+                relation=node["relation_name"],
+                settings=settings,
+                target=target,
+                refresh=refresh,
+            )
         )
     return sorted(specs, key=lambda s: s.name)
+
+
+def own_table(node: dict[str, Any]) -> str:
+    """Where ``ref()`` puts the model on any target: its schema and alias."""
+    return f"{node['schema']}.{node.get('alias') or node['name']}"
+
+
+def serving_models(
+    manifest: dict[str, Any],
+    node: dict[str, Any],
+    explicit: list[str] | None,
+    replaced: dict[str, str],
+    sync: str,
+) -> list[RefreshModel]:
+    """The models to rebuild on the serving Postgres after this model's table was replaced.
+
+    By default: the model's children whose every parent is a table written by a replace sync,
+    i.e. the models that can be built on the serving database from exported tables alone
+    (the materialized views). ``refresh: [...]`` in the sync meta names them instead.
+    """
+    parents = manifest.get("parent_map", {})
+    nodes = manifest["nodes"]
+    if explicit is not None:
+        by_name = {n["name"]: uid for uid, n in nodes.items() if uid.startswith("model.")}
+        unknown = [m for m in explicit if m not in by_name]
+        if unknown:
+            raise SyncError(f"exposure {sync!r}: refresh names unknown models {unknown}")
+        chosen = [by_name[m] for m in explicit]
+    else:
+        children = manifest.get("child_map", {}).get(node["unique_id"], [])
+        chosen = [c for c in children if c.startswith("model.") and all(p in replaced for p in parents.get(c, [None]))]
+    return [
+        RefreshModel(name=nodes[uid]["name"], reads=sorted(replaced[p] for p in parents.get(uid, []) if p in replaced))
+        for uid in sorted(chosen)
+    ]
 
 
 def select(specs: list[SyncSpec], name: str) -> list[SyncSpec]:

@@ -32,18 +32,20 @@ def run_dbt(
     target: str | None = None,
     target_path: Path | None = None,
     quiet: bool = False,
+    project_dir: Path = PROJECT_ROOT,
 ) -> None:
     """``dbt <args>`` in the project, with ``profiles/`` and the given extra environment.
 
     ``target_path`` moves dbt's output (manifest, compiled SQL) and logs elsewhere, so that
-    tests and parallel runs do not share ``target/``.
+    tests and parallel runs do not share ``target/``. ``project_dir`` runs another dbt project
+    (tests use small fixture projects) with the same ``profiles/``.
     """
     command = [
         dbt_executable(),
         *(["--quiet"] if quiet else []),
         *args,
         "--project-dir",
-        str(PROJECT_ROOT),
+        str(project_dir),
         "--profiles-dir",
         str(PROJECT_ROOT / "profiles"),
     ]
@@ -53,7 +55,7 @@ def run_dbt(
         command += ["--target-path", str(target_path), "--log-path", str(target_path / "logs")]
     full_env = {**os.environ, **(env or {})}
     log.info("running %s", " ".join(["dbt", *args] + (["--target", target] if target else [])))
-    completed = subprocess.run(command, cwd=PROJECT_ROOT, env=full_env)
+    completed = subprocess.run(command, cwd=project_dir, env=full_env)
     if completed.returncode != 0:
         raise RoundtripError(
             f"`dbt {' '.join(args)}` failed with exit code {completed.returncode} (see its output above)"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roundtrip import paths
+from roundtrip.errors import RoundtripError
 from roundtrip.sample_data import SampleConfig, generate
 from roundtrip.services import (
     POSTGRES_URL_ENV,
@@ -107,7 +108,11 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
         with _stage(report, "reverse syncs"):
             endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
             specs = load_specs()
-            report.syncs = [run_sync(spec, endpoints).as_dict() for spec in specs]
+            synced = [run_sync(spec, endpoints) for spec in specs]
+            failed = [f"{r.spec.name}: {r.error}" for r in synced if not r.ok]
+            if failed:
+                raise RoundtripError("reverse syncs failed: " + "; ".join(failed))
+            report.syncs = [r.as_dict() for r in synced]
 
         with _stage(report, "summary"):
             report.layers = warehouse_layers()
@@ -140,22 +145,21 @@ def destination_state(specs: list[Any], pg: PostgresEndpoint, rd: RedisEndpoint)
     import psycopg
     import redis
 
+    from reverse_etl.spec import key_template_fields
+
     out = []
     client = redis.Redis.from_url(rd.url())
     with psycopg.connect(pg.url()) as conn:
         for spec in specs:
-            s = spec.settings
-            if s.destination == "postgres":
-                schema, _, table = s.target.partition(".")
+            if spec.settings.destination == "postgres":
+                schema, _, table = spec.target.partition(".")
                 row = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchone()
-                out.append(
-                    {"sync": spec.name, "where": f"postgres {s.target}", "rows or keys": int(row[0]) if row else 0}
-                )
+                out.append({"sync": spec.name, "where": spec.destination, "rows or keys": int(row[0]) if row else 0})
             else:
-                pattern = s.target
-                for field_name in ("{" + f + "}" for f in s.primary_key):
-                    pattern = pattern.replace(field_name, "*")
+                pattern = spec.target
+                for field_name in key_template_fields(spec.target):
+                    pattern = pattern.replace("{" + field_name + "}", "*")
                 keys = sum(1 for _ in client.scan_iter(match=pattern, count=10_000))
-                out.append({"sync": spec.name, "where": f"redis {s.target}", "rows or keys": keys})
+                out.append({"sync": spec.name, "where": spec.destination, "rows or keys": keys})
     client.close()
     return out

@@ -69,8 +69,46 @@ def test_demo_summary_matches_warehouse_postgres_and_redis(
     assert [r["recommendation_rank"] for r in sample] == list(range(1, len(sample) + 1))
     assert 0 < redis_client.ttl(keys[0]) <= 86_400
 
+    def warehouse_count(relation: str) -> int:
+        row = con.execute(f"select count(*) from {relation}").fetchone()
+        return int(row[0]) if row else 0
+
+    with psycopg.connect(pg_database.url()) as conn:
+        segments = conn.execute(
+            "select user_id, segment from crm.user_segments where previous_segment is null order by 1"
+        ).fetchall()
+        queued = conn.execute("select trigger_id from crm.email_queue order by 1").fetchall()
+        served = {
+            mv: conn.execute(f"select count(*) from serving.{mv}").fetchone()[0]  # type: ignore[index]
+            for mv in ("enriched_user_mv", "item_ids_mv", "iris_zones_mv", "recommendable_items_mv")
+        }
+    assert segments == con.execute("select user_id, segment from marts.user_segments order by 1").fetchall()
+    assert queued == con.execute("select trigger_id from marts.email_triggers order by 1").fetchall()
+    exported = {
+        t: warehouse_count(f"marts.{t}")
+        for t in ("enriched_user", "recommendable_items", "non_recommendable_items", "iris_zones")
+    }
+    assert served == {
+        "enriched_user_mv": exported["enriched_user"],
+        "item_ids_mv": exported["recommendable_items"] + exported["non_recommendable_items"],
+        "iris_zones_mv": exported["iris_zones"],
+        "recommendable_items_mv": exported["recommendable_items"],
+    }
+    assert {s["sync"]: s.get("refreshed", []) for s in report["syncs"] if s["mode"] == "replace"} == {
+        "serving_enriched_user": ["enriched_user_mv"],
+        "serving_iris_zones": ["iris_zones_mv"],
+        "serving_non_recommendable_items": ["non_recommendable_items_mv"],  # item_ids_mv waits for both
+        "serving_recommendable_items": ["item_ids_mv", "recommendable_items_mv"],
+    }
+
     held = {d["sync"]: d["rows or keys"] for d in report["destinations"]}
-    assert held == {"reporting_daily_gmv": gmv[0], "reco_cache": len(keys)}
+    assert held == {
+        "reporting_daily_gmv": gmv[0],
+        "reco_cache": len(keys),
+        "crm_user_segments": len(segments),
+        "crm_email_queue": len(queued),
+        **{f"serving_{t}": n for t, n in exported.items()},
+    }
 
 
 @pytest.mark.slow

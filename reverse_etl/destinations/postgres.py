@@ -1,21 +1,36 @@
-"""Postgres destination: COPY each batch into a staging table, then one set-based upsert.
+"""Postgres destination: COPY into a staging table, then one set-based statement per batch.
 
-Everything happens in one transaction: a failed run leaves the table as it was. The upsert only
-touches rows that really changed (``IS DISTINCT FROM``), and ``RETURNING (xmax = 0)`` tells an
-insert from an update, so the counts are exact.
+Everything, including the sync state, happens in the run's one transaction: a failed or killed
+run leaves the table as it was. Only records that changed since the last run are staged.
+
+- ``upsert`` / ``mirror``: ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE`` the row really
+  differs (``IS DISTINCT FROM``); ``RETURNING (xmax = 0)`` tells inserts from updates, so the
+  counts are exact. ``mirror`` then deletes the rows this sync wrote before and the model no
+  longer has (from the sync state: rows written by anyone else are never touched).
+  ``track_changes`` keeps the previous value of a column and when it really changed.
+- ``insert_only``: ``ON CONFLICT (key) DO NOTHING`` on the destination's unique key, so even two
+  concurrent runs (or two syncs feeding one queue) never insert a key twice.
+- ``replace``: every row goes to a staging table; if anything changed, one short transaction
+  end locks the table, ``TRUNCATE``s it and inserts the staged rows. The table keeps its OID,
+  so the materialized views built on it stay valid (a rename swap would leave them reading the
+  old table); then the serving models are refreshed ``CONCURRENTLY`` by dbt, after the commit.
+  Readers of the materialized views are never blocked; a killed run leaves the old rows.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from reverse_etl.counts import SyncCounts
-from reverse_etl.errors import SyncError, TransientSyncError
+from reverse_etl.errors import SyncError
+from reverse_etl.source import payload_columns
 from reverse_etl.spec import SyncSpec
+from reverse_etl.state import CHANGED, DDL_LOCK, NEW, UNCHANGED, StateStore, copy_arrow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +40,7 @@ def quote(identifier: str) -> str:
 
 
 def pg_type(arrow_type: pa.DataType) -> str:
+    """Column type for a table the sync creates (an existing table keeps its own types)."""
     if pa.types.is_boolean(arrow_type):
         return "boolean"
     if pa.types.is_int8(arrow_type) or pa.types.is_int16(arrow_type):
@@ -41,76 +57,228 @@ def pg_type(arrow_type: pa.DataType) -> str:
         return "timestamptz" if arrow_type.tz else "timestamp"
     if pa.types.is_date(arrow_type):
         return "date"
+    if pa.types.is_time(arrow_type):
+        return "time"
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "text"
-    return "jsonb"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "bytea"
+    raise SyncError(f"no Postgres type for Arrow type {arrow_type}: cast the column in the model")
 
 
 class PostgresDestination:
-    def __init__(self, spec: SyncSpec, conninfo: str) -> None:
-        import psycopg
-
+    def __init__(self, spec: SyncSpec, conn: Any, refresh: Callable[[list[str]], list[str]] | None = None) -> None:
         self.spec = spec
-        schema, _, table = spec.settings.target.partition(".")
-        self.schema, self.table = schema, table
+        self.settings = spec.settings
+        self.conn = conn
+        self.refresh = refresh
+        schema, table = spec.target.split(".")
+        self.schema = schema
         self.relation = f"{quote(schema)}.{quote(table)}"
-        try:
-            self.conn = psycopg.connect(conninfo, autocommit=False)
-        except psycopg.OperationalError as exc:
-            raise TransientSyncError(f"sync {spec.name}: cannot connect to Postgres: {exc}") from exc
         self.columns: list[str] | None = None
+        self.changed = 0  # replace: records new or changed since the last run
+        self.created = False  # the table did not exist before this run
+        self.refresh_due: list[str] = []
 
-    def _prepare(self, schema: pa.Schema) -> None:
-        keys = self.spec.settings.primary_key
-        missing = [k for k in keys if k not in schema.names]
-        if missing:
-            raise SyncError(f"sync {self.spec.name}: primary key column(s) {missing} not in model {self.spec.model}")
-        columns = ", ".join(f"{quote(f.name)} {pg_type(f.type)}" for f in schema)
-        pk = ", ".join(quote(k) for k in keys)
+    # ---------------------------------------------------------------- table
+
+    def _prepare(self, batch: pa.RecordBatch) -> None:
+        """Create the table if it does not exist; otherwise check it can take the rows."""
+        columns = payload_columns(batch)
+        track = self.settings.track_changes
+        keys = self.settings.primary_key
         with self.conn.cursor() as cur:
-            cur.execute(f"create schema if not exists {quote(self.schema)}")
-            cur.execute(f"create table if not exists {self.relation} ({columns}, primary key ({pk}))")
-            cur.execute(f"create temp table _rt_stage (like {self.relation}) on commit drop")
-        self.columns = schema.names
+            exists = cur.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
+            if not (exists and exists[0]):
+                cur.execute(f"select pg_advisory_xact_lock({DDL_LOCK})")  # concurrent first runs: one creates
+                cur.execute(f"create schema if not exists {quote(self.schema)}")
+                types = {f.name: pg_type(f.type) for f in batch.schema if f.name in columns}
+                defs = [f"{quote(c)} {types[c]}" for c in columns]
+                if track:
+                    defs += [f"{quote(track.previous)} {types[track.column]}", f"{quote(track.changed_at)} timestamptz"]
+                pk = ", ".join(quote(k) for k in keys)
+                cur.execute(f"create table if not exists {self.relation} ({', '.join(defs)}, primary key ({pk}))")
+                self.created = True
+                log.info("sync %s: created table %s", self.spec.name, self.spec.target)
+            self._check_table(cur, columns)
+            cols = ", ".join(quote(c) for c in columns)
+            stage = "_rt_replace" if self.settings.mode == "replace" else "_rt_stage"
+            # typed like the destination, without its constraints or defaults
+            cur.execute(f"create temp table {stage} on commit drop as select {cols} from {self.relation} limit 0")
+        self.columns = columns
 
-    def write(self, batch: pa.Table) -> SyncCounts:
+    def _check_table(self, cur: Any, columns: list[str]) -> None:
+        track = self.settings.track_changes
+        needed = columns + ([track.previous, track.changed_at] if track else [])
+        present = {
+            r[0]
+            for r in cur.execute(
+                "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+                (self.relation,),
+            )
+        }
+        missing = [c for c in needed if c not in present]
+        if missing:
+            raise SyncError(f"sync {self.spec.name}: {self.spec.target} has no column(s) {missing}")
+        if self.settings.mode == "replace":
+            return
+        keys = self.settings.primary_key
+        unique = cur.execute(
+            """select exists (
+                   select 1 from pg_index i
+                   where i.indrelid = %s::regclass and i.indisunique and i.indpred is null
+                     and i.indnkeyatts = %s
+                     and (select array_agg(a.attname::text order by a.attname)
+                          from pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey[:i.indnkeyatts]))
+                         = %s::text[])""",
+            (self.relation, len(keys), sorted(keys)),
+        ).fetchone()
+        if not (unique and unique[0]):
+            raise SyncError(
+                f"sync {self.spec.name}: {self.spec.target} needs a unique index on ({', '.join(keys)}) "
+                f"for mode {self.settings.mode}"
+            )
+
+    # ---------------------------------------------------------------- batches
+
+    def write(self, batch: pa.RecordBatch, changes: np.ndarray) -> SyncCounts:
         if self.columns is None:
-            self._prepare(batch.schema)
+            self._prepare(batch)
         assert self.columns is not None
-        keys = self.spec.settings.primary_key
-        cols = ", ".join(quote(c) for c in self.columns)
-        buffer = io.BytesIO()
-        pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
-        others = [c for c in self.columns if c not in keys]
-        set_clause = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in others)
-        distinct = (
-            f"({', '.join(f't.{quote(c)}' for c in others)}) is distinct from "
-            f"({', '.join(f'excluded.{quote(c)}' for c in others)})"
-        )
-        action = f"do update set {set_clause} where {distinct}" if others else "do nothing"
+        mode = self.settings.mode
+        if mode == "replace":
+            return self._stage_for_replace(batch, changes)
+        send = changes == NEW if mode == "insert_only" else changes != UNCHANGED
+        counts = SyncCounts(unchanged=int((~send).sum()))
+        if not send.any():
+            return counts
+        rows = batch.select(self.columns).filter(pa.array(send))
         with self.conn.cursor() as cur:
             cur.execute("truncate _rt_stage")
-            with cur.copy(f"copy _rt_stage ({cols}) from stdin (format csv)") as copy:
-                copy.write(buffer.getvalue())
-            cur.execute(
-                f"""with upserted as (
-                        insert into {self.relation} as t ({cols})
-                        select {cols} from _rt_stage
-                        on conflict ({", ".join(quote(k) for k in keys)}) {action}
-                        returning (xmax = 0) as is_insert
-                    )
-                    select count(*) filter (where is_insert), count(*) filter (where not is_insert) from upserted"""
+            copy_arrow(cur, "_rt_stage", [quote(c) for c in self.columns], rows)
+            inserted, updated = self._apply(cur)
+        counts.inserted, counts.updated = inserted, updated
+        counts.unchanged += rows.num_rows - inserted - updated  # sent, but the row was already so
+        return counts
+
+    def _apply(self, cur: Any) -> tuple[int, int]:
+        """One set-based statement from _rt_stage into the table: (inserted, updated)."""
+        keys = self.settings.primary_key
+        cols = ", ".join(quote(c) for c in self.columns or [])
+        conflict = ", ".join(quote(k) for k in keys)
+        order = conflict  # same lock order in concurrent runs: no deadlocks
+        if self.settings.mode == "insert_only":
+            row = cur.execute(
+                f"""with inserted as (
+                        insert into {self.relation} ({cols}) select {cols} from _rt_stage order by {order}
+                        on conflict ({conflict}) do nothing
+                        returning 1)
+                    select count(*) from inserted"""
+            ).fetchone()
+            return (int(row[0]) if row else 0), 0
+        others = [c for c in self.columns or [] if c not in keys]
+        insert_cols, select_cols, sets = cols, cols, [f"{quote(c)} = excluded.{quote(c)}" for c in others]
+        track = self.settings.track_changes
+        if track:
+            col, prev, at = quote(track.column), quote(track.previous), quote(track.changed_at)
+            insert_cols += f", {prev}, {at}"
+            select_cols += ", null, now()"
+            moved = f"t.{col} is distinct from excluded.{col}"  # NULL-safe
+            sets += [
+                f"{prev} = case when {moved} then t.{col} else t.{prev} end",
+                f"{at} = case when {moved} then now() else t.{at} end",
+            ]
+        if others:
+            differs = (
+                f"({', '.join(f't.{quote(c)}' for c in others)}) is distinct from "
+                f"({', '.join(f'excluded.{quote(c)}' for c in others)})"
             )
-            row = cur.fetchone()
-        inserted, updated = (int(row[0]), int(row[1])) if row else (0, 0)
-        return SyncCounts(inserted=inserted, updated=updated, unchanged=batch.num_rows - inserted - updated)
+            action = f"do update set {', '.join(sets)} where {differs}"
+        else:
+            action = "do nothing"
+        row = cur.execute(
+            f"""with upserted as (
+                    insert into {self.relation} as t ({insert_cols})
+                    select {select_cols} from _rt_stage order by {order}
+                    on conflict ({conflict}) {action}
+                    returning (xmax = 0) as is_insert)
+                select count(*) filter (where is_insert), count(*) filter (where not is_insert) from upserted"""
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def finish(self) -> SyncCounts:
-        self.conn.commit()
-        return SyncCounts()
+    def _stage_for_replace(self, batch: pa.RecordBatch, changes: np.ndarray) -> SyncCounts:
+        with self.conn.cursor() as cur:
+            copy_arrow(cur, "_rt_replace", [quote(c) for c in self.columns or []], batch.select(self.columns or []))
+        self.changed += int((changes != UNCHANGED).sum())
+        return SyncCounts(
+            inserted=int((changes == NEW).sum()),
+            updated=int((changes == CHANGED).sum()),
+            unchanged=int((changes == UNCHANGED).sum()),
+        )
 
-    def abort(self) -> None:
-        self.conn.rollback()
+    # ---------------------------------------------------------------- end of run
+
+    def finish(self, state: StateStore) -> SyncCounts:
+        mode = self.settings.mode
+        if mode == "mirror":
+            return SyncCounts(deleted=self._delete_gone(state))
+        if mode != "replace":
+            return SyncCounts()
+        deleted = state.forget_gone()
+        pending = state.pending_refresh()
+        if self.columns is None:  # the model is empty: replace with nothing
+            self._prepare_empty()
+        if self.changed or deleted or self.created:
+            self._swap()
+            pending = sorted(set(pending) | {m.name for m in self.spec.refresh})
+        if pending:
+            state.owe_refresh(pending)  # cleared once dbt has refreshed them
+        self.refresh_due = pending
+        return SyncCounts(deleted=deleted)
+
+    def _prepare_empty(self) -> None:
+        exists = self.conn.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
+        if not (exists and exists[0]):
+            raise SyncError(
+                f"sync {self.spec.name}: model {self.spec.model} is empty and {self.spec.target} does not exist"
+            )
+        self.columns = []
+
+    def _swap(self) -> None:
+        """TRUNCATE + INSERT in the run's transaction: the table keeps its OID, indexes, grants
+        and dependent materialized views; the exclusive lock is held only for this step."""
+        with self.conn.cursor() as cur:
+            cur.execute(f"lock table {self.relation} in access exclusive mode")
+            cur.execute(f"truncate {self.relation}")
+            if self.columns:
+                cols = ", ".join(quote(c) for c in self.columns)
+                cur.execute(f"insert into {self.relation} ({cols}) select {cols} from _rt_replace")
+        log.info("sync %s: replaced the rows of %s", self.spec.name, self.spec.target)
+
+    def _delete_gone(self, state: StateStore) -> int:
+        """Delete rows this sync wrote before and the model no longer has, forgetting them."""
+        if self.columns is None:
+            exists = self.conn.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
+            if not (exists and exists[0]):
+                return state.forget_gone()
+        keys = self.settings.primary_key
+        match = " and ".join(f"t.{quote(k)} = k.{quote(k)}" for k in keys)
+        row = self.conn.execute(
+            f"""with {state.gone_keys_cte()},
+                removed as (
+                    delete from {self.relation} t
+                    using (select (jsonb_populate_record(null::{self.relation}, row_key)).* from gone) k
+                    where {match}
+                    returning 1)
+                select count(*) from removed""",
+            (state.sync,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def after_commit(self) -> list[str]:
+        if self.refresh_due and self.refresh is not None:
+            return self.refresh(self.refresh_due)
+        return []
 
     def close(self) -> None:
-        self.conn.close()
+        pass

@@ -1,153 +1,79 @@
 """Redis destination: JSON values under a key template, sent through pipelines with a TTL.
 
-Change detection: a hash ``roundtrip:sync:<name>:fingerprints`` maps each key this sync wrote
-to a fingerprint of its value. An unchanged key is not rewritten, only its TTL renewed (and if it
-had expired, it is written again). ``mirror`` deletes the keys this sync wrote before and the
-model no longer has; keys written by anyone else are never touched.
+DuckDB already rendered each record's key and JSON value (``reverse_etl.source``); the sync
+state says which changed. Changed records are ``SET`` (with ``EX ttl``); unchanged ones are not
+resent, only their TTL renewed (``EXPIRE``, or ``EXISTS`` without a TTL): a key that expired or
+was evicted meanwhile is written again and counted as inserted. ``insert_only`` uses
+``SET NX``. ``mirror`` deletes the keys this sync wrote before and the model no longer has;
+keys written by anyone else are never touched.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from datetime import date, datetime
-from decimal import Decimal
-from string import Formatter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from reverse_etl.counts import SyncCounts
-from reverse_etl.errors import SyncError, TransientSyncError
+from reverse_etl.source import TARGET, VALUE
 from reverse_etl.spec import SyncSpec
+from reverse_etl.state import CHANGED, NEW, UNCHANGED, StateStore
 
 log = logging.getLogger(__name__)
-FLUSH_KEYS = 2_000
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)  # exact: never through a float
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def encode(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+PIPELINE_COMMANDS = 5_000
 
 
 class RedisDestination:
-    def __init__(self, spec: SyncSpec, url: str) -> None:
-        import redis
-
+    def __init__(self, spec: SyncSpec, client: Any) -> None:
         self.spec = spec
         self.settings = spec.settings
-        self.client = redis.Redis.from_url(url)
-        try:
-            self.client.ping()
-        except redis.exceptions.ConnectionError as exc:
-            raise TransientSyncError(f"sync {spec.name}: cannot reach Redis: {exc}") from exc
-        self.fingerprints = f"roundtrip:sync:{spec.name}:fingerprints"
-        self.seen = f"roundtrip:sync:{spec.name}:seen"
-        self.client.delete(self.seen)
-        self.template_fields = [f for _, f, _, _ in Formatter().parse(self.settings.target) if f]
-        self.pending: dict[str, str] = {}
-        self.open_group: tuple[str, list[dict[str, Any]]] | None = None
+        self.client = client
 
-    def _key(self, row: dict[str, Any]) -> str:
-        missing = [f for f in self.template_fields if f not in row]
-        if missing:
-            raise SyncError(f"sync {self.spec.name}: key template {self.settings.target!r} needs column(s) {missing}")
-        return self.settings.target.format(**row)
-
-    def write(self, batch: pa.Table) -> SyncCounts:
-        counts = SyncCounts()
-        group_by = self.settings.group_by
-        for row in batch.to_pylist():
-            if group_by is None:
-                self.pending[self._key(row)] = encode(row)
-            else:
-                key = self._key(row)
-                member = {k: v for k, v in row.items() if k != group_by}
-                if self.open_group is not None and self.open_group[0] == key:
-                    self.open_group[1].append(member)
-                else:
-                    self._close_group()
-                    self.open_group = (key, [member])
-            if len(self.pending) >= FLUSH_KEYS:
-                counts.add(self._flush())
-        return counts
-
-    def _close_group(self) -> None:
-        if self.open_group is not None:
-            key, members = self.open_group
-            self.pending[key] = encode(members)
-            self.open_group = None
-
-    def _flush(self) -> SyncCounts:
-        counts = SyncCounts()
-        if not self.pending:
-            return counts
-        keys = list(self.pending)
-        values = [self.pending[k] for k in keys]
-        digests = [hashlib.sha1(v.encode()).hexdigest()[:20] for v in values]
-        previous = self.client.hmget(self.fingerprints, keys)
-        ttl = self.settings.ttl_seconds
-        same = [i for i, (old, new) in enumerate(zip(previous, digests)) if old is not None and old.decode() == new]
-        still_there: dict[int, bool] = {}
-        if same:
+    def _pipelined(self, commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        results: list[Any] = []
+        for start in range(0, len(commands), PIPELINE_COMMANDS):
             pipe = self.client.pipeline(transaction=False)
-            for i in same:
-                if ttl:
-                    pipe.expire(keys[i], ttl)
-                else:
-                    pipe.exists(keys[i])
-            still_there = {i: bool(r) for i, r in zip(same, pipe.execute())}
-        pipe = self.client.pipeline(transaction=False)
-        for i, key in enumerate(keys):
-            if still_there.get(i):
-                counts.unchanged += 1
-                continue
-            pipe.set(key, values[i], ex=ttl)
-            if previous[i] is None or i in still_there:  # new, or expired since: written afresh
-                counts.inserted += 1
-            else:
-                counts.updated += 1
-        pipe.hset(self.fingerprints, mapping=dict(zip(keys, digests)))
-        pipe.sadd(self.seen, *keys)
-        pipe.execute()
-        self.pending.clear()
+            for name, args, kwargs in commands[start : start + PIPELINE_COMMANDS]:
+                getattr(pipe, name)(*args, **kwargs)
+            results.extend(pipe.execute())
+        return results
+
+    def write(self, batch: pa.RecordBatch, changes: np.ndarray) -> SyncCounts:
+        keys: list[str] = batch[TARGET].to_pylist()
+        values: list[str] = batch[VALUE].to_pylist()
+        ttl = self.settings.ttl_seconds
+        counts = SyncCounts()
+        if self.settings.mode == "insert_only":
+            new = np.flatnonzero(changes == NEW)
+            done = self._pipelined([("set", (keys[i], values[i]), {"ex": ttl, "nx": True}) for i in new])
+            counts.inserted = sum(1 for r in done if r)
+            counts.unchanged = batch.num_rows - counts.inserted
+            return counts
+
+        same = np.flatnonzero(changes == UNCHANGED)
+        renew = "expire" if ttl else "exists"
+        alive = self._pipelined([(renew, (keys[i], ttl) if ttl else (keys[i],), {}) for i in same])
+        lost = [int(i) for i, ok in zip(same, alive) if not ok]  # expired or evicted since: write again
+        sets = [int(i) for i in np.flatnonzero(changes != UNCHANGED)] + lost
+        self._pipelined([("set", (keys[i], values[i]), {"ex": ttl}) for i in sets])
+        counts.inserted = int((changes == NEW).sum()) + len(lost)
+        counts.updated = int((changes == CHANGED).sum())
+        counts.unchanged = len(same) - len(lost)
         return counts
 
-    def finish(self) -> SyncCounts:
-        self._close_group()
-        counts = self._flush()
-        if self.settings.mode == "mirror":
-            counts.deleted = self._delete_gone()
-        self.client.delete(self.seen)
-        return counts
-
-    def _delete_gone(self) -> int:
+    def finish(self, state: StateStore) -> SyncCounts:
+        if self.settings.mode != "mirror":
+            return SyncCounts()
         deleted = 0
-        cursor = 0
-        while True:
-            cursor, fields = self.client.hscan(self.fingerprints, cursor, count=FLUSH_KEYS)
-            names = list(fields)
-            if names:
-                present = self.client.smismember(self.seen, names)
-                gone = [n for n, p in zip(names, present) if not p]
-                if gone:
-                    pipe = self.client.pipeline(transaction=False)
-                    pipe.delete(*gone)
-                    pipe.hdel(self.fingerprints, *gone)
-                    deleted += int(pipe.execute()[0])  # keys that had expired are not counted
-            if cursor == 0:
-                return deleted
+        for keys in state.iter_gone(PIPELINE_COMMANDS):
+            deleted += int(self.client.delete(*keys))  # keys that had expired are not counted
+        state.forget_gone()
+        return SyncCounts(deleted=deleted)
 
-    def abort(self) -> None:
-        self.client.delete(self.seen)
+    def after_commit(self) -> list[str]:
+        return []
 
     def close(self) -> None:
         self.client.close()

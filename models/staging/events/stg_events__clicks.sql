@@ -1,3 +1,4 @@
+{#- Rename and cast only (see stg_events__orders). -#}
 with
 
 source as (
@@ -15,7 +16,10 @@ renamed as (
         query as search_query,
         event_ts as event_ts_raw,
         {{ parse_iso_timestamp('event_ts') }} as event_ts,
-        {{ parse_iso_timestamp('ingested_at') }} as ingested_at
+        {{ parse_iso_timestamp('ingested_at') }} as ingested_at,
+        _source_file as source_file,
+        cast(_source_line as bigint) as source_line,
+        {{ to_utc_timestamp('_loaded_at') }} as loaded_at
     from source
 )
 

@@ -1,5 +1,6 @@
 {#- Rename and cast only. Casts are safe (NULL when the text does not fit) so that silver can
-    tell "missing" from "invalid"; the raw text of event_ts is kept for that reason. -#}
+    tell "missing" from "invalid"; the raw text of event_ts is kept for the duplicate tie-break.
+    The bronze record's lineage (file, line, load time) drives incremental builds. -#}
 with
 
 source as (
@@ -18,7 +19,10 @@ renamed as (
         currency,
         event_ts as event_ts_raw,
         {{ parse_iso_timestamp('event_ts') }} as event_ts,
-        {{ parse_iso_timestamp('ingested_at') }} as ingested_at
+        {{ parse_iso_timestamp('ingested_at') }} as ingested_at,
+        _source_file as source_file,
+        cast(_source_line as bigint) as source_line,
+        {{ to_utc_timestamp('_loaded_at') }} as loaded_at
     from source
 )
 

@@ -1,0 +1,66 @@
+"""After a replace: rebuild the serving models (the materialized views) with dbt on Postgres.
+
+The project's materialization creates each materialized view the first time and runs
+``REFRESH MATERIALIZED VIEW CONCURRENTLY`` afterwards, so readers are never blocked. dbt runs
+against the same database reverse_etl wrote to (its ``postgres`` target gets the connection
+settings of ROUNDTRIP_POSTGRES_URL), with a target path of its own so that ``target/manifest.json``
+(the DuckDB one reverse_etl reads) is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from reverse_etl.errors import SyncError
+from reverse_etl.runs import connect
+from reverse_etl.spec import SyncSpec
+from reverse_etl.state import clear_pending_refresh
+from roundtrip.errors import RoundtripError
+
+log = logging.getLogger(__name__)
+
+
+def ready_models(conn: object, spec: SyncSpec, names: list[str]) -> list[str]:
+    """The models among ``names`` whose every exported table exists in the database; one that
+    still waits for another sync's first load is refreshed by that sync instead."""
+    ready = []
+    for model in spec.refresh:
+        if model.name not in names:
+            continue
+        missing = [t for t in model.reads if not conn.execute("select to_regclass(%s)", (t,)).fetchone()[0]]  # type: ignore[attr-defined]
+        if missing:
+            log.info("sync %s: %s waits for %s before its first build", spec.name, model.name, ", ".join(missing))
+        else:
+            ready.append(model.name)
+    return ready
+
+
+def refresh_serving_models(spec: SyncSpec, names: list[str], postgres_url: str, project_dir: Path) -> list[str]:
+    """Run ``dbt run --select <models>`` on the postgres target; clear the sync's debt after."""
+    from roundtrip.dbt import run_dbt
+    from roundtrip.services import PostgresEndpoint
+
+    with connect(postgres_url, spec.name, autocommit=True) as conn:
+        ready = ready_models(conn, spec, names)
+        if ready:
+            env = PostgresEndpoint.from_url(postgres_url).dbt_env()
+            with tempfile.TemporaryDirectory(prefix="reverse_etl_dbt_") as target_path:
+                try:
+                    run_dbt(
+                        ["run", "--select", *ready],
+                        env=env,
+                        target="postgres",
+                        target_path=Path(target_path),
+                        project_dir=project_dir,
+                        quiet=True,
+                    )
+                except RoundtripError as exc:
+                    raise SyncError(
+                        f"sync {spec.name}: the table was replaced but refreshing {', '.join(ready)} failed "
+                        f"(the next run retries it): {exc}"
+                    ) from exc
+            log.info("sync %s: refreshed %s", spec.name, ", ".join(ready))
+        clear_pending_refresh(conn, spec.name)
+    return ready

@@ -1,0 +1,76 @@
+"""Fixtures for the reverse_etl tests: a real manifest from `dbt parse` of a fixture project,
+model tables in a real DuckDB warehouse, the session's real Postgres and Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+
+from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync
+from reverse_etl.spec import SyncSpec, load_specs
+from roundtrip.paths import PROJECT_ROOT
+from roundtrip.services import PostgresEndpoint, RedisEndpoint
+
+FIXTURE_PROJECT = Path(__file__).resolve().parent.parent / "fixtures" / "retl_project"
+
+
+@pytest.fixture(scope="session")
+def fixture_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dbt parse` of tests/fixtures/retl_project: the exposures and relations reverse_etl reads."""
+    out = tmp_path_factory.mktemp("retl_dbt")
+    env = {**os.environ, "ROUNDTRIP_DUCKDB_PATH": str(out / "warehouse.duckdb"), "ROUNDTRIP_TARGET": "duckdb"}
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "--quiet", "parse", "--project-dir", str(FIXTURE_PROJECT),
+         "--profiles-dir", str(PROJECT_ROOT / "profiles"), "--target-path", str(out / "target"),
+         "--log-path", str(out / "logs")],
+        check=True, env=env, cwd=FIXTURE_PROJECT,
+    )  # fmt: skip
+    return out / "target" / "manifest.json"
+
+
+@dataclass
+class Harness:
+    """One test's world: the warehouse file, a fresh Postgres database, Redis."""
+
+    warehouse: Path
+    postgres: PostgresEndpoint
+    redis: RedisEndpoint
+    specs: dict[str, SyncSpec]
+
+    def model(self, name: str, select_sql: str) -> None:
+        """(Re)build a model's table in the warehouse, as `dbt build` would."""
+        con = duckdb.connect(str(self.warehouse))
+        try:
+            con.execute("create schema if not exists marts")
+            con.execute(f"create or replace table marts.{name} as {select_sql}")
+        finally:
+            con.close()
+
+    def run(self, sync: str, dry_run: bool = False) -> SyncResult:
+        return run_sync(
+            self.specs[sync],
+            Endpoints(postgres_url=self.postgres.url(), redis_url=self.redis.url()),
+            RunOptions(dry_run=dry_run, dbt_project_dir=FIXTURE_PROJECT),
+        )
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture
+def harness(
+    data_dir: Path, fixture_manifest: Path, pg_database: PostgresEndpoint, redis_endpoint: RedisEndpoint
+) -> Iterator[Harness]:
+    specs = {s.name: s for s in load_specs(fixture_manifest)}
+    yield Harness(data_dir / "warehouse.duckdb", pg_database, redis_endpoint, specs)

@@ -1,0 +1,122 @@
+"""replace: a table swapped in atomically, then its materialized views refreshed by dbt."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reverse_etl.engine import SyncResult
+from reverse_etl.runs import recent_runs
+from roundtrip.paths import PROJECT_ROOT
+
+from .conftest import Harness
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]  # runs dbt on Postgres
+
+ITEMS = "t(item_id, title, price)"
+V1 = f"select * from (values (1, 'lamp', 10.00::decimal(10, 2)), (2, 'desk', 99.00), (3, 'chair', 45.50)) {ITEMS}"
+V2 = f"select * from (values (1, 'lamp', 12.00::decimal(10, 2)), (3, 'chair', 45.50), (4, 'rug', 30.00)) {ITEMS}"
+
+
+def counts(result: SyncResult) -> dict[str, int]:
+    assert result.error is None, result.error
+    return result.counts.as_dict()
+
+
+def test_replace_swaps_refreshes_views_and_skips_when_nothing_changed(harness: Harness) -> None:
+    harness.model("items_export", V1)
+    first = harness.run("serving_items")
+    assert counts(first) == {"read": 3, "inserted": 3, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 0}
+    assert first.refreshed == ["items_mv"]  # all_item_ids_mv also reads retired items: not loaded yet
+    mv = "select item_id, title, price::text from serving.items_mv order by 1"
+    assert harness.sql(mv) == [(1, "lamp", "10.00"), (2, "desk", "99.00"), (3, "chair", "45.50")]
+    oid = harness.sql("select 'marts.items_export'::regclass::oid")
+
+    versions = harness.sql("select item_id, xmin::text from marts.items_export order by 1")
+    second = harness.run("serving_items")
+    assert counts(second) == {"read": 3, "inserted": 0, "updated": 0, "unchanged": 3, "deleted": 0, "rejected": 0}
+    assert second.refreshed == []
+    assert harness.sql("select item_id, xmin::text from marts.items_export order by 1") == versions  # untouched
+
+    harness.model("items_export", V2)
+    third = harness.run("serving_items")
+    assert counts(third) == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "deleted": 1, "rejected": 0}
+    assert harness.sql(mv) == [(1, "lamp", "12.00"), (3, "chair", "45.50"), (4, "rug", "30.00")]
+    assert harness.sql("select 'marts.items_export'::regclass::oid") == oid  # same table: views stay valid
+
+    # a refresh that fails leaves a debt that the next run pays even if nothing changed
+    harness.sql("alter materialized view serving.items_mv rename to items_mv_gone")
+    harness.sql("create view serving.items_mv as select 1 as item_id")  # dbt cannot refresh a view
+    harness.model("items_export", V1)
+    failed = harness.run("serving_items")
+    assert failed.status == "failed" and "refreshing items_mv failed" in (failed.error or "")
+    assert harness.sql("select count(*) from marts.items_export where item_id = 2") == [(1,)]  # the swap is in
+    assert harness.sql("select models from reverse_etl.pending_refreshes") == [(["all_item_ids_mv", "items_mv"],)]
+    harness.sql("drop view serving.items_mv")
+    harness.sql("alter materialized view serving.items_mv_gone rename to items_mv")
+    paid = harness.run("serving_items")
+    assert counts(paid)["unchanged"] == 3 and paid.refreshed == ["items_mv"]
+    assert harness.sql(mv) == [(1, "lamp", "10.00"), (2, "desk", "99.00"), (3, "chair", "45.50")]
+    assert harness.sql("select count(*) from reverse_etl.pending_refreshes") == [(0,)]
+
+
+def test_a_replace_killed_midway_leaves_the_old_table_serving(harness: Harness, fixture_manifest: Path) -> None:
+    harness.model("items_export", V1)
+    assert harness.run("serving_items").status == "succeeded"
+    harness.model("items_export", V2)
+    env = {
+        **os.environ,
+        "ROUNDTRIP_DUCKDB_PATH": str(harness.warehouse),
+        "DBT_TARGET_PATH": str(fixture_manifest.parent),
+        "ROUNDTRIP_POSTGRES_URL": harness.postgres.url(),
+    }
+    app = "reverse_etl:serving_items"
+    with psycopg.connect(harness.postgres.url()) as reader:
+        # hold a share lock on the table: the run stages every row, then waits for its swap
+        reader.execute("select 1 from marts.items_export limit 1")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "reverse_etl", "run", "--sync", "serving_items"], env=env, cwd=PROJECT_ROOT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                waiting = harness.sql(  # (pg_stat_activity is frozen inside a transaction: not on `reader`)
+                    """select count(*) from pg_locks l join pg_stat_activity a using (pid)
+                       where a.application_name = %s and not l.granted and l.mode = 'AccessExclusiveLock'""",
+                    (app,),
+                )
+                if waiting != [(0,)]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the run never reached its swap")
+            with psycopg.connect(harness.postgres.url(), autocommit=True) as client:
+                client.execute("set statement_timeout = '2s'")  # readers of the views are not blocked
+                assert client.execute("select count(*) from serving.items_mv").fetchone() == (3,)
+            run.kill()
+            run.wait(30)
+        finally:
+            if run.poll() is None:
+                run.kill()
+        reader.rollback()
+
+    deadline = time.monotonic() + 30
+    while harness.sql("select count(*) from pg_stat_activity where application_name = %s", (app,)) != [(0,)]:
+        assert time.monotonic() < deadline, "the killed run's sessions never ended"
+        time.sleep(0.05)
+    old = [(1, "lamp", "10.00"), (2, "desk", "99.00"), (3, "chair", "45.50")]
+    assert harness.sql("select item_id, title, price::text from marts.items_export order by 1") == old
+    assert harness.sql("select item_id, title, price::text from serving.items_mv order by 1") == old
+    killed = recent_runs(harness.postgres.url(), "serving_items", 1)[0]
+    assert killed.status == "abandoned"  # still 'running' in the table, but nobody holds its lock
+
+    resumed = harness.run("serving_items")
+    assert counts(resumed) == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "deleted": 1, "rejected": 0}
+    assert harness.sql("select item_id from serving.items_mv order by 1") == [(1,), (3,), (4,)]
+    assert harness.sql("select status from reverse_etl.runs where run_id = %s", (killed.run_id,)) == [("abandoned",)]

@@ -1,0 +1,137 @@
+"""Sync specs from a real dbt manifest, and the rows the DuckDB source hands to the engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+import redis
+from pydantic import ValidationError
+
+from reverse_etl.errors import SyncError, TransientSyncError, is_transient, translate
+from reverse_etl.source import FINGERPRINT, KEY, REASON, ROW_KEY, ROWS, TARGET, VALUE, ModelSource
+from reverse_etl.spec import SyncSettings, load_specs
+
+from .conftest import Harness
+
+
+def test_specs_resolve_targets_and_serving_models_from_the_manifest(fixture_manifest: Path) -> None:
+    specs = {s.name: s for s in load_specs(fixture_manifest)}
+    items = specs["serving_items"]
+    assert items.relation == '"warehouse"."marts"."items_export"'
+    assert items.target == "marts.items_export"  # replace without target: where ref() puts the model
+    # children built on exported tables only; items_report also reads `segments` (not exported)
+    assert [(m.name, m.reads) for m in items.refresh] == [
+        ("all_item_ids_mv", ["marts.items_export", "marts.retired_items_export"]),
+        ("items_mv", ["marts.items_export"]),
+    ]
+    assert [m.name for m in specs["serving_retired_items"].refresh] == ["all_item_ids_mv"]
+    assert specs["crm_segments"].settings.track_changes is not None
+    assert specs["reco"].target == "reco:{user_id}" and specs["reco"].settings.value == "list"
+
+
+def test_invalid_meta_names_the_exposure(fixture_manifest: Path, tmp_path: Path) -> None:
+    manifest = json.loads(fixture_manifest.read_text())
+    exposure = manifest["exposures"]["exposure.retl_fixture.reco"]
+    exposure["meta"]["sync"]["primary_key"] = ["item_id"]  # the key template field is not in it
+    exposure.get("config", {}).get("meta", {}).get("sync", {})["primary_key"] = ["item_id"]
+    broken = tmp_path / "manifest.json"
+    broken.write_text(json.dumps(manifest))
+    with pytest.raises(SyncError, match=r"exposure 'reco': invalid meta.sync[\s\S]*inside the primary key"):
+        load_specs(broken)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"destination": "redis", "target": "reco:{user_id}", "mode": "replace"}, "replace is for postgres"),
+        ({"destination": "redis", "target": "reco:{user_id:05d}"}, "plain {column} fields"),
+        ({"destination": "redis", "target": "reco"}, "key template"),
+        ({"destination": "postgres", "target": "crm"}, "schema.table"),
+        ({"destination": "postgres", "target": "a.b", "ttl_seconds": 5}, "redis syncs only"),
+        ({"destination": "postgres", "target": "a.b", "mode": "insert_only",
+          "track_changes": {"column": "s", "previous": "p", "changed_at": "c"}}, "upsert or mirror"),
+        ({"destination": "postgres", "target": "a.b", "refresh": ["x"]}, "replace only"),
+        ({"destination": "postgres", "target": "a.b", "columns": {"__rt_x": "y"}}, "reserved"),
+    ],
+)  # fmt: skip
+def test_settings_refuse_what_cannot_work(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SyncSettings.model_validate({"primary_key": ["user_id"], **settings})
+
+
+def test_driver_errors_are_sorted_into_transient_and_terminal() -> None:
+    assert is_transient(psycopg.errors.DeadlockDetected())
+    assert is_transient(psycopg.errors.SerializationFailure())
+    assert is_transient(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert is_transient(redis.exceptions.ConnectionError("Connection refused"))
+    assert is_transient(redis.exceptions.BusyLoadingError("loading"))
+    assert not is_transient(psycopg.errors.UniqueViolation())
+    assert not is_transient(psycopg.errors.UndefinedColumn())
+    assert not is_transient(redis.exceptions.ResponseError("WRONGTYPE"))
+    assert not is_transient(duckdb.CatalogException("table does not exist"))
+    translated = translate(psycopg.errors.DeadlockDetected("deadlock detected"), "crm")
+    assert isinstance(translated, TransientSyncError) and "sync crm" in str(translated)
+
+
+@pytest.fixture
+def offline_harness(data_dir: Path, fixture_manifest: Path) -> Harness:
+    """The warehouse and specs only: source tests need no server."""
+    from reverse_etl.spec import load_specs
+
+    return Harness(data_dir / "warehouse.duckdb", None, None, {s.name: s for s in load_specs(fixture_manifest)})  # type: ignore[arg-type]
+
+
+def test_source_streams_bounded_batches_and_flags_bad_keys(offline_harness: Harness) -> None:
+    offline_harness.model(
+        "things",
+        """select * from (values (1, 'a', 'A', 1.5), (1, 'b', 'B', 2.5), (2, 'a', 'C', 3.5), (2, 'b', 'D', 1),
+                                 (3, 'a', 'E', 1), (3, 'a', 'F', 2), (null, 'x', 'G', 3)) t(shop_id, sku, label, price)""",
+    )
+    with ModelSource(offline_harness.specs["shop_things"]) as source:  # batch_rows: 2
+        rejected = [b.to_pylist() for b in source.rejected()]
+        batches = list(source.records())
+    assert [len(b) for b in rejected] == [2, 1]
+    flat = [r for b in rejected for r in b]
+    assert [(json.loads(r[ROW_KEY]), r[REASON]) for r in flat] == [
+        ({"shop_id": 3, "sku": "a"}, "duplicate key: 2 rows share it"),
+        ({"shop_id": 3, "sku": "a"}, "duplicate key: 2 rows share it"),
+        ({"shop_id": None, "sku": "x"}, "NULL in key column(s): shop_id"),
+    ]
+    assert [r[KEY] for r in flat][2] is None  # a NULL key identifies nothing in the sync state
+    assert [b.num_rows for b in batches] == [2, 2]  # memory: one batch of batch_rows at a time
+    rows = [r for b in batches for r in b.to_pylist()]
+    assert [(r["shop_id"], r["sku"], r["title"]) for r in rows] == [
+        (1, "a", "A"),
+        (1, "b", "B"),
+        (2, "a", "C"),
+        (2, "b", "D"),
+    ]
+    assert json.loads(rows[0][KEY]) == {"shop_id": 1, "sku": "a"}
+    assert len({r[FINGERPRINT] for r in rows}) == 4 and all(r[ROWS] == 1 for r in rows)
+
+
+def test_source_groups_redis_list_values_in_order(offline_harness: Harness) -> None:
+    offline_harness.model(
+        "recos",
+        "select * from (values (1, 10, 0.5, 2), (1, 11, 0.9, 1), (2, 12, 0.3, 1)) t(user_id, item_id, score, recommendation_rank)",
+    )
+    with ModelSource(offline_harness.specs["reco"]) as source:
+        rows = [r for b in source.records() for r in b.to_pylist()]
+    assert [(r[TARGET], json.loads(r[KEY]), r[ROWS]) for r in rows] == [
+        ("reco:1", "reco:1", 2),
+        ("reco:2", "reco:2", 1),
+    ]
+    assert json.loads(rows[0][VALUE]) == [
+        {"item_id": 11, "score": 0.9, "recommendation_rank": 1},
+        {"item_id": 10, "score": 0.5, "recommendation_rank": 2},
+    ]
+
+
+def test_missing_key_column_is_a_clear_error(offline_harness: Harness) -> None:
+    offline_harness.model("things", "select 1 as shop_id, 'A' as label, 1.0 as price, 'x' as sku_code")
+    with pytest.raises(SyncError, match=r"sync shop_things: .*cannot read model things.*sku"):
+        ModelSource(offline_harness.specs["shop_things"]).__enter__()
