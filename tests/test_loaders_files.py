@@ -240,3 +240,29 @@ def test_files_from_azure_blob(azure_emulator: Any, tmp_path: Path, monkeypatch:
         )
     finally:
         warehouse.close()
+
+
+def test_json_values_land_in_bronze_as_the_text_that_was_sent(
+    warehouse: Warehouse, tmp_path: Path, schema_name: str
+) -> None:
+    """No type guessing: timestamps keep their 'T', 'Z' and offsets, mixed-type fields keep
+    their text, and a key missing from a line is NULL."""
+    landing = tmp_path / "events"
+    _write(
+        landing / "e.jsonl",
+        _jsonl(
+            [
+                {"order_id": "o1", "quantity": 2, "note": "2026-11-20T17:47:27.655Z"},
+                {"order_id": "o2", "quantity": "two", "note": "2026-11-20T23:30:00+02:00"},
+                {"order_id": "o3", "note": 'it\'s "quoted" ✓'},
+            ]
+        ),
+    )
+    stream = FileStreamConfig(path=str(landing), table="orders", target_schema=schema_name, columns=ORDER_FIELDS)
+    jobs.load_files(schema_name, stream, warehouse)
+    rows = rows_by_key(warehouse, schema_name, "orders", "order_id")
+    assert [(r["order_id"], r["quantity"], r["note"]) for r in rows] == [
+        ("o1", "2", "2026-11-20T17:47:27.655Z"),
+        ("o2", "two", "2026-11-20T23:30:00+02:00"),
+        ("o3", None, 'it\'s "quoted" ✓'),
+    ]

@@ -102,9 +102,28 @@ def reader() -> Iterator[Any]:
         con.close()
 
 
-def _scan(path: str, fmt: str) -> str:
+def _json_keys(con: Any, literal: str) -> list[str]:
+    """Every key of a JSON-lines file, in order of first appearance."""
+    rows = con.execute(
+        f"select key from (select unnest(json_keys(json)) as key, row_number() over () as n "
+        f"from read_ndjson_objects('{literal}')) group by key order by min(n)"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _scan(con: Any, path: str, fmt: str, as_text: bool) -> str:
     literal = path.replace("'", "''")
     if fmt == "jsonl":
+        if as_text:
+            # Every key read as VARCHAR: type detection would re-render the text
+            # ('2026-11-20T17:47:27.655Z' became '2026-11-20 17:47:27.655'), and bronze keeps what was sent
+            keys = _json_keys(con, literal)
+            if keys:
+                spec = ", ".join("'" + k.replace("'", "''") + "': 'VARCHAR'" for k in keys)
+                return (
+                    f"read_json('{literal}', format = 'newline_delimited', records = true, "
+                    f"columns = {{{spec}}}, hive_partitioning = false)"
+                )
         return (
             f"read_json('{literal}', format = 'newline_delimited', records = true, sample_size = -1, "
             "hive_partitioning = false)"
@@ -122,8 +141,8 @@ def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Ta
         names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
         if not set(names) & set(con.list_filesystems()):  # once per connection
             con.register_filesystem(fs)
-    scan = _scan(source.path, stream.format)
     try:
+        scan = _scan(con, source.path, stream.format, stream.as_text)
         # one pass over the file: a single-file scan keeps the file's order, so row_number()
         # is the record's line (for CSV: counted from the first line after the header)
         con.execute(f"create or replace temp table _file as select *, row_number() over () as _line_ from {scan}")
