@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs import io
+from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
 from spark_jobs.expressions import join_codes, parse_iso_timestamp, safe_cast
 
@@ -40,7 +40,17 @@ ORDER_FIELDS = (
     "event_ts",
     "ingested_at",
 )
-CLICK_FIELDS = ("ingestion_id", "event_id", "session_id", "user_id", "item_id", "event_type", "query", "event_ts", "ingested_at")
+CLICK_FIELDS = (
+    "ingestion_id",
+    "event_id",
+    "session_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "query",
+    "event_ts",
+    "ingested_at",
+)
 ORDERS_CLEAN = (
     "ingestion_id",
     "order_id",
@@ -101,9 +111,9 @@ class Silver:
 
 def extract(spark: SparkSession, cfg: JobConfig) -> Bronze:
     return Bronze(
-        orders=io.read_bronze(spark, cfg.bronze_path("orders"), cfg.fmt, ORDER_FIELDS),
-        clicks=io.read_bronze(spark, cfg.bronze_path("clicks"), cfg.fmt, CLICK_FIELDS),
-        items=io.read_catalog(spark, cfg.catalog),
+        orders=storage.read_bronze(spark, cfg.bronze_path("orders"), cfg.fmt, ORDER_FIELDS),
+        clicks=storage.read_bronze(spark, cfg.bronze_path("clicks"), cfg.fmt, CLICK_FIELDS),
+        items=storage.read_catalog(spark, cfg.catalog),
     )
 
 
@@ -132,14 +142,16 @@ def flag_duplicates(records: DataFrame, tie_break: Sequence[str]) -> DataFrame:
     )
 
 
-def _finish(records: DataFrame, rules: list[tuple[str, Column]], columns: Sequence[str], window: DateWindow) -> DataFrame:
+def _finish(
+    records: DataFrame, rules: list[tuple[str, Column]], columns: Sequence[str], window: DateWindow
+) -> DataFrame:
     """validation_errors / is_valid, the contract's column order, the run's dates."""
     return (
         records.withColumn("validation_errors", join_codes(rules))
         .withColumn("is_valid", F.col("validation_errors").isNull())
         .select(*columns)
         # after the duplicate ranking, which needs every date
-        .where(io.in_window(window, keep_undated=True))
+        .where(storage.in_window(window, keep_undated=True))
     )
 
 
@@ -210,22 +222,34 @@ def transform_clicks(clicks: DataFrame, window: DateWindow) -> DataFrame:
 
 def load(silver: Silver, cfg: JobConfig) -> None:
     for table in TABLES:
-        io.write_partitions(getattr(silver, table), cfg.table_path("silver", table), cfg.window)
+        storage.write_partitions(getattr(silver, table), cfg.table_path("silver", table), cfg.window)
 
 
 def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     """extract -> transform -> load; returns what each table holds for the window afterwards."""
     started = time.perf_counter()
-    log.info("bronze -> silver for %s: bronze %s (%s), catalog %s", cfg.window, cfg.landing, cfg.fmt, cfg.catalog.describe())
+    log.info(
+        "bronze -> silver for %s: bronze %s (%s), catalog %s", cfg.window, cfg.landing, cfg.fmt, cfg.catalog.describe()
+    )
     load(transform(extract(spark, cfg), cfg.window), cfg)
     seconds = round(time.perf_counter() - started, 2)
     return [
         {
             "table": f"silver.{table}",
             "dates": str(cfg.window),
-            "rows": io.count_rows(spark, cfg.table_path("silver", table), cfg.window, keep_undated=True),
+            "rows": storage.count_rows(spark, cfg.table_path("silver", table), cfg.window, keep_undated=True),
             "path": cfg.table_path("silver", table),
             "seconds": seconds,
         }
         for table in TABLES
     ]
+
+
+def main() -> None:
+    from spark_jobs.cli import main_for
+
+    main_for("bronze-to-silver")
+
+
+if __name__ == "__main__":
+    main()

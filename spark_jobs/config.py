@@ -138,8 +138,8 @@ def _location(value: str) -> str:
     return value if "://" in value else str(Path(value).resolve())
 
 
-def default_landing() -> str:
-    return _location(os.environ.get("ROUNDTRIP_LANDING_PATH") or str(paths.landing_dir()))
+def resolve_landing(landing: str | None = None) -> str:
+    return _location(landing or os.environ.get("ROUNDTRIP_LANDING_PATH") or str(paths.landing_dir()))
 
 
 def default_output() -> str:
@@ -155,7 +155,7 @@ def resolve(
 ) -> JobConfig:
     """The run's configuration: explicit values win, then ROUNDTRIP_* settings, then defaults."""
     return JobConfig(
-        landing=_location(landing) if landing else default_landing(),
+        landing=resolve_landing(landing),
         output=_location(output) if output else default_output(),
         catalog=catalog or CatalogSource.from_env(),
         window=window,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import io
+from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
 from spark_jobs.expressions import round_ratio, valid_rows
 
@@ -48,9 +48,9 @@ class Gold:
 
 def extract(spark: SparkSession, cfg: JobConfig) -> SilverInput:
     return SilverInput(
-        orders_clean=io.read_table(spark, cfg.table_path("silver", "orders_clean")),
-        clicks_clean=io.read_table(spark, cfg.table_path("silver", "clicks_clean")),
-        items=io.read_catalog(spark, cfg.catalog),
+        orders_clean=storage.read_table(spark, cfg.table_path("silver", "orders_clean")),
+        clicks_clean=storage.read_table(spark, cfg.table_path("silver", "clicks_clean")),
+        items=storage.read_catalog(spark, cfg.catalog),
     )
 
 
@@ -59,7 +59,7 @@ def extract(spark: SparkSession, cfg: JobConfig) -> SilverInput:
 
 def transform(silver: SilverInput, window: DateWindow) -> Gold:
     orders, clicks = valid_rows(silver.orders_clean), valid_rows(silver.clicks_clean)
-    in_window = io.in_window(window)
+    in_window = storage.in_window(window)
     return Gold(
         daily_gmv_metrics=daily_gmv_metrics(orders).where(in_window),
         item_performance=item_performance(orders, clicks, silver.items).where(in_window),
@@ -192,8 +192,8 @@ def hourly_order_patterns(orders: DataFrame) -> DataFrame:
 
 def load(gold: Gold, cfg: JobConfig) -> None:
     for table in PARTITIONED:
-        io.write_partitions(getattr(gold, table), cfg.table_path("gold", table), cfg.window)
-    io.replace_table(gold.hourly_order_patterns, cfg.table_path("gold", "hourly_order_patterns"))
+        storage.write_partitions(getattr(gold, table), cfg.table_path("gold", table), cfg.window)
+    storage.replace_table(gold.hourly_order_patterns, cfg.table_path("gold", "hourly_order_patterns"))
 
 
 def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
@@ -205,9 +205,19 @@ def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
         {
             "table": f"gold.{table}",
             "dates": str(cfg.window) if table in PARTITIONED else "every date (replaced whole)",
-            "rows": io.count_rows(spark, cfg.table_path("gold", table), cfg.window),
+            "rows": storage.count_rows(spark, cfg.table_path("gold", table), cfg.window),
             "path": cfg.table_path("gold", table),
             "seconds": seconds,
         }
         for table in TABLES
     ]
+
+
+def main() -> None:
+    from spark_jobs.cli import main_for
+
+    main_for("silver-to-gold")
+
+
+if __name__ == "__main__":
+    main()
