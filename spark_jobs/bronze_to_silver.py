@@ -236,7 +236,7 @@ def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     return [
         {
             "table": f"silver.{table}",
-            "dates": str(cfg.window),
+            "dates": f"{cfg.window} + undated",
             "rows": storage.count_rows(spark, cfg.table_path("silver", table), cfg.window, keep_undated=True),
             "path": cfg.table_path("silver", table),
             "seconds": seconds,
