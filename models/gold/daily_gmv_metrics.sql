@@ -52,6 +52,20 @@ daily_metrics as (
         on daily_totals.event_date = new_users_per_day.event_date
     left join daily_totals as previous_day
         on {{ previous_day('daily_totals.event_date') }} = previous_day.event_date
+),
+
+final as (
+    select
+        event_date,
+        cast(gmv as decimal(18, 2)) as gmv,
+        cast(order_count as bigint) as order_count,
+        cast(items_sold as bigint) as items_sold,
+        cast(unique_users as bigint) as unique_users,
+        cast(avg_order_value as decimal(18, 2)) as avg_order_value,
+        cast(new_users as bigint) as new_users,
+        cast(returning_users as bigint) as returning_users,
+        cast(gmv_growth_pct as decimal(18, 2)) as gmv_growth_pct
+    from daily_metrics
 )
 
-select * from daily_metrics
+select * from final

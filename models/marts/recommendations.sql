@@ -1,46 +1,17 @@
-{#- First cut: popular items of the user's favourite category that the user never bought. -#}
+{#- Per user, up to 10 recommendable items of their favourite category that they never bought,
+    the category's most popular first. -#}
 with
 
-orders as (
-    select * from {{ ref('orders_clean') }}
+recommendable_items as (
+    select * from {{ ref('recommendable_items') }}
 ),
 
-items as (
-    select * from {{ ref('stg_catalog__items') }}
+favourite_categories as (
+    select * from {{ ref('int_user_favourite_categories') }}
 ),
 
 valid_orders as (
-    select * from orders
-    where is_valid and not is_duplicate
-),
-
-item_popularity as (
-    select
-        item_id,
-        count(distinct user_id) as buyers
-    from valid_orders
-    group by item_id
-),
-
-recommendable_items as (
-    select
-        items.item_id,
-        items.category,
-        item_popularity.buyers,
-        cast(item_popularity.buyers as double)
-        / max(item_popularity.buyers) over (partition by items.category) as score
-    from items
-    inner join item_popularity on items.item_id = item_popularity.item_id
-    where items.is_active and not items.is_adult and items.stock > 0
-),
-
-user_categories as (
-    select
-        user_id,
-        category,
-        row_number() over (partition by user_id order by count(*) desc, category) as category_rank
-    from valid_orders
-    group by user_id, category
+    select * from {{ ref('int_valid_orders') }}
 ),
 
 purchases as (
@@ -52,26 +23,36 @@ purchases as (
 
 candidates as (
     select
-        user_categories.user_id,
+        favourite_categories.user_id,
         recommendable_items.item_id,
-        recommendable_items.score
-    from user_categories
-    inner join recommendable_items on user_categories.category = recommendable_items.category
+        recommendable_items.popularity_score as score
+    from favourite_categories
+    inner join recommendable_items
+        on favourite_categories.favourite_category = recommendable_items.category
     left join purchases
         on
-            user_categories.user_id = purchases.user_id
+            favourite_categories.user_id = purchases.user_id
             and recommendable_items.item_id = purchases.item_id
-    where user_categories.category_rank = 1 and purchases.item_id is null
+    where recommendable_items.buyer_count > 0 and purchases.item_id is null
 ),
 
-ranked as (
+candidates_ranked as (
     select
         user_id,
         item_id,
-        round(score, 6) as score,
+        score,
         row_number() over (partition by user_id order by score desc, item_id asc) as recommendation_rank
     from candidates
+),
+
+final as (
+    select
+        cast(user_id as bigint) as user_id,
+        cast(item_id as bigint) as item_id,
+        cast(score as {{ type_double() }}) as score,
+        cast(recommendation_rank as integer) as recommendation_rank
+    from candidates_ranked
+    where recommendation_rank <= 10
 )
 
-select * from ranked
-where recommendation_rank <= 10
+select * from final

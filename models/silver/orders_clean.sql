@@ -1,5 +1,19 @@
+{{
+    config(
+        materialized=event_records_materialization(),
+        incremental_strategy='delete+insert',
+        unique_key='source_file',
+        on_schema_change='fail',
+    )
+}}
 {#- One row per bronze order record, nothing dropped: typed, deduplicated, validated, enriched.
-    Rules: see _silver__models.yml. -#}
+    Rules: docs/contract.md and _silver__models.yml.
+
+    Incremental builds replace whole landed files (delete+insert on source_file) and rebuild
+    every file whose rows can change: files (re)loaded since the last build, files holding
+    another copy of one of their ingestion_ids (now or before the reload: a late or an earlier
+    copy moves the original), and files with orders of catalog items changed since then. The
+    result is the same as a full refresh (tests/test_models_incremental.py). -#}
 with
 
 orders as (
@@ -10,31 +24,111 @@ items as (
     select * from {{ ref('stg_catalog__items') }}
 ),
 
-orders_ranked as (
+{% if is_incremental() %}
+last_build as (
+    select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+    from {{ this }}
+),
+
+reloaded_files as (
+    select distinct orders.source_file
+    from orders
+    inner join last_build on orders.loaded_at >= last_build.loaded_at
+),
+
+reloaded_ingestion_ids as (
+    -- the ids in those files now, and before the reload (a changed file may have lost some)
+    select orders.ingestion_id
+    from orders
+    inner join reloaded_files on orders.source_file = reloaded_files.source_file
+    union distinct
+    select previous_build.ingestion_id
+    from {{ this }} as previous_build
+    inner join reloaded_files on previous_build.source_file = reloaded_files.source_file
+),
+
+changed_items as (
+    select items.item_id
+    from items
+    inner join last_build on items.loaded_at >= last_build.loaded_at
+),
+
+files_to_rebuild as (
+    select source_file from reloaded_files
+    union distinct
+    select orders.source_file
+    from orders
+    inner join reloaded_ingestion_ids on orders.ingestion_id = reloaded_ingestion_ids.ingestion_id
+    union distinct
+    select orders.source_file
+    from orders
+    inner join changed_items on orders.item_id = changed_items.item_id
+),
+
+ingestion_ids_to_rank as (
+    select distinct orders.ingestion_id
+    from orders
+    inner join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
+),
+
+orders_in_scope as (
+    -- the records to rebuild, and every other copy of their ingestion_ids to rank them against
     select
         orders.*,
+        files_to_rebuild.source_file is not null as is_rebuilt
+    from orders
+    left join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
+    left join ingestion_ids_to_rank on orders.ingestion_id = ingestion_ids_to_rank.ingestion_id
+    where files_to_rebuild.source_file is not null or ingestion_ids_to_rank.ingestion_id is not null
+),
+{% else %}
+orders_in_scope as (
+    select
+        *,
+        true as is_rebuilt
+    from orders
+),
+{% endif %}
+
+orders_ranked as (
+    select
+        *,
         case
-            when orders.ingestion_id is null then 1
+            when ingestion_id is null then 1
             else row_number() over (
-                partition by orders.ingestion_id
+                partition by ingestion_id
                 -- earliest delivery is the original; exact ties fall back to the record's fields
+                -- (text byte-wise), then to its place in the landing files
                 order by
-                    orders.ingested_at nulls last, orders.event_ts_raw nulls last, orders.order_id nulls last,
-                    orders.user_id nulls last, orders.item_id nulls last, orders.quantity nulls last,
-                    orders.unit_price nulls last, orders.session_id nulls last, orders.currency nulls last
+                    ingested_at nulls last,
+                    {{ bytewise('event_ts_raw') }} nulls last,
+                    {{ bytewise('order_id') }} nulls last,
+                    user_id nulls last,
+                    item_id nulls last,
+                    quantity nulls last,
+                    unit_price nulls last,
+                    {{ bytewise('session_id') }} nulls last,
+                    {{ bytewise('currency') }} nulls last,
+                    {{ bytewise('source_file') }},
+                    source_line
             )
         end as delivery_rank
-    from orders
+    from orders_in_scope
+),
+
+orders_to_build as (
+    select * from orders_ranked
+    where is_rebuilt
 ),
 
 orders_enriched as (
     select
-        orders_ranked.*,
+        orders_to_build.*,
         items.item_id is not null as is_known_item,
         items.item_title,
         items.category
-    from orders_ranked
-    left join items on orders_ranked.item_id = items.item_id
+    from orders_to_build
+    left join items on orders_to_build.item_id = items.item_id
 ),
 
 orders_validated as (
@@ -62,14 +156,35 @@ orders_validated as (
             ('invalid_quantity', 'quantity is null or quantity <= 0'),
             ('invalid_price', 'unit_price is null or unit_price <= 0 or unit_price >= 10000'),
             ('unknown_item', 'item_id is not null and not is_known_item'),
-        ]) }} as validation_errors
+        ]) }} as validation_errors,
+        source_file,
+        source_line,
+        loaded_at
     from orders_enriched
 ),
 
 orders_flagged as (
     select
-        *,
-        validation_errors is null as is_valid
+        ingestion_id,
+        order_id,
+        user_id,
+        item_id,
+        session_id,
+        quantity,
+        unit_price,
+        currency,
+        event_ts,
+        event_date,
+        ingested_at,
+        amount,
+        item_title,
+        category,
+        is_duplicate,
+        validation_errors,
+        validation_errors is null as is_valid,
+        source_file,
+        source_line,
+        loaded_at
     from orders_validated
 )
 

@@ -124,7 +124,7 @@ SEARCH_QUERIES = (
     "tab\there",
     "sneakers",
 )
-# IRIS codes also present in seeds/iris_zones.csv (Corsican 2A/2B codes, leading zeros kept).
+# IRIS codes also present in seeds/insee_iris_zones.csv (Corsican 2A/2B codes, leading zeros kept).
 IRIS_CODES = (
     "751010101",
     "751010102",
@@ -144,7 +144,7 @@ IRIS_CODES = (
     "2B0500101",
     "060880101",
     "060880102",
-    "310550101",
+    "315550101",
     "330630101",
     "593500101",
     "441090101",

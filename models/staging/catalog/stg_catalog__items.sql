@@ -7,14 +7,15 @@ source as (
 renamed as (
     select
         cast(item_id as bigint) as item_id,
-        title as item_title,
-        category,
+        cast(title as {{ dbt.type_string() }}) as item_title,
+        cast(category as {{ dbt.type_string() }}) as category,
         cast(price as decimal(10, 2)) as list_price,
         cast(stock as integer) as stock,
         cast(is_active as boolean) as is_active,
         cast(is_adult as boolean) as is_adult,
-        cast(created_at as timestamp) as created_at,
-        cast(updated_at as timestamp) as updated_at
+        {{ to_utc_timestamp('created_at') }} as created_at,
+        {{ to_utc_timestamp('updated_at') }} as updated_at,
+        {{ to_utc_timestamp('_loaded_at') }} as loaded_at
     from source
 )
 
