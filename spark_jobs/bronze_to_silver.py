@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
-from spark_jobs.expressions import join_codes, parse_iso_timestamp, safe_cast
+from spark_jobs.expressions import join_codes, parse_decimal, parse_integer, parse_iso_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +160,11 @@ def transform_orders(orders: DataFrame, items: DataFrame, window: DateWindow) ->
     typed = orders.select(
         "ingestion_id",
         "order_id",
-        safe_cast(c("user_id"), "bigint").alias("user_id"),
-        safe_cast(c("item_id"), "bigint").alias("item_id"),
+        parse_integer(c("user_id")).alias("user_id"),
+        parse_integer(c("item_id")).alias("item_id"),
         "session_id",
-        safe_cast(c("quantity"), "int").alias("quantity"),
-        safe_cast(c("unit_price"), "decimal(12, 2)").alias("unit_price"),
+        parse_integer(c("quantity"), "int").alias("quantity"),
+        parse_decimal(c("unit_price"), "decimal(12, 2)").alias("unit_price"),
         "currency",
         c("event_ts").alias("event_ts_raw"),
         parse_iso_timestamp(c("event_ts")).alias("event_ts"),
@@ -196,8 +196,8 @@ def transform_clicks(clicks: DataFrame, window: DateWindow) -> DataFrame:
         "ingestion_id",
         "event_id",
         "session_id",
-        safe_cast(c("user_id"), "bigint").alias("user_id"),
-        safe_cast(c("item_id"), "bigint").alias("item_id"),
+        parse_integer(c("user_id")).alias("user_id"),
+        parse_integer(c("item_id")).alias("item_id"),
         "event_type",
         c("query").alias("search_query"),
         c("event_ts").alias("event_ts_raw"),

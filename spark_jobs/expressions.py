@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-# docs/contract.md, "Timestamps"; the same text as the dbt macro iso_timestamp_pattern()
-ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})?$"
-_HAS_OFFSET = r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+# The dbt macros' patterns (iso_timestamp_pattern, parse_integer, parse_decimal). They end in
+# \z, not $: Java's $ also matches before a final line break, RE2's (DuckDB, BigQuery) does not.
+ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})?\z"
+PLAIN_INTEGER = r"^[+-]?[0-9]+\z"
+PLAIN_DECIMAL = r"^[+-]?[0-9]+([.][0-9]+)?\z"
+_HAS_OFFSET = r"(Z|[+-][0-9]{2}:[0-9]{2})\z"
 # 1 to 6 fraction digits; XXX reads 'Z' or '+05:30'; Spark's strict resolver rejects 30 February
 _ISO_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX"
 # exact decimal arithmetic for round_ratio: 32 integer digits, 6 fraction digits
@@ -34,10 +37,16 @@ def parse_iso_timestamp(text: Column) -> Column:
     return F.when(text.rlike(ISO_TIMESTAMP), utc)
 
 
-def safe_cast(text: Column, type_: str) -> Column:
-    """NULL instead of an error when the text does not fit the type (trimmed; no rounding of
-    '1.5' into an integer, no hexadecimal, no digit separators)."""
-    return text.try_cast(type_)
+def parse_integer(text: Column, type_: str = "bigint") -> Column:
+    """Plain decimal notation only (an optional sign, digits); NULL for anything else (' 7',
+    '1.5', '1e3', '0x1F') and for a value out of the type's range."""
+    return F.when(text.rlike(PLAIN_INTEGER), text.try_cast(type_))
+
+
+def parse_decimal(text: Column, type_: str) -> Column:
+    """Plain decimal notation only (sign, digits, optional fraction); more places than the type
+    has are rounded half away from zero; NULL for anything else and out of range."""
+    return F.when(text.rlike(PLAIN_DECIMAL), text.try_cast(type_))
 
 
 def join_codes(rules: Sequence[tuple[str, Column]]) -> Column:

@@ -23,7 +23,10 @@ from spark_jobs.expressions import round_ratio, valid_rows
 log = logging.getLogger(__name__)
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MONEY = "decimal(38, 2)"  # sums of amounts, as dbt-duckdb types sum(decimal(18, 2))
+# the gold models' declared types (models/gold/_gold__models.yml)
+MONEY = "decimal(18, 2)"
+RATE = "decimal(9, 4)"
+PERCENT = "decimal(9, 2)"
 PARTITIONED = ("daily_gmv_metrics", "item_performance", "user_funnel_metrics")
 TABLES = (*PARTITIONED, "hourly_order_patterns")
 
@@ -89,10 +92,12 @@ def daily_gmv_metrics(orders: DataFrame) -> DataFrame:
             "order_count",
             "items_sold",
             "unique_users",
-            round_ratio(F.col("gmv"), F.col("order_count")).alias("avg_order_value"),
+            round_ratio(F.col("gmv"), F.col("order_count")).cast(MONEY).alias("avg_order_value"),
             new.alias("new_users"),
             (F.col("unique_users") - new).alias("returning_users"),
-            round_ratio((F.col("gmv") - F.col("previous_gmv")) * 100, F.col("previous_gmv")).alias("gmv_growth_pct"),
+            round_ratio((F.col("gmv") - F.col("previous_gmv")) * 100, F.col("previous_gmv"))
+            .cast(MONEY)
+            .alias("gmv_growth_pct"),
         )
     )
 
@@ -126,8 +131,8 @@ def item_performance(orders: DataFrame, clicks: DataFrame, items: DataFrame) -> 
             *[F.coalesce(F.col(name), F.lit(value)).cast("bigint").alias(name) for name, value in zero.items()],
             F.coalesce(F.col("revenue"), F.lit(0).cast(MONEY)).alias("revenue"),
         )
-        .withColumn("click_through_rate", round_ratio(F.col("clicks"), F.col("views"), 4))
-        .withColumn("conversion_rate", round_ratio(F.col("orders"), F.col("views"), 4))
+        .withColumn("click_through_rate", round_ratio(F.col("clicks"), F.col("views"), 4).cast(RATE))
+        .withColumn("conversion_rate", round_ratio(F.col("orders"), F.col("views"), 4).cast(RATE))
     )
 
 
@@ -152,17 +157,17 @@ def user_funnel_metrics(orders: DataFrame, clicks: DataFrame) -> DataFrame:
             sessions_with("order").alias("order_sessions"),
             F.countDistinct("user_id").alias("active_users"),
         )
-        .withColumn("session_conversion_rate", round_ratio(F.col("order_sessions"), F.col("sessions"), 4))
+        .withColumn("session_conversion_rate", round_ratio(F.col("order_sessions"), F.col("sessions"), 4).cast(RATE))
     )
 
 
 def hourly_order_patterns(orders: DataFrame) -> DataFrame:
     """One row per (ISO day of week, UTC hour) with valid orders, over every date."""
-    day_of_week = (F.weekday("event_date") + 1).cast("bigint")  # weekday(): 0 = Monday
+    day_of_week = (F.weekday("event_date") + 1).cast("int")  # weekday(): 0 = Monday
     all_orders = orders.agg(F.countDistinct("order_id").alias("all_orders"))
     return (
         orders.withColumn("day_of_week", day_of_week)
-        .withColumn("hour_of_day", F.hour("event_ts").cast("bigint"))
+        .withColumn("hour_of_day", F.hour("event_ts").cast("int"))
         .groupBy("day_of_week", "hour_of_day")
         .agg(
             F.countDistinct("order_id").alias("order_count"),
@@ -173,16 +178,14 @@ def hourly_order_patterns(orders: DataFrame) -> DataFrame:
         .crossJoin(all_orders)
         .select(
             "day_of_week",
-            F.element_at(F.array(*[F.lit(name) for name in DAY_NAMES]), F.col("day_of_week").cast("int")).alias(
-                "day_name"
-            ),
+            F.element_at(F.array(*[F.lit(name) for name in DAY_NAMES]), F.col("day_of_week")).alias("day_name"),
             "hour_of_day",
             "order_count",
             "items_sold",
             "gmv",
             "active_days",
-            round_ratio(F.col("order_count"), F.col("active_days")).alias("avg_orders_per_day"),
-            round_ratio(F.col("order_count") * 100, F.col("all_orders")).alias("share_of_orders_pct"),
+            round_ratio(F.col("order_count"), F.col("active_days")).cast(MONEY).alias("avg_orders_per_day"),
+            round_ratio(F.col("order_count") * 100, F.col("all_orders")).cast(PERCENT).alias("share_of_orders_pct"),
         )
     )
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from pyspark.sql import Row, SparkSession
+from pyspark.sql import Column, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.bronze_to_silver import transform_clicks, transform_orders
 from spark_jobs.config import DateWindow
-from spark_jobs.expressions import parse_iso_timestamp, round_ratio, safe_cast
+from spark_jobs.expressions import parse_decimal, parse_integer, parse_iso_timestamp, round_ratio
 
 pytestmark = [pytest.mark.spark, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -30,6 +31,7 @@ TIMESTAMPS = [
     ("2026-11-20 25:61:00", None),  # not a real time
     ("2026-13-01T00:00:00+01:00", None),
     ("2026-11-20T10:00:00+0200", None),  # offset without colon
+    ("2026-11-20T10:00:00Z\n", None),  # a line break after it
     ("20/11/2026 10:00", None),
     ("1700000000", None),
     ("not-a-timestamp", None),
@@ -55,30 +57,38 @@ def test_parse_iso_timestamp_ignores_the_session_time_zone(spark: SparkSession) 
     assert sorted(rows, key=str) == sorted((Row(text=t, ts=ts) for t, ts in TIMESTAMPS), key=str)
 
 
+NOT_PLAIN = (" 12", "12 ", "12\n", "1e3", "0x1F", "1_000", "12a", "", "½", "١٢")  # '١٢': Arabic-Indic digits
+
+
 @pytest.mark.parametrize(
-    ("type_", "cases"),
+    ("parse", "type_", "cases"),
     [
         (
+            parse_integer,
             "bigint",
-            [("12", 12), (" 12 ", 12), ("+12", 12), ("-3", -3), ("012", 12)]
-            + [(text, None) for text in ("1.5", "1e3", "0x1F", "1_000", "12a", "", "9223372036854775808")],
+            [("12", 12), ("+12", 12), ("-3", -3), ("012", 12), ("1.5", None), ("9223372036854775808", None)]
+            + [(text, None) for text in NOT_PLAIN],
         ),
         (
+            lambda text, type_: parse_integer(text, type_),
+            "int",
+            [("2147483647", 2147483647), ("2147483648", None)],
+        ),
+        (
+            parse_decimal,
             "decimal(12, 2)",
-            [
-                ("12.5", Decimal("12.50")),
-                ("12.345", Decimal("12.35")),
-                ("-12.345", Decimal("-12.35")),
-                ("8.0", Decimal("8.00")),
-            ]
-            + [(text, None) for text in ("12,5", "NaN", "", "99999999999.99")],
+            [("12.5", Decimal("12.50")), ("12.345", Decimal("12.35")), ("-12.345", Decimal("-12.35"))]
+            + [("8.0", Decimal("8.00")), ("10000", Decimal("10000.00")), ("99999999999.99", None)]
+            + [(text, None) for text in (*NOT_PLAIN, "5.", ".5", "12,5", "NaN", "1.2.3")],
         ),
     ],
 )
-def test_safe_cast(spark: SparkSession, type_: str, cases: list[tuple[str, object]]) -> None:
+def test_numbers_parse_from_plain_notation_only(
+    spark: SparkSession, parse: Callable[[Column, str], Column], type_: str, cases: list[tuple[str, object]]
+) -> None:
     given = spark.createDataFrame([(t,) for t, _ in cases], "text string")
     expected = spark.createDataFrame(cases, f"text string, value {type_}")
-    assertDataFrameEqual(given.select("text", safe_cast(F.col("text"), type_).alias("value")), expected)
+    assertDataFrameEqual(given.select("text", parse(F.col("text"), type_).alias("value")), expected)
 
 
 def _half_away_from_zero(n: Decimal, d: Decimal, scale: int) -> Decimal | None:
