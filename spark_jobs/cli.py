@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Annotated, Optional
 
@@ -157,9 +158,10 @@ def auto_cmd(
         sum(e.rows for e in estimates), auto.threshold_from_env() if threshold is None else threshold
     )
     _report(f"bronze under {bronze}", auto.describe(estimates), as_json)
-    console.print(f"engine: [bold]{plan.engine}[/] ({plan.reason})") if not as_json else print(
-        json.dumps(plan.__dict__)
-    )
+    if as_json:
+        print(json.dumps(plan.__dict__))
+    else:
+        console.print(f"engine: [bold]{plan.engine}[/] ({plan.reason})")
     if plan_only:
         return
     if plan.engine == "spark":
@@ -178,6 +180,4 @@ def main(argv: list[str] | None = None) -> None:
 
 def main_for(command: str) -> None:
     """Entry point of one job module (``spark-submit spark_jobs/bronze_to_silver.py --date ...``)."""
-    import sys
-
     main([command, *sys.argv[1:]])

@@ -98,7 +98,7 @@ def test_auto_above_threshold_runs_spark_quietly_and_contained(tmp_path: Path) -
     from roundtrip.sample_data.model import items_table
 
     data = tmp_path / "data"
-    small = SampleConfig(seed=2, users=50, items=30, orders=300, clicks=600, days=2)
+    small = SampleConfig(seed=2, users=30, items=20, orders=150, clicks=300, days=1)
     report = generate(small, data / "app.db", data / "landing", None)
     pq.write_table(items_table(small), tmp_path / "items.parquet")
     strays = ("spark-warehouse", "metastore_db", "derby.log")
