@@ -236,7 +236,7 @@ def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     return [
         {
             "table": f"silver.{table}",
-            "dates": f"{cfg.window} + undated",
+            "dates": str(cfg.window) if cfg.window.is_full else f"{cfg.window} + undated",
             "rows": storage.count_rows(spark, cfg.table_path("silver", table), cfg.window, keep_undated=True),
             "path": cfg.table_path("silver", table),
             "seconds": seconds,
