@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
-from roundtrip.paths import PROJECT_ROOT
 from roundtrip.sample_data import SampleConfig, generate
+from roundtrip.sample_data.model import items_table
 from spark_jobs import auto
 from spark_jobs.cli import main
 from spark_jobs.errors import SparkJobError
@@ -89,53 +87,37 @@ def test_auto_plan_prints_the_choice_and_why(
 
 
 @pytest.mark.spark
-@pytest.mark.slow
-def test_auto_above_threshold_runs_spark_quietly_and_contained(tmp_path: Path) -> None:
-    """The CLI end to end in its own process: Spark chosen, tables written, no Spark chatter on
-    stderr, every Spark file under ROUNDTRIP_DATA_DIR, nothing in the working or project folder."""
-    import pyarrow.parquet as pq
-
-    from roundtrip.sample_data.model import items_table
-
-    data = tmp_path / "data"
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_auto_above_threshold_runs_the_medallion_on_spark(
+    spark: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI in this process: it finds the test session already running and uses it."""
     small = SampleConfig(seed=2, users=30, items=20, orders=150, clicks=300, days=1)
-    report = generate(small, data / "app.db", data / "landing", None)
+    report = generate(small, tmp_path / "app.db", tmp_path / "landing", None)
     pq.write_table(items_table(small), tmp_path / "items.parquet")
-    strays = ("spark-warehouse", "metastore_db", "derby.log")
-    project_strays = {name for name in strays if (PROJECT_ROOT / name).exists()}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
-    env |= {"ROUNDTRIP_DATA_DIR": str(data), "ROUNDTRIP_LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT)}
-    done = subprocess.run(
+    output = tmp_path / "spark"
+    main(
         [
-            sys.executable,
-            "-m",
-            "spark_jobs",
             "auto",
             "--threshold",
             "0",
             "--json",
+            "--landing",
+            str(tmp_path / "landing"),
+            "--output",
+            str(output),
             "--catalog-parquet",
             str(tmp_path / "items.parquet"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        ]
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert any(line.get("engine") == "spark" for line in lines)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["engine"] for line in lines if "engine" in line] == ["spark"]
     written = {line["table"]: line["rows"] for line in lines if "table" in line}
     assert written["silver.orders_clean"] == report.orders and written["silver.clicks_clean"] == report.clicks
-
-    con = duckdb.connect()
-    on_disk = con.execute(
-        f"select count(*) from read_parquet('{data}/spark/silver/orders_clean/**/*.parquet', hive_partitioning = true)"
-    ).fetchone()
-    assert on_disk == (report.orders,)
-    chatter = [line for line in done.stderr.splitlines() if line.strip() and "jdk.incubator.vector" not in line]
-    assert chatter == []
-    assert {p.name for p in (data / "spark-tmp").iterdir()} >= {"local", "java", "warehouse"}
-    assert {p.name for p in tmp_path.iterdir()} == {"data", "items.parquet"}
-    assert {name for name in strays if (PROJECT_ROOT / name).exists()} == project_strays
+    assert set(written) == {f"silver.{t}" for t in ("orders_clean", "clicks_clean")} | {
+        f"gold.{t}" for t in ("daily_gmv_metrics", "item_performance", "user_funnel_metrics", "hourly_order_patterns")
+    }
+    on_disk = duckdb.connect().execute(
+        f"select count(*) from read_parquet('{output}/silver/clicks_clean/**/*.parquet', hive_partitioning = true)"
+    )
+    assert on_disk.fetchone() == (report.clicks,)
