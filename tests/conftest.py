@@ -80,3 +80,23 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ROUNDTRIP_APP_DB", str(folder / "app.db"))
     monkeypatch.setenv("ROUNDTRIP_DUCKDB_EXTENSION_DIR", str(PROJECT_ROOT / ".duckdb_extensions"))
     return folder
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The one local Spark session (2 cores) of the test run, built like the jobs build theirs;
+    its temp files and warehouse dir live under a temp folder."""
+    import dataclasses
+
+    from spark_jobs.session import SparkSettings, build_session
+
+    settings = dataclasses.replace(
+        SparkSettings.from_env(),
+        master="local[2]",
+        driver_memory="1g",
+        temp_dir=tmp_path_factory.mktemp("spark-tmp"),
+        shuffle_partitions=4,
+    )
+    session = build_session(settings, app_name="roundtrip-tests")
+    yield session
+    session.stop()

@@ -1,21 +1,33 @@
 {#- Numbers: safe casts from text and exact rounding. -#}
 
 {#- Safe casts: NULL instead of an error when the text does not fit the type. -#}
-{% macro safe_cast(expression, type) -%}
-    {{ return(adapter.dispatch('safe_cast', 'roundtrip')(expression, type)) }}
+{% macro cast_or_null(expression, type) -%}
+    {{ return(adapter.dispatch('cast_or_null', 'roundtrip')(expression, type)) }}
 {%- endmacro %}
 
-{% macro default__safe_cast(expression, type) -%}
+{% macro default__cast_or_null(expression, type) -%}
     try_cast({{ expression }} as {{ type }})
 {%- endmacro %}
 
-{% macro bigquery__safe_cast(expression, type) -%}
+{% macro bigquery__cast_or_null(expression, type) -%}
     safe_cast({{ expression }} as {{ type }})
 {%- endmacro %}
 
 {#- PostgreSQL 16+ validates input without raising (the project's server is 18). -#}
-{% macro postgres__safe_cast(expression, type) -%}
+{% macro postgres__cast_or_null(expression, type) -%}
     case when pg_input_is_valid({{ expression }}, '{{ type }}') then cast({{ expression }} as {{ type }}) end
+{%- endmacro %}
+
+{#- Numbers from bronze text. Only plain decimal notation parses (an optional sign, digits, for
+    decimals an optional fraction), so that every engine (and Spark) agrees: DuckDB would round
+    '1.5' into an integer and trim ' 7', Postgres would accept '1e3'. A value out of the type's
+    range is NULL too; a decimal with more places is rounded half away from zero. -#}
+{% macro parse_integer(text, type='bigint') -%}
+    case when {{ matches_pattern(text, '^[+-]?[0-9]+$') }} then {{ cast_or_null(text, type) }} end
+{%- endmacro %}
+
+{% macro parse_decimal(text, type) -%}
+    case when {{ matches_pattern(text, '^[+-]?[0-9]+([.][0-9]+)?$') }} then {{ cast_or_null(text, type) }} end
 {%- endmacro %}
 
 {#- round(numerator / denominator, scale), exact and half away from zero on every engine; NULL

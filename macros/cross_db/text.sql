@@ -22,6 +22,23 @@
     ], ','), '')
 {%- endmacro %}
 
+{#- `text` matches the regular expression `pattern` (a Python-style string without quotes). -#}
+{% macro matches_pattern(text, pattern) -%}
+    {{ return(adapter.dispatch('matches_pattern', 'roundtrip')(text, pattern)) }}
+{%- endmacro %}
+
+{% macro default__matches_pattern(text, pattern) -%}
+    regexp_matches({{ text }}, '{{ pattern }}')
+{%- endmacro %}
+
+{% macro postgres__matches_pattern(text, pattern) -%}
+    ({{ text }} ~ '{{ pattern }}')
+{%- endmacro %}
+
+{% macro bigquery__matches_pattern(text, pattern) -%}
+    regexp_contains({{ text }}, r'{{ pattern }}')
+{%- endmacro %}
+
 {#- Text compared byte by byte (UTF-8), whatever the database's collation: the duplicate
     tie-break must order text the same way on every engine (and in Spark). -#}
 {% macro bytewise(expression) -%}

@@ -49,10 +49,14 @@ hourly_patterns as (
         hourly_totals.hour_of_day,
         cast(hourly_totals.order_count as bigint) as order_count,
         cast(hourly_totals.items_sold as bigint) as items_sold,
-        hourly_totals.gmv,
+        cast(hourly_totals.gmv as decimal(18, 2)) as gmv,
         cast(hourly_totals.active_days as bigint) as active_days,
-        {{ round_ratio('hourly_totals.order_count', 'hourly_totals.active_days', 2) }} as avg_orders_per_day,
-        {{ round_ratio('hourly_totals.order_count * 100', 'all_orders.order_count', 2) }} as share_of_orders_pct
+        cast(
+            {{ round_ratio('hourly_totals.order_count', 'hourly_totals.active_days', 2) }} as decimal(18, 2)
+        ) as avg_orders_per_day,
+        cast(
+            {{ round_ratio('hourly_totals.order_count * 100', 'all_orders.order_count', 2) }} as decimal(9, 2)
+        ) as share_of_orders_pct
     from hourly_totals
     cross join all_orders
     inner join weekdays on hourly_totals.day_of_week = weekdays.day_of_week

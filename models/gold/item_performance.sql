@@ -93,9 +93,9 @@ item_day_metrics as (
         cast(add_to_carts as bigint) as add_to_carts,
         cast(orders as bigint) as orders,
         cast(units_sold as bigint) as units_sold,
-        revenue,
-        {{ round_ratio('clicks', 'views', 4) }} as click_through_rate,
-        {{ round_ratio('orders', 'views', 4) }} as conversion_rate
+        cast(revenue as decimal(18, 2)) as revenue,
+        cast({{ round_ratio('clicks', 'views', 4) }} as decimal(9, 4)) as click_through_rate,
+        cast({{ round_ratio('orders', 'views', 4) }} as decimal(9, 4)) as conversion_rate
     from item_day_counts
 )
 

@@ -101,7 +101,9 @@ daily_funnel as (
         cast(coalesce(daily_sessions.add_to_cart_sessions, 0) as bigint) as add_to_cart_sessions,
         cast(coalesce(daily_sessions.order_sessions, 0) as bigint) as order_sessions,
         cast(daily_active_users.active_users as bigint) as active_users,
-        {{ round_ratio('daily_sessions.order_sessions', 'daily_sessions.sessions', 4) }} as session_conversion_rate
+        cast(
+            {{ round_ratio('daily_sessions.order_sessions', 'daily_sessions.sessions', 4) }} as decimal(9, 4)
+        ) as session_conversion_rate
     from daily_active_users
     left join daily_sessions on daily_active_users.event_date = daily_sessions.event_date
 )

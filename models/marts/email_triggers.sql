@@ -82,20 +82,33 @@ carts_not_ordered as (
     where clicks_in_window.event_type = 'add_to_cart' and orders_in_window.order_id is null
 ),
 
-abandoned_carts as (
+cart_item_counts as (
     select
         user_id,
+        event_date,
+        count(distinct item_id) as item_count
+    from carts_not_ordered
+    group by user_id, event_date
+),
+
+abandoned_carts as (
+    select
+        carts_not_ordered.user_id,
         'abandoned_cart' as trigger_type,
-        event_date as trigger_date,
-        item_id,
+        carts_not_ordered.event_date as trigger_date,
+        carts_not_ordered.item_id,
         cast(null as {{ dbt.type_string() }}) as search_query,
-        count(distinct item_id) over (partition by user_id, event_date) as item_count,
+        cart_item_counts.item_count,
         -- the payload names the item put in the cart last
         row_number() over (
-            partition by user_id, event_date
-            order by event_ts desc, {{ bytewise('event_id') }} desc
+            partition by carts_not_ordered.user_id, carts_not_ordered.event_date
+            order by carts_not_ordered.event_ts desc, {{ bytewise('carts_not_ordered.event_id') }} desc
         ) as recency_rank
     from carts_not_ordered
+    inner join cart_item_counts
+        on
+            carts_not_ordered.user_id = cart_item_counts.user_id
+            and carts_not_ordered.event_date = cart_item_counts.event_date
 ),
 
 last_abandoned_carts as (

@@ -7,8 +7,8 @@ source as (
 renamed as (
     select
         cast(item_id as bigint) as item_id,
-        title as item_title,
-        category,
+        cast(title as {{ dbt.type_string() }}) as item_title,
+        cast(category as {{ dbt.type_string() }}) as category,
         cast(price as decimal(10, 2)) as list_price,
         cast(stock as integer) as stock,
         cast(is_active as boolean) as is_active,

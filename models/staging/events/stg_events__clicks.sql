@@ -7,17 +7,17 @@ source as (
 
 renamed as (
     select
-        ingestion_id,
-        event_id,
-        session_id,
-        {{ safe_cast('user_id', 'bigint') }} as user_id,
-        {{ safe_cast('item_id', 'bigint') }} as item_id,
-        event_type,
-        query as search_query,
-        event_ts as event_ts_raw,
+        cast(ingestion_id as {{ dbt.type_string() }}) as ingestion_id,
+        cast(event_id as {{ dbt.type_string() }}) as event_id,
+        cast(session_id as {{ dbt.type_string() }}) as session_id,
+        {{ parse_integer('user_id') }} as user_id,
+        {{ parse_integer('item_id') }} as item_id,
+        cast(event_type as {{ dbt.type_string() }}) as event_type,
+        cast(query as {{ dbt.type_string() }}) as search_query,
+        cast(event_ts as {{ dbt.type_string() }}) as event_ts_raw,
         {{ parse_iso_timestamp('event_ts') }} as event_ts,
         {{ parse_iso_timestamp('ingested_at') }} as ingested_at,
-        _source_file as source_file,
+        cast(_source_file as {{ dbt.type_string() }}) as source_file,
         cast(_source_line as bigint) as source_line,
         {{ to_utc_timestamp('_loaded_at') }} as loaded_at
     from source

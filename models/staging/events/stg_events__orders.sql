@@ -1,6 +1,8 @@
-{#- Rename and cast only. Casts are safe (NULL when the text does not fit) so that silver can
-    tell "missing" from "invalid"; the raw text of event_ts is kept for the duplicate tie-break.
-    The bronze record's lineage (file, line, load time) drives incremental builds. -#}
+{#- Rename and cast only. Text is cast to the adapter's string type (the loaders may write
+    varchar or text); numbers parse only from plain decimal notation and are NULL otherwise
+    (parse_integer / parse_decimal), so that silver flags them; the raw text of event_ts is kept
+    for the duplicate tie-break. The bronze record's lineage (file, line, load time) drives
+    incremental builds. -#}
 with
 
 source as (
@@ -9,18 +11,18 @@ source as (
 
 renamed as (
     select
-        ingestion_id,
-        order_id,
-        {{ safe_cast('user_id', 'bigint') }} as user_id,
-        {{ safe_cast('item_id', 'bigint') }} as item_id,
-        session_id,
-        {{ safe_cast('quantity', 'integer') }} as quantity,
-        {{ safe_cast('unit_price', 'decimal(12, 2)') }} as unit_price,
-        currency,
-        event_ts as event_ts_raw,
+        cast(ingestion_id as {{ dbt.type_string() }}) as ingestion_id,
+        cast(order_id as {{ dbt.type_string() }}) as order_id,
+        {{ parse_integer('user_id') }} as user_id,
+        {{ parse_integer('item_id') }} as item_id,
+        cast(session_id as {{ dbt.type_string() }}) as session_id,
+        {{ parse_integer('quantity', 'integer') }} as quantity,
+        {{ parse_decimal('unit_price', 'decimal(12, 2)') }} as unit_price,
+        cast(currency as {{ dbt.type_string() }}) as currency,
+        cast(event_ts as {{ dbt.type_string() }}) as event_ts_raw,
         {{ parse_iso_timestamp('event_ts') }} as event_ts,
         {{ parse_iso_timestamp('ingested_at') }} as ingested_at,
-        _source_file as source_file,
+        cast(_source_file as {{ dbt.type_string() }}) as source_file,
         cast(_source_line as bigint) as source_line,
         {{ to_utc_timestamp('_loaded_at') }} as loaded_at
     from source

@@ -1,0 +1,3 @@
+from spark_jobs.cli import main
+
+main()

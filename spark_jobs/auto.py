@@ -1,0 +1,190 @@
+"""The ``auto`` engine: estimate the bronze volume, then run the medallion on Spark above a row
+threshold and on the warehouse (loaders + ``dbt build``) below it.
+
+The estimate is cheap on purpose: Parquet row counts come from file footers; for JSON lines and
+CSV a sample of the files is read from the start (``SAMPLE_BYTES`` each) to learn the bytes per
+record, and the total size of every file is divided by it. Files smaller than the sample are
+counted exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from roundtrip.paths import PROJECT_ROOT
+from spark_jobs.config import BronzeFormat, JobConfig
+from spark_jobs.errors import SparkJobError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_ENV = "ROUNDTRIP_SPARK_THRESHOLD_ROWS"
+DEFAULT_THRESHOLD = 20_000_000
+STREAMS = ("orders", "clicks")
+SAMPLE_BYTES = 1 << 20
+SAMPLE_FILES = 8
+_EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "parquet": (".parquet",)}
+Engine = Literal["spark", "warehouse"]
+
+
+@dataclass(frozen=True)
+class StreamEstimate:
+    stream: str
+    files: int
+    bytes: int
+    rows: int
+    exact: bool  # every file counted, nothing extrapolated
+
+
+@dataclass(frozen=True)
+class Plan:
+    engine: Engine
+    rows: int
+    threshold: int
+    reason: str
+
+
+def threshold_from_env() -> int:
+    raw = os.environ.get(THRESHOLD_ENV)
+    if not raw:
+        return DEFAULT_THRESHOLD
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise SparkJobError(f"{THRESHOLD_ENV}={raw!r} is not a whole number of rows") from None
+
+
+def choose_engine(rows: int, threshold: int) -> Plan:
+    if threshold < 0:
+        raise SparkJobError(f"the row threshold must be 0 or more, got {threshold}")
+    if rows > threshold:
+        return Plan("spark", rows, threshold, f"bronze ~{rows:,} rows is above the threshold of {threshold:,}")
+    return Plan("warehouse", rows, threshold, f"bronze ~{rows:,} rows is within the threshold of {threshold:,}")
+
+
+# ---------------------------------------------------------------- estimate
+
+
+def _filesystem(url: str):  # type: ignore[no-untyped-def]
+    import fsspec
+
+    # Spark's Hadoop schemes -> fsspec's
+    for hadoop, fsspec_scheme in (("s3a://", "s3://"), ("gs://", "gs://")):
+        if url.startswith(hadoop):
+            url = fsspec_scheme + url[len(hadoop) :]
+    return fsspec.core.url_to_fs(url)
+
+
+def estimate_stream(landing: str, stream: str, fmt: BronzeFormat) -> StreamEstimate:
+    fs, root = _filesystem(f"{landing.rstrip('/')}/{stream}")
+    if not fs.exists(root):
+        return StreamEstimate(stream, 0, 0, 0, True)
+    files = sorted(
+        (path, int(info.get("size") or 0))
+        for path, info in fs.find(root, detail=True).items()
+        if path.endswith(_EXTENSIONS[fmt])
+    )
+    total_bytes = sum(size for _, size in files)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = 0
+        for path, _ in files:
+            with fs.open(path, "rb") as handle:
+                rows += pq.ParquetFile(handle).metadata.num_rows
+        return StreamEstimate(stream, len(files), total_bytes, rows, True)
+
+    # an even spread of at most SAMPLE_FILES files, each read from its start
+    sample = files[:: -(-len(files) // SAMPLE_FILES)] if files else []
+    counted_whole = len(sample) == len(files)
+    header_bytes = body_bytes = body_rows = 0
+    for path, size in sample:
+        with fs.open(path, "rb") as handle:
+            head = handle.read(SAMPLE_BYTES)
+        if size > SAMPLE_BYTES:
+            head = head[: head.rfind(b"\n") + 1]  # complete records only
+            counted_whole = False
+        if fmt == "csv":
+            cut = head.find(b"\n") + 1
+            header_bytes, head = header_bytes + cut, head[cut:]
+        body_bytes += len(head)
+        body_rows += head.count(b"\n") + (1 if head and not head.endswith(b"\n") else 0)
+    if counted_whole:
+        return StreamEstimate(stream, len(files), total_bytes, body_rows, True)
+    if not body_rows:
+        raise SparkJobError(
+            f"{landing}/{stream}: cannot estimate rows (no record ends in the first {SAMPLE_BYTES} bytes)"
+        )
+    body_total = total_bytes - header_bytes / len(sample) * len(files)
+    return StreamEstimate(stream, len(files), total_bytes, round(body_total * body_rows / body_bytes), False)
+
+
+def estimate_bronze(landing: str, fmt: BronzeFormat) -> list[StreamEstimate]:
+    return [estimate_stream(landing, stream, fmt) for stream in STREAMS]
+
+
+# ---------------------------------------------------------------- engines
+
+
+def run_spark(cfg: JobConfig, spark: SparkSession | None = None) -> list[dict[str, object]]:
+    """bronze_to_silver then silver_to_gold, for the same dates."""
+    from spark_jobs import bronze_to_silver, silver_to_gold
+    from spark_jobs.session import build_session
+
+    spark = spark or build_session(app_name="roundtrip-medallion")
+    return bronze_to_silver.run(spark, cfg) + silver_to_gold.run(spark, cfg)
+
+
+def warehouse_commands(target: str) -> list[list[str]]:
+    """What ``make load`` and ``make dbt-build`` run."""
+    from roundtrip.dbt import dbt_executable
+
+    loaders = [[sys.executable, "-m", "loaders", kind, "--target", target] for kind in ("sqlite", "sql", "files")]
+    dbt = [
+        dbt_executable(),
+        "build",
+        "--project-dir",
+        str(PROJECT_ROOT),
+        "--profiles-dir",
+        str(PROJECT_ROOT / "profiles"),
+        "--target",
+        target,
+    ]
+    return [*loaders, dbt]
+
+
+def run_warehouse(target: str, env: Mapping[str, str] | None = None) -> list[dict[str, object]]:
+    """Loaders into the warehouse, then ``dbt build`` (every model is rebuilt whole)."""
+    import time
+
+    done = []
+    for command in warehouse_commands(target):
+        started = time.perf_counter()
+        name = " ".join(["dbt", *command[1:2]] if "-m" not in command else command[1:4])
+        log.info("running %s", name)
+        completed = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})})
+        if completed.returncode != 0:
+            raise SparkJobError(f"`{name}` failed with exit code {completed.returncode} (see its output above)")
+        done.append({"step": name, "seconds": round(time.perf_counter() - started, 2)})
+    return done
+
+
+def describe(estimates: Sequence[StreamEstimate]) -> list[dict[str, object]]:
+    return [
+        {
+            "stream": e.stream,
+            "files": e.files,
+            "bytes": e.bytes,
+            "rows": e.rows,
+            "counted": "exact" if e.exact else "estimated",
+        }
+        for e in estimates
+    ]

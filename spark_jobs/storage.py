@@ -1,0 +1,219 @@
+"""The edges of the jobs: read bronze files and the item catalog, read and write Parquet tables.
+
+Tables are folders of Parquet files partitioned by ``event_date`` (``event_date=YYYY-MM-DD/``;
+rows without a date go to Spark's ``event_date=__HIVE_DEFAULT_PARTITION__``). Writes use dynamic
+partition overwrite: the partitions a run produces are swapped in when the job commits, every
+other partition keeps its files byte for byte, and a failed job leaves the table as it was.
+File-system calls go through Spark's own Hadoop layer, so any URL Spark writes to works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import date
+
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from spark_jobs.config import BronzeFormat, CatalogSource, DateWindow
+from spark_jobs.errors import SparkJobError
+
+log = logging.getLogger(__name__)
+
+PARTITION = "event_date"
+UNDATED = "__HIVE_DEFAULT_PARTITION__"  # where Spark puts rows whose event_date is NULL
+# the file loader's extensions (loaders/sources/files.py), as Hadoop globs
+_GLOBS = {"jsonl": "*.{jsonl,json,ndjson}", "csv": "*.csv", "parquet": "*.parquet"}
+JDBC_DRIVER = "org.postgresql.Driver"
+
+
+# ---------------------------------------------------------------- errors
+
+
+@contextlib.contextmanager
+def spark_errors(what: str) -> Iterator[None]:
+    """Spark and JVM errors -> one SparkJobError naming what was being done (the file or table
+    at fault is in Spark's own message, e.g. FAILED_READ_FILE names the file)."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        yield
+    except (PySparkException, Py4JJavaError) as exc:
+        text = str(exc.java_exception if isinstance(exc, Py4JJavaError) else exc)
+        if "org.postgresql.Driver" in text and "ClassNotFound" in text:
+            raise SparkJobError(
+                f"{what}: the PostgreSQL JDBC driver is not on Spark's classpath: install Debian's "
+                "libpostgresql-jdbc-java (make setup) or point ROUNDTRIP_SPARK_JDBC_JAR at postgresql.jar"
+            ) from exc
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("at ")]
+        raise SparkJobError(f"{what}: {' '.join(lines[:4])[:1500]}") from exc
+
+
+# ---------------------------------------------------------------- bronze and catalog
+
+
+def read_bronze(spark: SparkSession, path: str, fmt: BronzeFormat, columns: Sequence[str]) -> DataFrame:
+    """Every file under ``path`` (all ``dt=`` folders), every field as text, as the warehouse's
+    file loader reads them. JSON numbers keep their text ('12.5' stays '12.5'); a malformed
+    record fails the run, naming its file."""
+    text_schema = StructType([StructField(c, StringType()) for c in columns])
+    reader = spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", _GLOBS[fmt])
+    with spark_errors(f"reading bronze {path}"):
+        if fmt == "jsonl":
+            return reader.schema(text_schema).option("mode", "FAILFAST").json(path)
+        if fmt == "csv":
+            return (
+                reader.schema(text_schema)
+                .options(header=True, enforceSchema=False, mode="FAILFAST", multiLine=True, escape='"')
+                .csv(path)
+            )
+        raw = reader.parquet(path)
+    unexpected = [c for c in raw.columns if c not in columns]
+    if unexpected:
+        raise SparkJobError(f"{path}: unexpected column(s) {unexpected}; expected {list(columns)}")
+    return raw.select(
+        *[(F.col(c).cast("string") if c in raw.columns else F.lit(None).cast("string")).alias(c) for c in columns]
+    )
+
+
+def read_catalog(spark: SparkSession, source: CatalogSource) -> DataFrame:
+    """``item_id``, ``item_title``, ``category`` of every catalog item; an item_id that appears
+    twice is an error (it would duplicate the order lines it enriches)."""
+    with spark_errors(f"reading the item catalog from {source.describe()}"):
+        if source.parquet_path:
+            raw = spark.read.parquet(source.parquet_path)
+        else:
+            reader = (
+                spark.read.format("jdbc")
+                .option("url", source.jdbc_url)
+                .option("dbtable", source.table)
+                .option("driver", JDBC_DRIVER)
+            )
+            if source.user:
+                reader = reader.option("user", source.user)
+            if source.password:
+                reader = reader.option("password", source.password)
+            raw = reader.load()
+        items = raw.select(F.col("item_id").cast("bigint"), F.col("title").alias("item_title"), "category")
+        repeated = items.groupBy("item_id").count().where("count > 1").limit(1).collect()
+    if repeated:
+        raise SparkJobError(
+            f"item catalog ({source.describe()}): item_id {repeated[0]['item_id']} appears {repeated[0]['count']} times"
+        )
+    return items
+
+
+# ---------------------------------------------------------------- tables
+
+
+def in_window(window: DateWindow, keep_undated: bool = False) -> F.Column:
+    """The rows of a run: dates inside the window (and, for silver, the undated rows)."""
+    if window.is_full:
+        return F.lit(True)
+    inside = F.col(PARTITION).between(F.lit(window.start), F.lit(window.end))
+    return (inside | F.col(PARTITION).isNull()) if keep_undated else inside
+
+
+def read_table(spark: SparkSession, path: str) -> DataFrame:
+    """A table written by these jobs; ``event_date`` typed as a date."""
+    if not _fs_exists(spark, path):
+        raise SparkJobError(f"no table at {path}: run the job that writes it first (see `python -m spark_jobs --help`)")
+    with spark_errors(f"reading {path}"):
+        df = spark.read.parquet(path)
+        return df.withColumn(PARTITION, F.col(PARTITION).cast("date")) if PARTITION in df.columns else df
+
+
+def write_partitions(df: DataFrame, path: str, window: DateWindow) -> None:
+    """Replace the ``event_date`` partitions that ``df`` holds; then remove the partitions inside
+    the window that the run no longer produces (a day whose rows are gone), so that a re-run
+    always leaves the same table as a first run."""
+    spark = df.sparkSession
+    before = _partition_files(spark, path)
+    with spark_errors(f"writing {path}"):
+        (
+            df.hint("rebalance", PARTITION)  # AQE sizes the files: one per day when small, split when big
+            .write.mode("overwrite")
+            .option("partitionOverwriteMode", "dynamic")
+            .partitionBy(PARTITION)
+            .parquet(path)
+        )
+    # a rewritten partition has new file names (Spark puts the write's UUID in them)
+    after = _partition_files(spark, path)
+    stale = [p for p, files in after.items() if before.get(p) == files and _in_scope(p, window)]
+    for value in stale:
+        log.info("removing partition %s=%s of %s: the run produced no rows for it", PARTITION, value, path)
+        _fs_delete(spark, f"{path}/{PARTITION}={value}")
+
+
+def replace_table(df: DataFrame, path: str) -> None:
+    """A small unpartitioned table, replaced whole: written beside the old one, then swapped."""
+    spark = df.sparkSession
+    staging = f"{path.rstrip('/')}.staging-{uuid.uuid4().hex[:12]}"
+    with spark_errors(f"writing {path}"):
+        df.coalesce(1).write.mode("errorifexists").parquet(staging)
+    _fs_delete(spark, path)
+    _fs_rename(spark, staging, path)
+
+
+def count_rows(spark: SparkSession, path: str, window: DateWindow, keep_undated: bool = False) -> int:
+    """Rows the run left in the window (Parquet counts come from file footers)."""
+    df = read_table(spark, path)
+    return df.where(in_window(window, keep_undated)).count() if PARTITION in df.columns else df.count()
+
+
+def _in_scope(value: str, window: DateWindow) -> bool:
+    if window.is_full or value == UNDATED:
+        return True
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return False
+    assert window.start is not None and window.end is not None
+    return window.start <= day <= window.end
+
+
+# ---------------------------------------------------------------- Hadoop file system
+
+
+def _hadoop(spark: SparkSession, path: str):  # type: ignore[no-untyped-def]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def _fs_exists(spark: SparkSession, path: str) -> bool:
+    fs, hpath = _hadoop(spark, path)
+    return bool(fs.exists(hpath))
+
+
+def _fs_delete(spark: SparkSession, path: str) -> None:
+    fs, hpath = _hadoop(spark, path)
+    if fs.exists(hpath):
+        fs.delete(hpath, True)
+
+
+def _fs_rename(spark: SparkSession, source: str, target: str) -> None:
+    fs, hsource = _hadoop(spark, source)
+    _, htarget = _hadoop(spark, target)
+    if not fs.rename(hsource, htarget):
+        raise SparkJobError(f"could not move {source} to {target}")
+
+
+def _partition_files(spark: SparkSession, path: str) -> dict[str, frozenset[str]]:
+    """``event_date`` value -> names of the files in that partition."""
+    fs, hpath = _hadoop(spark, path)
+    if not fs.exists(hpath):
+        return {}
+    found = {}
+    prefix = f"{PARTITION}="
+    for status in fs.listStatus(hpath):
+        name = status.getPath().getName()
+        if status.isDirectory() and name.startswith(prefix):
+            found[name[len(prefix) :]] = frozenset(f.getPath().getName() for f in fs.listStatus(status.getPath()))
+    return found
