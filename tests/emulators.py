@@ -186,11 +186,11 @@ def _mariadb_binaries() -> tuple[str, str] | None:
 
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[MariaDB]:
-    """A throwaway MariaDB from Debian's ``mariadb-server`` package (.ci/run installs it), as an
+    """A throwaway MariaDB from Debian's ``mariadb-server`` package (make setup installs it), as an
     unprivileged user on a free loopback port; root logs in over TCP without a password."""
     binaries = _mariadb_binaries()
     if binaries is None:
-        pytest.skip("MariaDB is not installed (apt-get install mariadb-server; .ci/run does it)")
+        pytest.skip("MariaDB is not installed (make setup installs it: scripts/install-system-packages)")
     server, install = binaries
     with tempfile.TemporaryDirectory(prefix="mariadb-") as folder:
         base = Path(folder)
@@ -269,7 +269,7 @@ def azure_emulator() -> Iterator[AzureEmulator]:
     """Azurite's blob service from the npm registry (``make azurite``), in its own process."""
     binary = _azurite_binary()
     if binary is None:
-        pytest.skip("Azurite is not installed (make azurite, needs npm; .ci/run does it)")
+        pytest.skip("Azurite is not installed (make setup installs it when npm is there: make azurite)")
     with tempfile.TemporaryDirectory(prefix="azurite-") as folder:
         port = free_port()
         cmd = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", folder]
