@@ -10,7 +10,7 @@ does. tests/test_models_contract.py spells out every silver and gold row this se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -259,29 +259,24 @@ def item_rows(items: Iterable[tuple[Any, ...]] = ITEMS, loaded_at: datetime = LO
     ]
 
 
-def _event_rows(
-    fields: tuple[str, ...], files: dict[str, list[tuple[str | None, ...]]], names: Iterable[str], loaded_at: datetime
+def event_rows(
+    fields: tuple[str, ...], files: Mapping[str, Sequence[tuple[str | None, ...]]], loaded_at: datetime
 ) -> list[dict[str, Any]]:
+    """Bronze rows of landed files as the file loader appends them: one per record, numbered by line."""
     rows = []
-    for name in names:
-        for line, record in enumerate(files[name], start=1):
-            rows.append(
-                {
-                    **dict(zip(fields, record, strict=True)),
-                    "_source_file": name,
-                    "_source_line": line,
-                    "_loaded_at": loaded_at,
-                }
-            )
+    for name, records in files.items():
+        for line, record in enumerate(records, start=1):
+            fields_and_values = dict(zip(fields, record, strict=True))
+            rows.append({**fields_and_values, "_source_file": name, "_source_line": line, "_loaded_at": loaded_at})
     return rows
 
 
 def order_rows(files: Iterable[str] = tuple(ORDER_FILES), loaded_at: datetime = LOADED_AT) -> list[dict[str, Any]]:
-    return _event_rows(ORDER_FIELDS, ORDER_FILES, files, loaded_at)
+    return event_rows(ORDER_FIELDS, {name: ORDER_FILES[name] for name in files}, loaded_at)
 
 
 def click_rows(files: Iterable[str] = tuple(CLICK_FILES), loaded_at: datetime = LOADED_AT) -> list[dict[str, Any]]:
-    return _event_rows(CLICK_FIELDS, CLICK_FILES, files, loaded_at)
+    return event_rows(CLICK_FIELDS, {name: CLICK_FILES[name] for name in files}, loaded_at)
 
 
 def all_raw_rows() -> dict[tuple[str, str], list[dict[str, Any]]]:

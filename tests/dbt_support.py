@@ -159,6 +159,9 @@ class DbtProject:
         """The SQL dbt sent to the warehouse (its debug log), to check *how* a model was built."""
         return (self.target_path / "logs" / "dbt.log").read_text()
 
+    def forget_executed_sql(self) -> None:
+        (self.target_path / "logs" / "dbt.log").unlink(missing_ok=True)
+
 
 # ------------------------------------------------------------------ raw data
 
@@ -275,6 +278,29 @@ def postgres_relation_rows(postgres_url: str, relation: Relation) -> tuple[list[
         columns = relation_columns(relation, names)
         rows = conn.execute(f"select {', '.join(columns)} from {relation.sql_name}").fetchall()
         return columns, canonical_rows(rows)
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """Where a test's models live: the DuckDB file, or the Postgres database when a URL is given."""
+
+    duckdb_path: Path
+    postgres_url: str | None = None
+
+    @property
+    def target(self) -> str:
+        return "postgres" if self.postgres_url else "duckdb"
+
+    def rows(self, relation: Relation) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and canonical rows (sorted) of a relation."""
+        if self.postgres_url:
+            return postgres_relation_rows(self.postgres_url, relation)
+        return duckdb_relation_rows(self.duckdb_path, relation)
+
+    def sync_raw_tables(self) -> None:
+        """Postgres gets the raw tables of the DuckDB file (the tests load raw rows there)."""
+        if self.postgres_url:
+            copy_raw_tables_to_postgres(self.duckdb_path, self.postgres_url)
 
 
 def query_duckdb(duckdb_path: Path, sql: str) -> list[tuple[Any, ...]]:
