@@ -77,3 +77,12 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ROUNDTRIP_APP_DB", str(folder / "app.db"))
     monkeypatch.setenv("ROUNDTRIP_DUCKDB_EXTENSION_DIR", str(PROJECT_ROOT / ".duckdb_extensions"))
     return folder
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The BigQuery emulator (tests/bigquery_emulator.py), started once per session on free ports."""
+    from tests.bigquery_emulator import bigquery_emulator as start_emulator
+
+    with start_emulator(tmp_path_factory.mktemp("bigquery-emulator")) as emulator:
+        yield emulator

@@ -231,6 +231,49 @@ def copy_raw_tables_to_postgres(duckdb_path: Path, postgres_url: str) -> None:
         con.close()
 
 
+_BIGQUERY_TYPES = {
+    "bigint": "INT64",
+    "integer": "INT64",
+    "varchar": "STRING",
+    "boolean": "BOOL",
+    "timestamptz": "TIMESTAMP",
+    "decimal(10, 2)": "NUMERIC",
+}
+
+
+def _bigquery_literal(value: Any, type_: str) -> str:
+    bq_type = _BIGQUERY_TYPES[type_]
+    if value is None:
+        return f"cast(null as {bq_type})"
+    if bq_type == "STRING":
+        return json.dumps(value, ensure_ascii=False)  # a valid GoogleSQL string literal
+    if bq_type == "TIMESTAMP":
+        return f"timestamp '{value.isoformat()}'"
+    if bq_type == "NUMERIC":
+        return f"numeric '{value}'"
+    if bq_type == "BOOL":
+        return "true" if value else "false"
+    return str(int(value))
+
+
+def load_raw_tables_to_bigquery(
+    client: Any, project: str, rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]]
+) -> None:
+    """The raw tables in BigQuery (or its emulator): datasets, tables with the loaders' columns, rows."""
+    for (schema, table), table_rows in rows.items():
+        columns = RAW_TABLES[(schema, table)]
+        relation = f"`{project}.{schema}.{table}`"
+        client.query(f"create schema if not exists `{project}.{schema}`").result()
+        ddl = ", ".join(f"{name} {_BIGQUERY_TYPES[type_]}" for name, type_ in columns)
+        client.query(f"create or replace table {relation} ({ddl})").result()
+        values = ",\n".join(
+            "(" + ", ".join(_bigquery_literal(row.get(name), type_) for name, type_ in columns) + ")"
+            for row in table_rows
+        )
+        if values:
+            client.query(f"insert into {relation} values {values}").result()
+
+
 # ------------------------------------------------------------------ reading rows back
 
 
