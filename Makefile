@@ -12,7 +12,7 @@ SYNC ?= all
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint generate load dbt-build docs docs-serve reverse-sync syncs services clean
+.PHONY: help setup demo test lint generate load dbt-build dbt-compile-bigquery docs docs-serve reverse-sync syncs services clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ load: setup  ## run every loader into the warehouse (TARGET=duckdb|postgres|bigq
 
 dbt-build: setup  ## dbt build on TARGET (default duckdb)
 	$(DBT) build $(DBT_FLAGS) --target $(TARGET)
+
+dbt-compile-bigquery: setup  ## compile for BigQuery offline (no credentials, nothing sent)
+	ROUNDTRIP_BQ_METHOD=oauth-secrets ROUNDTRIP_BQ_TOKEN=offline ROUNDTRIP_BQ_API_ENDPOINT=http://127.0.0.1:9 \
+		$(DBT) compile $(DBT_FLAGS) --target bigquery --no-populate-cache
 
 docs: setup  ## generate the dbt docs site into target/
 	$(DBT) docs generate $(DBT_FLAGS) --target $(TARGET)
