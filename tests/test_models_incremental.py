@@ -26,9 +26,15 @@ SECOND_LOAD = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 NOV18_ORDERS, NOV19_ORDERS, NOV21_ORDERS = ORDER_FILES
 NOV18_CLICKS, NOV21_CLICKS = CLICK_FILES
 NOV17_ORDERS = "orders/dt=2026-11-17/part-0.jsonl"
-# an order of an item the catalog does not know yet
+# an order of an item the catalog does not know yet, and a later copy of an order of the 15th
 NOV17_RECORDS = [
-    ("orders-9-1", "o-17", "12", "777", "s-17", "1", "7.00", "EUR", "2026-11-17T10:00:00Z", "2026-11-17T10:00:01Z")
+    ("orders-9-1", "o-17", "12", "777", "s-17", "1", "7.00", "EUR", "2026-11-17T10:00:00Z", "2026-11-17T10:00:01Z"),
+    ("orders-9-2", "o-15", "12", "1", "s-15", "1", "20.00", "EUR", "2026-11-15T10:00:00Z", "2026-11-17T10:00:00Z"),
+]
+# never revisited: only read to rank the copy above when the 17th's file is rebuilt
+NOV15_ORDERS = "orders/dt=2026-11-15/part-0.jsonl"
+NOV15_RECORDS = [
+    ("orders-9-2", "o-15", "12", "1", "s-15", "1", "20.00", "EUR", "2026-11-15T10:00:00Z", "2026-11-15T10:00:01Z")
 ]
 # a later copy of orders-3-2, which the 21st's file will lose when it is delivered again
 NOV16_ORDERS = "orders/dt=2026-11-16/part-0.jsonl"
@@ -45,7 +51,11 @@ def _first_increment() -> dict[tuple[str, str], list[dict[str, object]]]:
         ("raw_app", "users"): bronze_sample.user_rows(FIRST_LOAD),
         ("raw_catalog", "items"): bronze_sample.item_rows([i for i in ITEMS if i[0] != 6], FIRST_LOAD),
         ("bronze", "orders"): bronze_sample.order_rows([NOV18_ORDERS], FIRST_LOAD)
-        + bronze_sample.event_rows(ORDER_FIELDS, {NOV17_ORDERS: NOV17_RECORDS, NOV16_ORDERS: NOV16_RECORDS}, FIRST_LOAD)
+        + bronze_sample.event_rows(
+            ORDER_FIELDS,
+            {NOV17_ORDERS: NOV17_RECORDS, NOV16_ORDERS: NOV16_RECORDS, NOV15_ORDERS: NOV15_RECORDS},
+            FIRST_LOAD,
+        )
         + bronze_sample.order_rows([NOV21_ORDERS], LATER_FIRST_LOAD),
         ("bronze", "clicks"): bronze_sample.click_rows([NOV18_CLICKS], FIRST_LOAD),
     }
@@ -110,6 +120,7 @@ def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, requ
     assert _flags(project, warehouse, NOV18_ORDERS, 3) == (False, None)
     assert _flags(project, warehouse, NOV17_ORDERS, 1) == (False, "unknown_item")
     assert _flags(project, warehouse, NOV16_ORDERS, 1) == (True, None)
+    assert _flags(project, warehouse, NOV17_ORDERS, 2) == (True, None)
 
     delete_raw_rows(duckdb_path, "bronze", "orders", f"_source_file = '{NOV21_ORDERS}'")
     load_raw_tables(duckdb_path, _second_increment())
@@ -121,6 +132,7 @@ def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, requ
     assert _flags(project, warehouse, NOV18_ORDERS, 3) == (True, None), "an earlier copy landing later is the original"
     assert _flags(project, warehouse, NOV17_ORDERS, 1) == (False, None), "the item is in the catalog now"
     assert _flags(project, warehouse, NOV16_ORDERS, 1) == (False, None), "its earlier copy is gone"
+    assert _flags(project, warehouse, NOV17_ORDERS, 2) == (True, None), "ranked against a file not rebuilt"
     nov21 = _silver_orders(project, warehouse, NOV21_ORDERS)
     assert sorted(nov21) == [1, 2, 3], "the record gone from the reloaded file is gone from silver"
     assert (nov21[1]["quantity"], nov21[1]["amount"]) == (2, Decimal("60")), "the corrected record replaced the old"
@@ -133,6 +145,9 @@ def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, requ
     for name, rows in incremental.items():
         assert rows == full_refresh[name], name
     _, orders = incremental["orders_clean"]  # type: ignore[misc]
-    assert len(orders) == sum(len(v) for v in ORDER_FILES.values()) + len(NOV17_RECORDS) + len(NOV16_RECORDS) - 1
+    assert (
+        len(orders)
+        == sum(len(v) for v in ORDER_FILES.values()) + len(NOV17_RECORDS) + len(NOV16_RECORDS) + len(NOV15_RECORDS) - 1
+    )
     _, clicks = incremental["clicks_clean"]  # type: ignore[misc]
     assert len(clicks) == sum(len(v) for v in CLICK_FILES.values())
