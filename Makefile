@@ -14,7 +14,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ export: setup  ## warehouse tables -> Snappy Parquet under {destination}/{YYYYMM
 
 dbt-build: setup  ## dbt build on TARGET (default duckdb)
 	$(DBT) build $(DBT_FLAGS) --target $(TARGET)
+
+dbt-compile-bigquery: setup  ## compile for BigQuery offline (no credentials, nothing sent)
+	ROUNDTRIP_BQ_METHOD=oauth-secrets ROUNDTRIP_BQ_TOKEN=offline ROUNDTRIP_BQ_API_ENDPOINT=http://127.0.0.1:9 \
+		$(DBT) compile $(DBT_FLAGS) --target bigquery --no-populate-cache
 
 docs: setup  ## generate the dbt docs site into target/
 	$(DBT) docs generate $(DBT_FLAGS) --target $(TARGET)

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,28 @@ class BigQueryEmulator:
             "ROUNDTRIP_BQ_API_ENDPOINT": self.rest_url,
             "ROUNDTRIP_BQ_STORAGE_ENDPOINT": self.grpc_endpoint,
         }
+
+    def dbt_env(self, dataset: str) -> dict[str, str]:
+        """dbt's ``bigquery`` target (profiles/profiles.yml): oauth-secrets with a dummy token."""
+        return {
+            **self.env(),
+            "ROUNDTRIP_BQ_METHOD": "oauth-secrets",
+            "ROUNDTRIP_BQ_TOKEN": "emulator-token",
+            "ROUNDTRIP_BQ_DATASET": dataset,
+            "ROUNDTRIP_BQ_LOCATION": "US",
+        }
+
+    def client(self) -> Any:
+        """A google-cloud-bigquery client on the emulator."""
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        return bigquery.Client(
+            project=self.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options=ClientOptions(api_endpoint=self.rest_url),
+        )
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@
     which readers never wait for. The definition's hash is kept in the view's comment.
     DuckDB (no materialized views): the adapter's own table materialization.
     BigQuery: dbt-bigquery's materialized view (BigQuery refreshes it), or a table for a model
-    configured with `bigquery_materialized_view: false` (SQL that BigQuery refuses in one). -#}
+    configured with `meta: {bigquery_materialized_view: false}` (SQL BigQuery refuses in one). -#}
 
 {% materialization serving_materialized_view, adapter='postgres' %}
     {%- set unique_key = config.require('unique_key') -%}
@@ -61,7 +61,7 @@
 
 
 {% materialization serving_materialized_view, adapter='bigquery' %}
-    {% if config.get('bigquery_materialized_view', true) %}
+    {% if config.get('meta', {}).get('bigquery_materialized_view', true) %}
         {{ return(materialization_materialized_view_bigquery()) }}
     {% endif %}
     {{ return(materialization_table_bigquery()) }}

@@ -16,22 +16,44 @@ clicks as (
 ),
 
 {% if is_incremental() %}
-last_build as (
-    select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+click_keys as (
+    -- what decides which records to rebuild, cheap to read in full (no parsing)
+    select
+        source_file,
+        loaded_at,
+        ingestion_id
+    from {{ ref('stg_events__clicks') }}
+),
+
+bronze_files as (
+    select
+        source_file,
+        max(loaded_at) as loaded_at
+    from click_keys
+    group by source_file
+),
+
+built_files as (
+    select
+        source_file,
+        max(loaded_at) as loaded_at
     from {{ this }}
+    group by source_file
 ),
 
 reloaded_files as (
-    select distinct clicks.source_file
-    from clicks
-    inner join last_build on clicks.loaded_at >= last_build.loaded_at
+    -- files silver does not have yet, or whose rows were loaded again since it built them
+    select bronze_files.source_file
+    from bronze_files
+    left join built_files on bronze_files.source_file = built_files.source_file
+    where built_files.source_file is null or bronze_files.loaded_at > built_files.loaded_at
 ),
 
 reloaded_ingestion_ids as (
     -- the ids in those files now, and before the reload (a changed file may have lost some)
-    select clicks.ingestion_id
-    from clicks
-    inner join reloaded_files on clicks.source_file = reloaded_files.source_file
+    select click_keys.ingestion_id
+    from click_keys
+    inner join reloaded_files on click_keys.source_file = reloaded_files.source_file
     union distinct
     select previous_build.ingestion_id
     from {{ this }} as previous_build
@@ -41,26 +63,29 @@ reloaded_ingestion_ids as (
 files_to_rebuild as (
     select source_file from reloaded_files
     union distinct
-    select clicks.source_file
-    from clicks
-    inner join reloaded_ingestion_ids on clicks.ingestion_id = reloaded_ingestion_ids.ingestion_id
+    select click_keys.source_file
+    from click_keys
+    inner join reloaded_ingestion_ids on click_keys.ingestion_id = reloaded_ingestion_ids.ingestion_id
 ),
 
-ingestion_ids_to_rank as (
-    select distinct clicks.ingestion_id
-    from clicks
-    inner join files_to_rebuild on clicks.source_file = files_to_rebuild.source_file
+files_to_read as (
+    -- those files, and the files holding other copies of their ingestion ids (to rank them)
+    select source_file from files_to_rebuild
+    union distinct
+    select copies.source_file
+    from click_keys as copies
+    inner join click_keys as rebuilt on copies.ingestion_id = rebuilt.ingestion_id
+    inner join files_to_rebuild on rebuilt.source_file = files_to_rebuild.source_file
 ),
 
 clicks_in_scope as (
-    -- the records to rebuild, and every other copy of their ingestion_ids to rank them against
+    -- joins on the landing file only, so that only these files are parsed
     select
         clicks.*,
         files_to_rebuild.source_file is not null as is_rebuilt
     from clicks
+    inner join files_to_read on clicks.source_file = files_to_read.source_file
     left join files_to_rebuild on clicks.source_file = files_to_rebuild.source_file
-    left join ingestion_ids_to_rank on clicks.ingestion_id = ingestion_ids_to_rank.ingestion_id
-    where files_to_rebuild.source_file is not null or ingestion_ids_to_rank.ingestion_id is not null
 ),
 {% else %}
 clicks_in_scope as (

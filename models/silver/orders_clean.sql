@@ -10,10 +10,11 @@
     Rules: docs/contract.md and _silver__models.yml.
 
     Incremental builds replace whole landed files (delete+insert on source_file) and rebuild
-    every file whose rows can change: files (re)loaded since the last build, files holding
-    another copy of one of their ingestion_ids (now or before the reload: a late or an earlier
-    copy moves the original), and files with orders of catalog items changed since then. The
-    result is the same as a full refresh (tests/test_models_incremental.py). -#}
+    every file whose rows can change: files silver does not have or whose rows were loaded again
+    since, files holding another copy of one of their ingestion_ids (now or before the reload: a
+    late or an earlier copy moves the original), and files with orders of catalog items loaded
+    since the newest load silver has seen. The result is the same as a full refresh
+    (tests/test_models_incremental.py). -#}
 with
 
 orders as (
@@ -25,61 +26,93 @@ items as (
 ),
 
 {% if is_incremental() %}
-last_build as (
-    select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+order_keys as (
+    -- what decides which records to rebuild, cheap to read in full (no parsing)
+    select
+        source_file,
+        loaded_at,
+        ingestion_id,
+        item_id
+    from {{ ref('stg_events__orders') }}
+),
+
+bronze_files as (
+    select
+        source_file,
+        max(loaded_at) as loaded_at
+    from order_keys
+    group by source_file
+),
+
+built_files as (
+    select
+        source_file,
+        max(loaded_at) as loaded_at
     from {{ this }}
+    group by source_file
 ),
 
 reloaded_files as (
-    select distinct orders.source_file
-    from orders
-    inner join last_build on orders.loaded_at >= last_build.loaded_at
+    -- files silver does not have yet, or whose rows were loaded again since it built them
+    select bronze_files.source_file
+    from bronze_files
+    left join built_files on bronze_files.source_file = built_files.source_file
+    where built_files.source_file is null or bronze_files.loaded_at > built_files.loaded_at
 ),
 
 reloaded_ingestion_ids as (
     -- the ids in those files now, and before the reload (a changed file may have lost some)
-    select orders.ingestion_id
-    from orders
-    inner join reloaded_files on orders.source_file = reloaded_files.source_file
+    select order_keys.ingestion_id
+    from order_keys
+    inner join reloaded_files on order_keys.source_file = reloaded_files.source_file
     union distinct
     select previous_build.ingestion_id
     from {{ this }} as previous_build
     inner join reloaded_files on previous_build.source_file = reloaded_files.source_file
 ),
 
+last_build as (
+    select max(loaded_at) as loaded_at
+    from built_files
+),
+
 changed_items as (
+    -- catalog rows written since the newest load silver has seen
     select items.item_id
     from items
-    inner join last_build on items.loaded_at >= last_build.loaded_at
+    inner join last_build on items.loaded_at > last_build.loaded_at or last_build.loaded_at is null
 ),
 
 files_to_rebuild as (
     select source_file from reloaded_files
     union distinct
-    select orders.source_file
-    from orders
-    inner join reloaded_ingestion_ids on orders.ingestion_id = reloaded_ingestion_ids.ingestion_id
+    select order_keys.source_file
+    from order_keys
+    inner join reloaded_ingestion_ids on order_keys.ingestion_id = reloaded_ingestion_ids.ingestion_id
     union distinct
-    select orders.source_file
-    from orders
-    inner join changed_items on orders.item_id = changed_items.item_id
+    select order_keys.source_file
+    from order_keys
+    inner join changed_items on order_keys.item_id = changed_items.item_id
 ),
 
-ingestion_ids_to_rank as (
-    select distinct orders.ingestion_id
-    from orders
-    inner join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
+files_to_read as (
+    -- those files, and the files holding other copies of their ingestion ids (to rank them)
+    select source_file from files_to_rebuild
+    union distinct
+    select copies.source_file
+    from order_keys as copies
+    inner join order_keys as rebuilt on copies.ingestion_id = rebuilt.ingestion_id
+    inner join files_to_rebuild on rebuilt.source_file = files_to_rebuild.source_file
 ),
 
 orders_in_scope as (
-    -- the records to rebuild, and every other copy of their ingestion_ids to rank them against
+    -- joins on the landing file only, so that only these files are parsed
     select
         orders.*,
         files_to_rebuild.source_file is not null as is_rebuilt
     from orders
+    inner join files_to_read on orders.source_file = files_to_read.source_file
     left join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
-    left join ingestion_ids_to_rank on orders.ingestion_id = ingestion_ids_to_rank.ingestion_id
-    where files_to_rebuild.source_file is not null or ingestion_ids_to_rank.ingestion_id is not null
 ),
 {% else %}
 orders_in_scope as (
