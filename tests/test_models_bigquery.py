@@ -17,8 +17,8 @@ import pytest
 
 from tests import bronze_sample
 from tests import test_models_contract as contract
-from tests.emulators import BigQueryEmulator
 from tests.dbt_support import DbtProject, base_environment, canonical_rows, load_raw_tables_to_bigquery
+from tests.emulators import BigQueryEmulator
 
 # Nothing listens on the discard port: had dbt made a request, it would fail at once.
 OFFLINE = {
