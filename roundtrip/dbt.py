@@ -26,15 +26,14 @@ def dbt_executable() -> str:
     return found
 
 
-def run_dbt(
+def dbt_command(
     args: Sequence[str],
-    env: Mapping[str, str] | None = None,
     target: str | None = None,
     target_path: Path | None = None,
     quiet: bool = False,
     project_dir: Path = PROJECT_ROOT,
-) -> None:
-    """``dbt <args>`` in the project, with ``profiles/`` and the given extra environment.
+) -> list[str]:
+    """The argv of ``dbt <args>`` for this project and its ``profiles/``.
 
     ``target_path`` moves dbt's output (manifest, compiled SQL) and logs elsewhere, so that
     tests and parallel runs do not share ``target/``. ``project_dir`` runs another dbt project
@@ -53,6 +52,19 @@ def run_dbt(
         command += ["--target", target]
     if target_path:
         command += ["--target-path", str(target_path), "--log-path", str(target_path / "logs")]
+    return command
+
+
+def run_dbt(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    target: str | None = None,
+    target_path: Path | None = None,
+    quiet: bool = False,
+    project_dir: Path = PROJECT_ROOT,
+) -> None:
+    """Run ``dbt <args>`` (see ``dbt_command``) with the given extra environment."""
+    command = dbt_command(args, target, target_path, quiet, project_dir)
     full_env = {**os.environ, **(env or {})}
     log.info("running %s", " ".join(["dbt", *args] + (["--target", target] if target else [])))
     completed = subprocess.run(command, cwd=project_dir, env=full_env)

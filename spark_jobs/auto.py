@@ -145,20 +145,10 @@ def run_spark(cfg: JobConfig, spark: SparkSession | None = None) -> list[dict[st
 
 def warehouse_commands(target: str) -> list[list[str]]:
     """What ``make load`` and ``make dbt-build`` run."""
-    from roundtrip.dbt import dbt_executable
+    from roundtrip.dbt import dbt_command
 
     loaders = [[sys.executable, "-m", "loaders", kind, "--target", target] for kind in ("sqlite", "sql", "files")]
-    dbt = [
-        dbt_executable(),
-        "build",
-        "--project-dir",
-        str(PROJECT_ROOT),
-        "--profiles-dir",
-        str(PROJECT_ROOT / "profiles"),
-        "--target",
-        target,
-    ]
-    return [*loaders, dbt]
+    return [*loaders, dbt_command(["build"], target=target)]
 
 
 def run_warehouse(target: str, env: Mapping[str, str] | None = None) -> list[dict[str, object]]:

@@ -22,35 +22,15 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from roundtrip.sample_data.model import BRONZE_FIELDS
 from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
 from spark_jobs.expressions import join_codes, parse_decimal, parse_integer, parse_iso_timestamp
 
 log = logging.getLogger(__name__)
 
-ORDER_FIELDS = (
-    "ingestion_id",
-    "order_id",
-    "user_id",
-    "item_id",
-    "session_id",
-    "quantity",
-    "unit_price",
-    "currency",
-    "event_ts",
-    "ingested_at",
-)
-CLICK_FIELDS = (
-    "ingestion_id",
-    "event_id",
-    "session_id",
-    "user_id",
-    "item_id",
-    "event_type",
-    "query",
-    "event_ts",
-    "ingested_at",
-)
+# the bronze record fields of DESIGN.md, as the generator writes them
+ORDER_FIELDS, CLICK_FIELDS = BRONZE_FIELDS["orders"], BRONZE_FIELDS["clicks"]
 ORDERS_CLEAN = (
     "ingestion_id",
     "order_id",

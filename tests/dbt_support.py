@@ -17,34 +17,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from roundtrip.dbt import dbt_executable
+from roundtrip.dbt import dbt_command
 from roundtrip.paths import PROJECT_ROOT
+from roundtrip.sample_data.model import BRONZE_FIELDS
 
 EXTENSION_DIR = PROJECT_ROOT / ".duckdb_extensions"
 # bronze keeps every source field as text (loaders/loaders.yml)
-ORDER_FIELDS = (
-    "ingestion_id",
-    "order_id",
-    "user_id",
-    "item_id",
-    "session_id",
-    "quantity",
-    "unit_price",
-    "currency",
-    "event_ts",
-    "ingested_at",
-)
-CLICK_FIELDS = (
-    "ingestion_id",
-    "event_id",
-    "session_id",
-    "user_id",
-    "item_id",
-    "event_type",
-    "query",
-    "event_ts",
-    "ingested_at",
-)
+ORDER_FIELDS, CLICK_FIELDS = BRONZE_FIELDS["orders"], BRONZE_FIELDS["clicks"]
 
 # (schema, table) -> (column, type), as the loaders create them.
 RAW_TABLES: dict[tuple[str, str], list[tuple[str, str]]] = {
@@ -123,21 +102,7 @@ class DbtProject:
 
     def run(self, *args: str, target: str = "duckdb") -> str:
         """``dbt <args>``; fails the test with dbt's output when dbt fails."""
-        command = [
-            dbt_executable(),
-            "--no-use-colors",
-            *args,
-            "--project-dir",
-            str(PROJECT_ROOT),
-            "--profiles-dir",
-            str(PROJECT_ROOT / "profiles"),
-            "--target",
-            target,
-            "--target-path",
-            str(self.target_path),
-            "--log-path",
-            str(self.target_path / "logs"),
-        ]
+        command = dbt_command(["--no-use-colors", *args], target=target, target_path=self.target_path)
         done = subprocess.run(
             command, cwd=PROJECT_ROOT, env=dict(self.env), capture_output=True, text=True, timeout=900
         )

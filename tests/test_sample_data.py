@@ -28,31 +28,7 @@ def _events(folder: Path, stream: str) -> duckdb.DuckDBPyRelation:
     )
 
 
-_COLUMNS = {
-    "orders": [
-        "ingestion_id",
-        "order_id",
-        "user_id",
-        "item_id",
-        "session_id",
-        "quantity",
-        "unit_price",
-        "currency",
-        "event_ts",
-        "ingested_at",
-    ],
-    "clicks": [
-        "ingestion_id",
-        "event_id",
-        "session_id",
-        "user_id",
-        "item_id",
-        "event_type",
-        "query",
-        "event_ts",
-        "ingested_at",
-    ],
-}
+_COLUMNS = m.BRONZE_FIELDS
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:

@@ -165,6 +165,33 @@ BAD_TIMESTAMPS = (
 )
 INVALID_EVENT_TYPES = ("purchase", "VIEW", "", "add-to-cart")
 CHUNK_ROWS = 1_000_000
+# The bronze record of each event stream (DESIGN.md), in file order: what the generator writes,
+# the file loader expects (loaders/loaders.yml) and the Spark jobs read.
+BRONZE_FIELDS: dict[str, tuple[str, ...]] = {
+    "orders": (
+        "ingestion_id",
+        "order_id",
+        "user_id",
+        "item_id",
+        "session_id",
+        "quantity",
+        "unit_price",
+        "currency",
+        "event_ts",
+        "ingested_at",
+    ),
+    "clicks": (
+        "ingestion_id",
+        "event_id",
+        "session_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        "query",
+        "event_ts",
+        "ingested_at",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -379,12 +406,13 @@ def _redeliver(table: pa.Table, rng: np.random.Generator, rates: DefectRates) ->
     return pa.concat_tables([table, copies])
 
 
-def _finish(table: pa.Table) -> pa.Table:
-    """Render ingested_at, add the landing partition ``dt`` (UTC ingestion date), drop helpers."""
+def _finish(table: pa.Table, stream: str) -> pa.Table:
+    """Render ingested_at, add the landing partition ``dt`` (UTC ingestion date), keep the
+    stream's bronze fields in their order."""
     ms = table.column("_ingested_ms").to_numpy()
     table = table.append_column("ingested_at", _iso_utc(ms))
     table = table.append_column("dt", pc.strftime(pa.array(ms, pa.timestamp("ms", tz="UTC")), "%Y-%m-%d"))
-    return table.drop_columns(["_ingested_ms"])
+    return table.select([*BRONZE_FIELDS[stream], "dt"])
 
 
 def clicks_chunks(cfg: SampleConfig, sess: Sessions):  # type: ignore[no-untyped-def]
@@ -437,7 +465,7 @@ def clicks_chunks(cfg: SampleConfig, sess: Sessions):  # type: ignore[no-untyped
                 "_ingested_ms": event_ms + rng.integers(500, 180_000, n),
             }
         )
-        yield _finish(_redeliver(table, rng, rates))
+        yield _finish(_redeliver(table, rng, rates), "clicks")
 
 
 def orders_chunks(cfg: SampleConfig, sess: Sessions):  # type: ignore[no-untyped-def]
@@ -484,6 +512,6 @@ def orders_chunks(cfg: SampleConfig, sess: Sessions):  # type: ignore[no-untyped
                 "_ingested_ms": order_ms + rng.integers(500, 600_000, n),
             }
         )
-        yield _finish(_redeliver(table, rng, rates))
+        yield _finish(_redeliver(table, rng, rates), "orders")
         produced += n
         chunk += 1
