@@ -27,6 +27,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed  ## .venv with pinned deps, DuckDB extensions, test servers' system packages (JDBC jar, MariaDB) and Azurite
+	@# DuckDB creates the warehouse file but not its folder; dbt (and sqlfluff's dbt templater) open it
+	@mkdir -p "$${ROUNDTRIP_DATA_DIR:-data}"
 	@$(PY) -c "from roundtrip.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
 	@scripts/install-system-packages
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory azurite || echo "Azurite did not install: the Azure Blob test will skip"; else echo "no npm: the Azure Blob (Azurite) test will skip"; fi
