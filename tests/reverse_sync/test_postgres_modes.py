@@ -140,7 +140,7 @@ def test_mirror_deletes_only_rows_it_wrote(harness: Harness) -> None:
         (9, "z", "written by the app"),
     ]
     keys = harness.sql(
-        "select row_key->>'shop_id', row_key->>'sku' from reverse_etl.sync_rows where sync = 'shop_things'"
+        "select row_key::jsonb->>'shop_id', row_key::jsonb->>'sku' from reverse_etl.sync_rows where sync = 'shop_things'"
     )
     assert sorted(keys) == [("1", "a"), ("2", "b"), ("3", "a")]
     harness.model("things", f"select * from (values (1, 'a', 'A', 1.5), (3, 'a', 'E', 5.5)) {THINGS}")
