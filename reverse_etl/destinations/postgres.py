@@ -87,26 +87,36 @@ class PostgresDestination:
         """Create the table if it does not exist; otherwise check it can take the rows."""
         columns = payload_columns(schema)
         track = self.settings.track_changes
-        keys = self.settings.primary_key
+        exists = "select to_regclass(%s) is not null"
         with self.conn.cursor() as cur:
-            exists = cur.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
-            if not (exists and exists[0]):
+            if not cur.execute(exists, (self.relation,)).fetchone()[0]:  # type: ignore[index]
                 cur.execute(f"select pg_advisory_xact_lock({DDL_LOCK})")  # concurrent first runs: one creates
+                # (a run that waited here finds the table the other one committed)
+                self.created = not cur.execute(exists, (self.relation,)).fetchone()[0]  # type: ignore[index]
+            if self.created:
                 cur.execute(f"create schema if not exists {quote(self.schema)}")
                 types = {f.name: pg_type(f.type) for f in schema if f.name in columns}
                 defs = [f"{quote(c)} {types[c]}" for c in columns]
                 if track:
                     defs += [f"{quote(track.previous)} {types[track.column]}", f"{quote(track.changed_at)} timestamptz"]
-                pk = ", ".join(quote(k) for k in keys)
-                cur.execute(f"create table if not exists {self.relation} ({', '.join(defs)}, primary key ({pk}))")
-                self.created = True
+                # the primary key comes after the first COPY (send): one sorted index build is
+                # cheaper than a million index insertions
+                cur.execute(f"create table {self.relation} ({', '.join(defs)})")
                 log.info("sync %s: created table %s", self.spec.name, self.spec.target)
-            self._check_table(cur, columns)
+                if self.settings.mode == "replace":
+                    self._add_primary_key(cur)
+            else:
+                self._check_table(cur, columns)
             cols = ", ".join(quote(c) for c in columns)
             stage = "_rt_replace" if self.settings.mode == "replace" else "_rt_stage"
             # typed like the destination, without its constraints or defaults
             cur.execute(f"create temp table {stage} on commit drop as select {cols} from {self.relation} limit 0")
         self.columns = columns
+
+    def _add_primary_key(self, cur: Any) -> None:
+        cur.execute(
+            f"alter table {self.relation} add primary key ({', '.join(quote(k) for k in self.settings.primary_key)})"
+        )
 
     def _check_table(self, cur: Any, columns: list[str]) -> None:
         track = self.settings.track_changes
@@ -153,15 +163,17 @@ class PostgresDestination:
         kinds = (NEW,) if mode == "insert_only" else (NEW, CHANGED)
         to_send = plan.new if mode == "insert_only" else plan.sent
         counts = SyncCounts(unchanged=plan.new + plan.changed + plan.unchanged - to_send)
-        if not to_send:
-            return counts
         columns = [quote(c) for c in self.columns or []]
         with self.conn.cursor() as cur:
             if self.created:  # only this transaction sees the table: no conflicts to resolve
                 track = self.settings.track_changes
                 if track:
                     columns += [quote(track.previous), quote(track.changed_at)]
-                counts.inserted = copy_batches(cur, self.relation, columns, self._payload(source.records(kinds)))
+                if to_send:
+                    counts.inserted = copy_batches(cur, self.relation, columns, self._payload(source.records(kinds)))
+                self._add_primary_key(cur)
+                return counts
+            if not to_send:
                 return counts
             copy_batches(cur, "_rt_stage", columns, self._payload(source.records(kinds)))
             cur.execute("analyze _rt_stage")

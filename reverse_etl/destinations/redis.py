@@ -14,6 +14,7 @@ through redis-py's pipeline object instead cost ~10 µs of Python per command.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -36,6 +37,7 @@ def bulk(value: bytes | str) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+@functools.lru_cache(maxsize=64)
 def _large(text: str | bytes) -> pa.Scalar:
     return pa.scalar(text.decode() if isinstance(text, bytes) else text, pa.large_string())
 
