@@ -265,20 +265,24 @@ class ModelSource:
     def _in(self, changes: tuple[int, ...]) -> str:
         return f"{CHANGE} in ({', '.join(str(c) for c in changes)})"
 
-    def records(self, changes: tuple[int, ...] = (NEW, CHANGED, UNCHANGED)) -> Iterator[pa.RecordBatch]:
-        """The records in ``changes``, ordered by key (concurrent runs lock rows in one order),
-        with ``__rt_key``, ``__rt_fp``, ``__rt_rows`` and ``__rt_change``: Postgres: the model's
-        columns; Redis: ``__rt_target`` and ``__rt_value``."""
+    def records(
+        self, changes: tuple[int, ...] = (NEW, CHANGED, UNCHANGED), ordered: bool = True
+    ) -> Iterator[pa.RecordBatch]:
+        """The records in ``changes`` with ``__rt_key``, ``__rt_fp``, ``__rt_rows`` and
+        ``__rt_change``: Postgres: the model's columns; Redis: ``__rt_target`` and ``__rt_value``.
+        ``ordered``: by key (samples, tests); writers do without the sort (Postgres orders the
+        staged rows in its own statement, which is what fixes the order row locks are taken in)."""
         if self.settings.destination == "redis":
-            query = f"select * from {self.db}.classified where {self._in(changes)} order by {TARGET}"
+            order = f" order by {TARGET}" if ordered else ""
+            query = f"select * from {self.db}.classified where {self._in(changes)}{order}"
         else:
             keys = [quote(k) for k in self.settings.primary_key]
             on = " and ".join(f"m.{k} = c.{k}" for k in keys)
+            order = f" order by {', '.join(f'm.{k}' for k in keys)}" if ordered else ""
             query = f"""
                 select m.*, c.{KEY}, c.{FINGERPRINT}, c.{ROWS}, c.{CHANGE}
                 from {self._projected()} m join {self.db}.classified c on {on}
-                where c.{self._in(changes)}
-                order by {", ".join(f"m.{k}" for k in keys)}"""
+                where c.{self._in(changes)}{order}"""
         return self._stream(query)
 
     def state_rows(self, changes: tuple[int, ...]) -> Iterator[pa.RecordBatch]:

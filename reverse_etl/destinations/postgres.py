@@ -170,12 +170,14 @@ class PostgresDestination:
                 if track:
                     columns += [quote(track.previous), quote(track.changed_at)]
                 if to_send:
-                    counts.inserted = copy_batches(cur, self.relation, columns, self._payload(source.records(kinds)))
+                    counts.inserted = copy_batches(
+                        cur, self.relation, columns, self._payload(source.records(kinds, ordered=False))
+                    )
                 self._add_primary_key(cur)
                 return counts
             if not to_send:
                 return counts
-            copy_batches(cur, "_rt_stage", columns, self._payload(source.records(kinds)))
+            copy_batches(cur, "_rt_stage", columns, self._payload(source.records(kinds, ordered=False)))
             cur.execute("analyze _rt_stage")
             counts.inserted, counts.updated = self._apply(cur)
         counts.unchanged += to_send - counts.inserted - counts.updated  # sent, but the row was already so
@@ -249,7 +251,9 @@ class PostgresDestination:
         if plan.sent or gone or self.created:
             with self.conn.cursor() as cur:
                 columns = [quote(c) for c in self.columns or []]
-                copy_batches(cur, "_rt_replace", columns, (b.select(self.columns or []) for b in source.records()))
+                copy_batches(
+                    cur, "_rt_replace", columns, (b.select(self.columns or []) for b in source.records(ordered=False))
+                )
         return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged)
 
     # ---------------------------------------------------------------- end of run

@@ -14,7 +14,6 @@ one. Going through redis-py's pipeline object instead cost ~10 µs of Python per
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from typing import Any
@@ -38,28 +37,22 @@ def bulk(value: bytes | str) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-@functools.lru_cache(maxsize=64)
-def _large(text: str | bytes) -> pa.Scalar:
-    return pa.scalar(text.decode() if isinstance(text, bytes) else text, pa.large_string())
-
-
 def resp_commands(parts: list[pa.Array | bytes]) -> bytes:
     """One RESP command per row, concatenated: ``parts`` are the arguments, each a string array
-    (one value per row) or constant bytes."""
+    (one value per row) or constant bytes. Plain ``str`` constants, not Arrow scalars: building
+    a scalar imports pandas (half a second)."""
     pieces: list[Any] = []
     for part in parts:
         if isinstance(part, bytes):
-            pieces.append(_large(bulk(part)))
+            pieces.append(bulk(part).decode())
         else:
-            text = part.cast(pa.large_string())
-            length = pc.cast(pc.binary_length(text), pa.large_string())
-            pieces.append(
-                pc.binary_join_element_wise(_large("$"), length, _large("\r\n"), text, _large("\r\n"), _large(""))
-            )
-    rows = pc.binary_join_element_wise(_large(b"*%d\r\n" % len(parts)), *pieces, _large(""))
+            text = part.cast(pa.string())
+            length = pc.cast(pc.binary_length(text), pa.string())
+            pieces.append(pc.binary_join_element_wise("$", length, "\r\n", text, "\r\n", ""))
+    rows = pc.binary_join_element_wise(f"*{len(parts)}\r\n", *pieces, "")
     if not isinstance(rows, pa.Array):  # every part constant
         raise ValueError("resp_commands needs at least one array argument")
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset : rows.offset + len(rows) + 1]
     return rows.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
@@ -132,17 +125,17 @@ class RedisDestination:
     def send(self, source: ModelSource, plan: Plan, gone: int) -> SyncCounts:
         counts = SyncCounts()
         if self.settings.mode == "insert_only":
-            for batch in source.records((NEW,)):
+            for batch in source.records((NEW,), ordered=False):
                 counts.inserted += sum(1 for r in self._set(batch[TARGET], batch[VALUE], nx=True) if r)
             counts.unchanged = plan.new + plan.changed + plan.unchanged - counts.inserted
             return counts
 
-        for batch in source.records((NEW, CHANGED)):
+        for batch in source.records((NEW, CHANGED), ordered=False):
             self._set(batch[TARGET], batch[VALUE])
         counts.inserted, counts.updated = plan.new, plan.changed
         ttl = self.settings.ttl_seconds
         renew: list[pa.Array | bytes] = [b"EXPIRE"] if ttl else [b"EXISTS"]
-        for batch in source.records((UNCHANGED,)):
+        for batch in source.records((UNCHANGED,), ordered=False):
             keys = batch[TARGET]
             alive = self._execute([*renew, keys, *([str(ttl).encode()] if ttl else [])], len(keys))
             lost = np.flatnonzero(np.array(alive) == 0)  # expired or evicted since: write again
