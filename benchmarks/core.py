@@ -6,7 +6,6 @@ import contextlib
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -124,19 +123,14 @@ def interleaved(runs: dict[str, Callable[[], Any]], repeat: int) -> dict[str, li
     return seconds
 
 
-def peak_rss_mb(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, str]:
-    """Run ``command`` and return its peak resident memory (MB, from the kernel's rusage of that
-    process alone) and its output; a failure raises with the output."""
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return usage.ru_maxrss / 1024, output
+def run_checked(command: list[str], env: dict[str, str] | None = None) -> str:
+    """Run ``command``, return its output; a failure raises with the output's end."""
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode:
+        raise RuntimeError(
+            f"{' '.join(command[:4])} ... failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
+        )
+    return done.stdout
 
 
 def python() -> str:
@@ -160,7 +154,3 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def self_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

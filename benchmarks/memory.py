@@ -1,16 +1,18 @@
 """Peak RSS of each reverse sync at ``size`` and 10 x ``size`` rows: memory must not follow the table.
 
-Each sync runs alone in a child process (``python -m benchmarks.memory``) so that its peak
-resident memory, read from the kernel's rusage of that process, is its own: the model is built
-before, by the parent. Target: the peak at 10 x the rows within 20 % of the peak at 1 x.
+Each sync runs alone in a child process (``python -m benchmarks.memory``) which reports its own
+peak resident memory (``VmHWM`` of /proc/self/status: the high-water mark of the process's own
+address space since its exec; ``ru_maxrss`` would carry the parent's peak over the exec). The
+model is built before, by the parent. Target: the peak at 10 x the rows within 20 % of the peak at 1 x.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from benchmarks.core import Context, Result, environment, human, peak_rss_mb, python
+from benchmarks.core import Context, Result, environment, human, python, run_checked
 from benchmarks.sync_data import build_model, postgres_spec, redis_spec
 
 NAME = "memory"
@@ -25,13 +27,13 @@ def run(ctx: Context) -> list[Result]:
         build_model(warehouse, rows)
         for kind in peaks:
             with environment(ROUNDTRIP_DUCKDB_PATH=str(warehouse)):
-                mb, output = peak_rss_mb(
+                output = run_checked(
                     [python(), "-m", "benchmarks.memory", kind, f"bench_mem_{kind}_{rows}", pg.url(), rd.url()]
                 )
             counts = json.loads(output.strip().splitlines()[-1])
             if counts["inserted"] != rows:
                 raise RuntimeError(f"memory: {kind} sync of {rows} rows inserted {counts}")
-            peaks[kind][rows] = mb
+            peaks[kind][rows] = counts["peak_rss_mb"]
         warehouse.unlink()
     for kind, by_rows in peaks.items():
         small, large = by_rows[ctx.size], by_rows[ctx.size * 10]
@@ -60,7 +62,14 @@ def main() -> None:
     result = run_sync(spec, Endpoints(args.postgres_url, args.redis_url))
     if not result.ok:
         raise SystemExit(f"{args.sync}: {result.status}: {result.error}")
-    print(json.dumps(result.counts.as_dict()))
+    print(json.dumps({**result.counts.as_dict(), "peak_rss_mb": own_peak_rss_mb()}))
+
+
+def own_peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import duckdb
 import psycopg
 
 from benchmarks.core import Context, Result, environment, human, interleaved, timed
-from benchmarks.sync_data import COLUMNS, MODEL, build_model, change_rows, postgres_spec
+from benchmarks.sync_data import COLUMNS, MODEL, build_model, change_rows, forget_state, postgres_spec
 from reverse_etl.engine import Endpoints, run_sync
 from reverse_etl.state import csv_bytes
 
@@ -33,9 +33,7 @@ def reset(url: str, sync: str) -> None:
     """Nothing written yet: no table, no state for the sync."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"drop table if exists {TARGET_TABLE}")
-        if conn.execute("select to_regclass('reverse_etl.sync_rows') is not null").fetchone()[0]:  # type: ignore[index]
-            conn.execute("delete from reverse_etl.sync_rows where sync = %s", (sync,))
-            conn.execute("vacuum reverse_etl.sync_rows")
+    forget_state(url, sync)
 
 
 def sync_once(url: str, sync: str, expect: dict[str, int]) -> None:

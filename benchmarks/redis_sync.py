@@ -18,7 +18,7 @@ import duckdb
 import redis
 
 from benchmarks.core import Context, Result, environment, human, timed
-from benchmarks.sync_data import MODEL, build_model, redis_spec
+from benchmarks.sync_data import MODEL, build_model, forget_state, redis_spec
 from reverse_etl.engine import Endpoints, run_sync
 from reverse_etl.source import json_object
 
@@ -68,8 +68,7 @@ def run(ctx: Context) -> list[Result]:
     with environment(ROUNDTRIP_DUCKDB_PATH=str(warehouse)):
         for _ in range(ctx.repeat):
             client.flushdb()
-            with psycopg_autocommit(pg.url()) as conn:
-                conn.execute("delete from reverse_etl.sync_rows where sync = %s", (sync,))
+            forget_state(pg.url(), sync)
             took, result = timed(
                 lambda: run_sync(redis_spec(sync, "bench:{user_id}", TTL), Endpoints(pg.url(), rd.url()))
             )
@@ -94,13 +93,3 @@ def run(ctx: Context) -> list[Result]:
                f"redis-benchmark -P 64 SET key value EX {TTL}", note="the sync's own command shape",
                details={"redis_benchmark_rps": with_ttl}),
     ]  # fmt: skip
-
-
-def psycopg_autocommit(url: str):  # type: ignore[no-untyped-def]
-    import psycopg
-
-    from reverse_etl.state import ensure_state_schema
-
-    conn = psycopg.connect(url, autocommit=True)
-    ensure_state_schema(conn)
-    return conn

@@ -62,3 +62,15 @@ def redis_spec(name: str, template: str, ttl: int = 86_400) -> SyncSpec:
         destination="redis", target=template, mode="upsert", primary_key=["user_id"], ttl_seconds=ttl
     )
     return SyncSpec(name=name, model="bench_segments", relation=MODEL, settings=settings, target=template)
+
+
+def forget_state(postgres_url: str, sync: str) -> None:
+    """Make the next run of ``sync`` a first run as far as its state goes."""
+    import psycopg
+
+    from reverse_etl.state import ensure_state_schema
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        ensure_state_schema(conn)
+        conn.execute("delete from reverse_etl.sync_rows where sync = %s", (sync,))
+        conn.execute("vacuum reverse_etl.sync_rows")
