@@ -14,7 +14,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -104,6 +104,12 @@ spark: setup  ## the medallion on Spark: bronze -> silver -> gold (SPARK_ARGS="-
 
 medallion-auto: setup  ## Spark above THRESHOLD bronze rows, else loaders + dbt build (THRESHOLD=20000000)
 	$(PY) -m spark_jobs auto $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(AUTO_ARGS)
+
+# BENCH_ARGS, e.g. make bench BENCH_ARGS="--size 10m --only postgres_sync,memory"
+BENCH_ARGS ?=
+bench: setup  ## benchmarks: ratios against baselines run side by side (BENCH_ARGS="--size 1m"); not part of make test
+	@scripts/install-bench-packages
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:  ## remove generated data and dbt output (keeps .venv)
 	rm -rf data target logs dbt_packages

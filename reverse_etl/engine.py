@@ -15,18 +15,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from reverse_etl.counts import SyncCounts
 from reverse_etl.destinations.base import Destination
 from reverse_etl.errors import SyncError, SyncLockedError, TransientSyncError, translate
 from reverse_etl.runs import FAILED, SUCCEEDED, WITH_REJECTS, RunLog, connect, record_failure
-from reverse_etl.source import KEY, REASON, ROW, ROW_KEY, ROWS, TARGET, VALUE, ModelSource, payload_columns
+from reverse_etl.source import (
+    CHANGE,
+    CHANGED,
+    KEY,
+    NEW,
+    REASON,
+    ROW,
+    ROW_KEY,
+    TARGET,
+    VALUE,
+    ModelSource,
+    Plan,
+    payload_columns,
+)
 from reverse_etl.spec import SyncSpec
-from reverse_etl.state import CHANGED, NEW, UNCHANGED, StateStore
+from reverse_etl.state import StateStore
 from roundtrip.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -161,7 +172,10 @@ def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: R
 
 
 def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
-    """One pass over the model, in one transaction; ``dry_run`` rolls it back and writes nothing."""
+    """One pass over the model, in one transaction; ``dry_run`` rolls it back and writes nothing.
+
+    DuckDB reads the sync state and classifies every record in one set-based pass; then the
+    destination gets what its mode needs, the state the fingerprints of what was sent."""
     counts = SyncCounts()
     result.counts = counts
     result.rejections, result.changes, result.deletions = [], [], []
@@ -171,28 +185,27 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
         with ModelSource(spec) as source, connect(endpoints.postgres_url or "", spec.name, autocommit=False) as conn:
             state = StateStore(conn, spec, result.run_id, dry_run=dry_run)
             try:
-                if not dry_run:
-                    destination = open_destination(spec, endpoints, conn, options)
+                source.load_state(endpoints.postgres_url, state.snapshot_query())
+                plan = source.classify()
+                counts.read = plan.rows
                 for batch in source.rejected():
                     counts.read += batch.num_rows
                     counts.rejected += batch.num_rows
-                    state.reject(batch, keep_key=spec.mode == "mirror")
+                    state.reject(batch)
                     _sample_rejections(result, batch, options.sample_size)
-                for batch in source.records():
-                    counts.read += int(pc.sum(batch[ROWS]).as_py())
-                    changes = state.classify(batch)
-                    if destination is None:
-                        counts.add(planned_counts(spec, changes))
-                        _sample_changes(result, spec, batch, changes, options.sample_size)
-                    else:
-                        counts.add(destination.write(batch, changes))
-                        state.remember(changes)
-                if destination is None:
-                    if spec.mode in ("mirror", "replace"):
-                        counts.deleted = state.gone_count()
-                        result.deletions = state.gone_sample(options.sample_size)
+                tracks_gone = spec.mode in ("mirror", "replace")
+                if dry_run:
+                    counts.add(planned_counts(spec, plan))
+                    _sample_changes(result, spec, source, options.sample_size)
+                    if tracks_gone:
+                        counts.deleted = source.gone_count()
+                        result.deletions = _sample_gone(source, options.sample_size)
                     conn.rollback()
                     return
+                gone = state.stage_gone(source.gone()) if tracks_gone else 0
+                destination = open_destination(spec, endpoints, conn, options)
+                counts.add(destination.send(source, plan, gone))
+                state.remember(source.state_rows((NEW,)), source.state_rows((CHANGED,)))
                 counts.add(destination.finish(state))
                 state.prune_rejected()
                 conn.commit()
@@ -209,31 +222,40 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
             destination.close()
 
 
-def planned_counts(spec: SyncSpec, changes: np.ndarray) -> SyncCounts:
+def planned_counts(spec: SyncSpec, plan: Plan) -> SyncCounts:
     """What a run would count, from the sync state alone (dry run)."""
-    new = int((changes == NEW).sum())
     if spec.mode == "insert_only":
-        return SyncCounts(inserted=new, unchanged=len(changes) - new)
-    return SyncCounts(
-        inserted=new, updated=int((changes == CHANGED).sum()), unchanged=int((changes == UNCHANGED).sum())
-    )
+        return SyncCounts(inserted=plan.new, unchanged=plan.changed + plan.unchanged)
+    return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged)
 
 
-def _sample_changes(result: SyncResult, spec: SyncSpec, batch: pa.RecordBatch, changes: np.ndarray, limit: int) -> None:
-    wanted = changes == NEW if spec.mode == "insert_only" else changes != UNCHANGED
-    for i in np.flatnonzero(wanted)[: max(0, limit - len(result.changes))]:
-        columns = payload_columns(batch)
-        if columns:
-            row = {c: batch[c][int(i)].as_py() for c in columns}
-        else:  # redis: the key and its JSON value
-            row = {"key": batch[TARGET][int(i)].as_py(), "value": json.loads(batch[VALUE][int(i)].as_py())}
-        result.changes.append(
-            {
-                "action": "insert" if changes[i] == NEW else "update",
-                "key": json.loads(batch[KEY][int(i)].as_py()),
-                "row": row,
-            }
-        )
+def _sample_changes(result: SyncResult, spec: SyncSpec, source: ModelSource, limit: int) -> None:
+    kinds = (NEW,) if spec.mode == "insert_only" else (NEW, CHANGED)
+    for batch in source.records(kinds):
+        for i in range(min(batch.num_rows, limit - len(result.changes))):
+            columns = payload_columns(batch)
+            if columns:
+                row = {c: batch[c][i].as_py() for c in columns}
+            else:  # redis: the key and its JSON value
+                row = {"key": batch[TARGET][i].as_py(), "value": json.loads(batch[VALUE][i].as_py())}
+            result.changes.append(
+                {
+                    "action": "insert" if batch[CHANGE][i].as_py() == NEW else "update",
+                    "key": json.loads(batch[KEY][i].as_py()),
+                    "row": row,
+                }
+            )
+        if len(result.changes) >= limit:
+            return
+
+
+def _sample_gone(source: ModelSource, limit: int) -> list[Any]:
+    sample: list[Any] = []
+    for batch in source.gone():
+        sample += [json.loads(k) for k in batch.column(0).to_pylist()[: limit - len(sample)]]
+        if len(sample) >= limit:
+            break
+    return sample
 
 
 def _sample_rejections(result: SyncResult, batch: pa.RecordBatch, limit: int) -> None:

@@ -1,7 +1,7 @@
 """Per-sync state in the `reverse_etl` schema of the Postgres at ROUNDTRIP_POSTGRES_URL.
 
 - ``sync_rows``: one fingerprint per record a sync wrote (``row_key`` is the record's identity as
-  JSON). Change detection compares against it, so unchanged records are never sent, and
+  JSON text). Change detection compares against it, so unchanged records are never sent, and
   ``mirror`` deletes exactly the records this sync wrote before and the model no longer has.
 - ``rejected_rows``: rows rejected by a run (NULL or duplicate key), with the reason and the row.
 - ``runs``: the run history (see ``reverse_etl.runs``).
@@ -9,27 +9,33 @@
 
 State changes ride in the run's transaction (the same one as the writes when the destination is
 Postgres): a failed run leaves the state as it was, and the next run resends what it had sent.
-Per batch, keys and fingerprints go to a temporary table by COPY and are compared in one query.
+
+The state is only ever read and written whole-sync and set-based: DuckDB reads a sync's rows
+once per run and classifies the model against them (``reverse_etl.source``); new records' rows
+are COPYed in, changed ones updated by one join, gone ones deleted by one join. So
+``sync_rows`` has no index: a b-tree on random keys cost more to maintain (4 s per million
+new records) than every set-based read of it. Keys stay unique because only the run holding the
+sync's lock writes its rows, and it inserts only keys its snapshot did not have.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from reverse_etl.source import FINGERPRINT, KEY, REASON, ROW, ROW_KEY
+from reverse_etl.source import REASON, ROW, ROW_KEY
 from reverse_etl.spec import SyncSpec
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "reverse_etl"
-UNCHANGED, NEW, CHANGED = 0, 1, 2
 DDL_LOCK = "hashtextextended('reverse_etl:ddl', 0)"
 KEEP_REJECTED_RUNS = 30  # rejected rows are kept for the last runs of each sync
 
@@ -48,11 +54,18 @@ create table if not exists {SCHEMA}.runs (
     error text
 );
 create index if not exists runs_by_sync on {SCHEMA}.runs (sync, run_id desc);
+-- state of the first design (md5 fingerprints as uuid, jsonb keys): nothing in it would match
+do $$ begin
+    if exists (select 1 from pg_attribute where attrelid = to_regclass('{SCHEMA}.sync_rows')
+               and attname = 'fingerprint' and atttypid = 'uuid'::regtype) then
+        raise warning 'reverse_etl: dropping the sync state of an earlier version; each sync resends once';
+        drop table {SCHEMA}.sync_rows;
+    end if;
+end $$;
 create table if not exists {SCHEMA}.sync_rows (
     sync text not null,
-    row_key jsonb not null,
-    fingerprint uuid not null,
-    primary key (sync, row_key)
+    row_key text not null,
+    fingerprint bigint not null
 );
 create table if not exists {SCHEMA}.rejected_rows (
     run_id bigint not null references {SCHEMA}.runs on delete cascade,
@@ -72,10 +85,15 @@ create or replace view {SCHEMA}.latest_runs as
 """
 
 
+CURRENT_STATE = f"""select to_regclass('{SCHEMA}.latest_runs') is not null and exists (
+    select 1 from pg_attribute where attrelid = to_regclass('{SCHEMA}.sync_rows')
+    and attname = 'fingerprint' and atttypid = 'bigint'::regtype)"""
+
+
 def ensure_state_schema(conn: Any) -> None:
     """Create the state tables if needed (serialized: concurrent first runs do not race)."""
-    present = conn.execute(f"select to_regclass('{SCHEMA}.latest_runs') is not null").fetchone()
-    if present and present[0]:  # the DDL's last object: everything is there
+    present = conn.execute(CURRENT_STATE).fetchone()
+    if present and present[0]:  # the DDL's last object and the current state table: all there
         return
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(f"select pg_advisory_xact_lock({DDL_LOCK})")
@@ -99,6 +117,55 @@ def copy_arrow(cur: Any, table: str, columns: list[str], data: pa.Table | pa.Rec
         copy.write(csv_bytes(data))
 
 
+def copy_batches(cur: Any, table: str, columns: list[str], batches: Iterable[pa.RecordBatch]) -> int:
+    """One COPY of every batch into ``table``; returns the rows sent.
+
+    A helper thread reads the next batch (DuckDB) and encodes it as CSV (Arrow) while this one
+    sends the previous one, so Postgres and DuckDB work at the same time; at most two batches
+    are in memory."""
+    rows = 0
+    with cur.copy(f"copy {table} ({', '.join(columns)}) from stdin (format csv)") as copy:
+        for batch in prefetched((b.num_rows, csv_bytes(b)) for b in batches):
+            rows += batch[0]
+            copy.write(batch[1])
+    return rows
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """``items``, computed one ahead in a helper thread (errors re-raised here)."""
+    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slot.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slot.put(_DONE)
+        except BaseException as exc:
+            slot.put(exc)
+
+    worker = threading.Thread(target=produce, name="reverse_etl-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := slot.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 class StateStore:
     """One sync's state, on the run's connection. ``dry_run`` reads it and writes nothing."""
 
@@ -107,80 +174,55 @@ class StateStore:
         self.sync = spec.name
         self.run_id = run_id
         self.dry_run = dry_run
-        self.track_seen = spec.mode in ("mirror", "replace")  # only they look for records gone
         self.rows_table = f"{SCHEMA}.sync_rows"
-        with conn.cursor() as cur:
-            if dry_run and not state_schema_exists(conn):  # nothing recorded yet: compare with nothing
-                cur.execute(
-                    "create temp table _rt_sync_rows (sync text, row_key jsonb, fingerprint uuid) on commit drop"
-                )
-                self.rows_table = "_rt_sync_rows"
-            cur.execute("create temp table _rt_batch (ord integer, row_key jsonb, fingerprint uuid) on commit drop")
-            cur.execute("create temp table _rt_seen (row_key jsonb primary key) on commit drop")
+        self.recorded = state_schema_exists(conn)
 
-    # ---------------------------------------------------------------- records
+    def snapshot_query(self) -> str | None:
+        """What DuckDB reads as this sync's state (None: nothing was ever recorded)."""
+        if not self.recorded:
+            return None
+        sync = self.sync.replace("'", "''")
+        return f"select row_key, fingerprint from {self.rows_table} where sync = '{sync}'"
 
-    def classify(self, batch: pa.RecordBatch) -> np.ndarray:
-        """Per record: NEW (never written by this sync), CHANGED (fingerprint differs) or UNCHANGED.
-
-        For ``mirror`` and ``replace`` the batch's keys are also remembered as seen in this run."""
-        changes = np.zeros(batch.num_rows, dtype=np.int8)
-        data = pa.table(
-            {"ord": pa.array(np.arange(batch.num_rows, dtype=np.int32)), "k": batch[KEY], "f": batch[FINGERPRINT]}
-        )
-        with self.conn.cursor() as cur:
-            cur.execute("truncate _rt_batch")
-            copy_arrow(cur, "_rt_batch", ["ord", "row_key", "fingerprint"], data)
-            cur.execute("analyze _rt_batch")  # temp tables get no autovacuum: without stats the joins go quadratic
-            if self.track_seen:
-                cur.execute("insert into _rt_seen select row_key from _rt_batch on conflict do nothing")
-            cur.execute(
-                f"""select b.ord, s.fingerprint is null
-                    from _rt_batch b
-                    left join {self.rows_table} s on s.sync = %s and s.row_key = b.row_key
-                    where s.fingerprint is distinct from b.fingerprint""",
-                (self.sync,),
-            )
-            for ord_, is_new in cur:
-                changes[ord_] = NEW if is_new else CHANGED
-        return changes
-
-    def remember(self, changes: np.ndarray) -> None:
-        """After the current batch was written: store the fingerprints of its new and changed records."""
-        changed = np.flatnonzero(changes != UNCHANGED)
-        if self.dry_run or not len(changed):
+    def remember(self, new: Iterable[pa.RecordBatch], changed: Iterable[pa.RecordBatch]) -> None:
+        """After the writes: record the fingerprints of the new records (COPY) and of the
+        changed ones (COPY to a temporary table, then one update)."""
+        if self.dry_run:
             return
-        self.conn.execute(
-            f"""insert into {self.rows_table} (sync, row_key, fingerprint)
-                select %s, row_key, fingerprint from _rt_batch where ord = any(%s)
-                on conflict (sync, row_key) do update set fingerprint = excluded.fingerprint""",
-            (self.sync, changed.tolist()),
-        )
+        sync = pa.scalar(self.sync)
+        with self.conn.cursor() as cur:
+            # new keys: straight into the state (the snapshot had none of them)
+            copy_batches(
+                cur,
+                self.rows_table,
+                ["sync", "row_key", "fingerprint"],
+                (b.add_column(0, "sync", pa.repeat(sync, b.num_rows)) for b in new),
+            )
+            cur.execute("create temp table _rt_changed (row_key text, fingerprint bigint) on commit drop")
+            if copy_batches(cur, "_rt_changed", ["row_key", "fingerprint"], changed):
+                cur.execute("analyze _rt_changed")  # temp tables get no autovacuum: without stats, bad joins
+                cur.execute(
+                    f"""update {self.rows_table} s set fingerprint = c.fingerprint from _rt_changed c
+                        where s.sync = %s and s.row_key = c.row_key""",
+                    (self.sync,),
+                )
 
     # ---------------------------------------------------------------- rejected rows
 
-    def reject(self, batch: pa.RecordBatch, keep_key: bool) -> None:
-        """Keep rejected rows where users can query them; with ``keep_key`` their (non-NULL)
-        keys count as seen, so ``mirror`` does not delete what was written for them before."""
+    def reject(self, batch: pa.RecordBatch) -> None:
+        """Keep rejected rows where users can query them."""
+        if self.dry_run:
+            return
+        data = pa.table(
+            {
+                "run_id": pa.array([self.run_id] * batch.num_rows, pa.int64()),
+                "sync": pa.array([self.sync] * batch.num_rows, pa.string()),
+                "row_key": batch[ROW_KEY],
+                "reason": batch[REASON],
+                "row_data": batch[ROW],
+            }
+        )
         with self.conn.cursor() as cur:
-            if keep_key:
-                seen = batch.select([KEY]).filter(pc.is_valid(batch[KEY]))
-                if seen.num_rows:
-                    cur.execute("create temp table if not exists _rt_rejected_keys (row_key jsonb) on commit drop")
-                    cur.execute("truncate _rt_rejected_keys")
-                    copy_arrow(cur, "_rt_rejected_keys", ["row_key"], seen)
-                    cur.execute("insert into _rt_seen select row_key from _rt_rejected_keys on conflict do nothing")
-            if self.dry_run:
-                return
-            data = pa.table(
-                {
-                    "run_id": pa.array([self.run_id] * batch.num_rows, pa.int64()),
-                    "sync": pa.array([self.sync] * batch.num_rows, pa.string()),
-                    "row_key": batch[ROW_KEY],
-                    "reason": batch[REASON],
-                    "row_data": batch[ROW],
-                }
-            )
             copy_arrow(cur, f"{SCHEMA}.rejected_rows", list(data.schema.names), data)
 
     def prune_rejected(self) -> None:
@@ -194,37 +236,33 @@ class StateStore:
 
     # ---------------------------------------------------------------- gone records
 
-    GONE = "from {rows} s where s.sync = %s and not exists (select 1 from _rt_seen n where n.row_key = s.row_key)"
+    def stage_gone(self, keys: Iterable[pa.RecordBatch]) -> int:
+        """The keys of the records gone from the model (DuckDB found them) into ``_rt_gone``."""
+        with self.conn.cursor() as cur:
+            cur.execute("create temp table _rt_gone (row_key text) on commit drop")
+            staged = copy_batches(cur, "_rt_gone", ["row_key"], keys)
+            cur.execute("analyze _rt_gone")
+        return staged
 
-    def gone_count(self) -> int:
-        row = self.conn.execute(f"select count(*) {self.GONE.format(rows=self.rows_table)}", (self.sync,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def gone_sample(self, limit: int) -> list[Any]:
-        query = f"select s.row_key {self.GONE.format(rows=self.rows_table)} order by s.row_key limit {int(limit)}"
-        return [r[0] for r in self.conn.execute(query, (self.sync,))]
-
-    def gone_keys_cte(self) -> str:
-        """A data-modifying CTE ``gone(row_key)`` that forgets the gone records (parameter: sync)."""
-        return f"gone as (delete {self.GONE.format(rows=self.rows_table)} returning s.row_key)"
-
-    def iter_gone(self, size: int) -> Any:
-        """The gone records' keys, ``size`` at a time (server-side cursor: bounded memory)."""
+    def iter_gone(self, size: int) -> Iterator[list[str]]:
+        """The staged gone keys, ``size`` at a time (server-side cursor: bounded memory)."""
         with self.conn.cursor(name="rt_gone") as cur:
-            cur.execute(f"select s.row_key {self.GONE.format(rows=self.rows_table)}", (self.sync,))
+            cur.execute("select row_key from _rt_gone order by row_key")
             while rows := cur.fetchmany(size):
                 yield [r[0] for r in rows]
 
     def forget_gone(self) -> int:
-        if self.dry_run:
-            return self.gone_count()
-        cur = self.conn.execute(f"delete {self.GONE.format(rows=self.rows_table)}", (self.sync,))
+        """Forget the staged gone records; returns how many the state had."""
+        cur = self.conn.execute(
+            f"delete from {self.rows_table} s using _rt_gone g where s.sync = %s and s.row_key = g.row_key",
+            (self.sync,),
+        )
         return cur.rowcount
 
     # ---------------------------------------------------------------- replace: refreshes owed
 
     def pending_refresh(self) -> list[str]:
-        if self.rows_table != f"{SCHEMA}.sync_rows":
+        if not self.recorded:
             return []
         row = self.conn.execute(
             f"select models from {SCHEMA}.pending_refreshes where sync = %s", (self.sync,)

@@ -25,13 +25,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from roundtrip.bigquery_emulator import DEFAULT_PROJECT, BigQueryEmulator
+from roundtrip.bigquery_emulator import bigquery_emulator as start_bigquery_emulator
 from roundtrip.services import free_port, hand_to_unprivileged, run_unprivileged, spawn, stop_process, wait_for_port
 
-BIGQUERY_PROJECT = "roundtrip-test"
+BIGQUERY_PROJECT = DEFAULT_PROJECT
 
 
 def _start(cmd: list[str], env: dict[str, str], ports: list[int], log: Path, timeout: float = 60.0) -> subprocess.Popen:  # type: ignore[type-arg]
@@ -42,78 +43,11 @@ def _start(cmd: list[str], env: dict[str, str], ports: list[int], log: Path, tim
     return proc
 
 
-@dataclass(frozen=True)
-class BigQueryEmulator:
-    rest_url: str
-    grpc_endpoint: str
-    project: str
-    gcs_root: Path  # where the emulator writes gs://bucket/... (extract jobs, EXPORT DATA)
-
-    def env(self) -> dict[str, str]:
-        """What loaders.warehouse.bigquery.BigQuerySettings.from_env reads."""
-        return {
-            "ROUNDTRIP_BQ_PROJECT": self.project,
-            "ROUNDTRIP_BQ_API_ENDPOINT": self.rest_url,
-            "ROUNDTRIP_BQ_STORAGE_ENDPOINT": self.grpc_endpoint,
-        }
-
-    def dbt_env(self, dataset: str) -> dict[str, str]:
-        """dbt's ``bigquery`` target (profiles/profiles.yml): oauth-secrets with a dummy token."""
-        return {
-            **self.env(),
-            "ROUNDTRIP_BQ_METHOD": "oauth-secrets",
-            "ROUNDTRIP_BQ_TOKEN": "emulator-token",
-            "ROUNDTRIP_BQ_DATASET": dataset,
-            "ROUNDTRIP_BQ_LOCATION": "US",
-        }
-
-    def client(self) -> Any:
-        """A google-cloud-bigquery client on the emulator."""
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import bigquery
-
-        return bigquery.Client(
-            project=self.project,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options=ClientOptions(api_endpoint=self.rest_url),
-        )
-
-
 @pytest.fixture(scope="session")
 def bigquery_emulator() -> Iterator[BigQueryEmulator]:
-    """bqemulator in its own process. It loads DuckDB's spatial extension from ``$HOME``, which
-    cannot be downloaded here: install it from the ``duckdb-extension-spatial`` wheel into a
-    private HOME first."""
-    import duckdb
-    from duckdb_extensions import import_extension
-
-    with tempfile.TemporaryDirectory(prefix="bqemu-") as folder:
-        home, gcs_root = Path(folder) / "home", Path(folder) / "gcs"
-        home.mkdir()
-        gcs_root.mkdir()
-        con = duckdb.connect(config={"extension_directory": str(home / ".duckdb" / "extensions")})
-        import_extension("spatial", con=con)
-        con.close()
-        rest, grpc = free_port(), free_port()
-        env = {**os.environ, "HOME": str(home), "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)}
-        cmd = [
-            str(Path(sys.executable).with_name("bqemulator")),
-            "start",
-            "--rest-port",
-            str(rest),
-            "--grpc-port",
-            str(grpc),
-            "--project",
-            BIGQUERY_PROJECT,
-            "--log-level",
-            "warning",
-        ]
-        proc = _start(cmd, env, [rest, grpc], Path(folder) / "bqemulator.log")
-        try:
-            yield BigQueryEmulator(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", BIGQUERY_PROJECT, gcs_root)
-        finally:
-            stop_process(proc, signal.SIGTERM)
+    """bqemulator in its own process (roundtrip.bigquery_emulator, shared with the benchmarks)."""
+    with start_bigquery_emulator(BIGQUERY_PROJECT) as emulator:
+        yield emulator
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,26 @@
 """The interface every destination implements.
 
-The engine streams record batches; for each it has asked the sync state which records are
-NEW, CHANGED or UNCHANGED (``reverse_etl.state``). A destination sends what its mode needs and
-returns exact counts of what happened on its side.
+DuckDB has classified every record of the model as NEW, CHANGED or UNCHANGED against the sync
+state (``reverse_etl.source``). A destination pulls the records its mode needs from the source,
+sends them, and returns exact counts of what happened on its side.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
-import pyarrow as pa
-
 from reverse_etl.counts import SyncCounts
+from reverse_etl.source import ModelSource, Plan
 from reverse_etl.state import StateStore
 
 
 class Destination(Protocol):
-    def write(self, batch: pa.RecordBatch, changes: np.ndarray) -> SyncCounts:
-        """Send the records of ``batch`` that the mode needs; count inserted / updated / unchanged."""
+    def send(self, source: ModelSource, plan: Plan, gone: int) -> SyncCounts:
+        """Write what the mode needs (``gone``: records of the state the model no longer has);
+        count inserted / updated / unchanged."""
 
     def finish(self, state: StateStore) -> SyncCounts:
-        """After the last batch, before the commit: ``mirror`` deletes, ``replace`` swaps."""
+        """After the state is updated, before the commit: ``mirror`` deletes, ``replace`` swaps."""
 
     def after_commit(self) -> list[str]:
         """Work that must follow the commit: refreshing serving models (their names)."""

@@ -1,7 +1,8 @@
-"""Postgres destination: COPY into a staging table, then one set-based statement per batch.
+"""Postgres destination: COPY into a staging table, then one set-based statement per run.
 
 Everything, including the sync state, happens in the run's one transaction: a failed or killed
-run leaves the table as it was. Only records that changed since the last run are staged.
+run leaves the table as it was. Only records that changed since the last run leave DuckDB; a
+table the run itself created (nobody else can see it yet) gets them by COPY, without staging.
 
 - ``upsert`` / ``mirror``: ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE`` the row really
   differs (``IS DISTINCT FROM``); ``RETURNING (xmax = 0)`` tells inserts from updates, so the
@@ -20,17 +21,16 @@ run leaves the table as it was. Only records that changed since the last run are
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from reverse_etl.counts import SyncCounts
 from reverse_etl.errors import SyncError
-from reverse_etl.source import payload_columns
+from reverse_etl.source import CHANGED, NEW, ModelSource, Plan, payload_columns
 from reverse_etl.spec import SyncSpec
-from reverse_etl.state import CHANGED, DDL_LOCK, NEW, UNCHANGED, StateStore, copy_arrow
+from reverse_etl.state import DDL_LOCK, StateStore, copy_batches
 
 log = logging.getLogger(__name__)
 
@@ -77,35 +77,46 @@ class PostgresDestination:
         self.relation = f"{quote(schema)}.{quote(table)}"
         self.columns: list[str] | None = None
         self.changed = 0  # replace: records new or changed since the last run
+        self.gone = 0  # replace: records of the last run the model no longer has
         self.created = False  # the table did not exist before this run
         self.refresh_due: list[str] = []
 
     # ---------------------------------------------------------------- table
 
-    def _prepare(self, batch: pa.RecordBatch) -> None:
+    def _prepare(self, schema: pa.Schema) -> None:
         """Create the table if it does not exist; otherwise check it can take the rows."""
-        columns = payload_columns(batch)
+        columns = payload_columns(schema)
         track = self.settings.track_changes
-        keys = self.settings.primary_key
+        exists = "select to_regclass(%s) is not null"
         with self.conn.cursor() as cur:
-            exists = cur.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
-            if not (exists and exists[0]):
+            if not cur.execute(exists, (self.relation,)).fetchone()[0]:  # type: ignore[index]
                 cur.execute(f"select pg_advisory_xact_lock({DDL_LOCK})")  # concurrent first runs: one creates
+                # (a run that waited here finds the table the other one committed)
+                self.created = not cur.execute(exists, (self.relation,)).fetchone()[0]  # type: ignore[index]
+            if self.created:
                 cur.execute(f"create schema if not exists {quote(self.schema)}")
-                types = {f.name: pg_type(f.type) for f in batch.schema if f.name in columns}
+                types = {f.name: pg_type(f.type) for f in schema if f.name in columns}
                 defs = [f"{quote(c)} {types[c]}" for c in columns]
                 if track:
                     defs += [f"{quote(track.previous)} {types[track.column]}", f"{quote(track.changed_at)} timestamptz"]
-                pk = ", ".join(quote(k) for k in keys)
-                cur.execute(f"create table if not exists {self.relation} ({', '.join(defs)}, primary key ({pk}))")
-                self.created = True
+                # the primary key comes after the first COPY (send): one sorted index build is
+                # cheaper than a million index insertions
+                cur.execute(f"create table {self.relation} ({', '.join(defs)})")
                 log.info("sync %s: created table %s", self.spec.name, self.spec.target)
-            self._check_table(cur, columns)
+                if self.settings.mode == "replace":
+                    self._add_primary_key(cur)
+            else:
+                self._check_table(cur, columns)
             cols = ", ".join(quote(c) for c in columns)
             stage = "_rt_replace" if self.settings.mode == "replace" else "_rt_stage"
             # typed like the destination, without its constraints or defaults
             cur.execute(f"create temp table {stage} on commit drop as select {cols} from {self.relation} limit 0")
         self.columns = columns
+
+    def _add_primary_key(self, cur: Any) -> None:
+        cur.execute(
+            f"alter table {self.relation} add primary key ({', '.join(quote(k) for k in self.settings.primary_key)})"
+        )
 
     def _check_table(self, cur: Any, columns: list[str]) -> None:
         track = self.settings.track_changes
@@ -141,25 +152,53 @@ class PostgresDestination:
 
     # ---------------------------------------------------------------- batches
 
-    def write(self, batch: pa.RecordBatch, changes: np.ndarray) -> SyncCounts:
-        if self.columns is None:
-            self._prepare(batch)
-        assert self.columns is not None
+    def send(self, source: ModelSource, plan: Plan, gone: int) -> SyncCounts:
         mode = self.settings.mode
+        self.gone = gone
+        if plan.new + plan.changed + plan.unchanged == 0:
+            return SyncCounts()  # an empty model creates nothing (replace: see finish)
+        self._prepare(source.arrow_schema())
         if mode == "replace":
-            return self._stage_for_replace(batch, changes)
-        send = changes == NEW if mode == "insert_only" else changes != UNCHANGED
-        counts = SyncCounts(unchanged=int((~send).sum()))
-        if not send.any():
-            return counts
-        rows = batch.select(self.columns).filter(pa.array(send))
+            return self._stage_for_replace(source, plan, gone)
+        kinds = (NEW,) if mode == "insert_only" else (NEW, CHANGED)
+        to_send = plan.new if mode == "insert_only" else plan.sent
+        counts = SyncCounts(unchanged=plan.new + plan.changed + plan.unchanged - to_send)
+        columns = [quote(c) for c in self.columns or []]
         with self.conn.cursor() as cur:
-            cur.execute("truncate _rt_stage")
-            copy_arrow(cur, "_rt_stage", [quote(c) for c in self.columns], rows)
-            inserted, updated = self._apply(cur)
-        counts.inserted, counts.updated = inserted, updated
-        counts.unchanged += rows.num_rows - inserted - updated  # sent, but the row was already so
+            if self.created:  # only this transaction sees the table: no conflicts to resolve
+                track = self.settings.track_changes
+                if track:
+                    columns += [quote(track.previous), quote(track.changed_at)]
+                if to_send:
+                    counts.inserted = copy_batches(
+                        cur, self.relation, columns, self._payload(source.records(kinds, ordered=False))
+                    )
+                self._add_primary_key(cur)
+                return counts
+            if not to_send:
+                return counts
+            copy_batches(cur, "_rt_stage", columns, self._payload(source.records(kinds, ordered=False)))
+            cur.execute("analyze _rt_stage")
+            counts.inserted, counts.updated = self._apply(cur)
+        counts.unchanged += to_send - counts.inserted - counts.updated  # sent, but the row was already so
         return counts
+
+    def _payload(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The destination's columns of each batch (a created table: with track_changes' own)."""
+        track = self.settings.track_changes if self.created else None
+        # what now() says in this transaction; read before the COPY starts (batches come later)
+        now = self.conn.execute("select now()").fetchone()[0] if track else None
+        return self._select(batches, track, now)
+
+    def _select(self, batches: Iterator[pa.RecordBatch], track: Any, now: Any) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            rows = batch.select(self.columns or [])
+            if track:
+                kind = rows.schema.field(track.column).type
+                rows = rows.append_column(track.previous, pa.nulls(rows.num_rows, kind))
+                stamp = pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), rows.num_rows)
+                rows = rows.append_column(track.changed_at, stamp)
+            yield rows
 
     def _apply(self, cur: Any) -> tuple[int, int]:
         """One set-based statement from _rt_stage into the table: (inserted, updated)."""
@@ -206,15 +245,16 @@ class PostgresDestination:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def _stage_for_replace(self, batch: pa.RecordBatch, changes: np.ndarray) -> SyncCounts:
-        with self.conn.cursor() as cur:
-            copy_arrow(cur, "_rt_replace", [quote(c) for c in self.columns or []], batch.select(self.columns or []))
-        self.changed += int((changes != UNCHANGED).sum())
-        return SyncCounts(
-            inserted=int((changes == NEW).sum()),
-            updated=int((changes == CHANGED).sum()),
-            unchanged=int((changes == UNCHANGED).sum()),
-        )
+    def _stage_for_replace(self, source: ModelSource, plan: Plan, gone: int) -> SyncCounts:
+        """Every record to ``_rt_replace``, when a swap will follow (something changed)."""
+        self.changed = plan.sent
+        if plan.sent or gone or self.created:
+            with self.conn.cursor() as cur:
+                columns = [quote(c) for c in self.columns or []]
+                copy_batches(
+                    cur, "_rt_replace", columns, (b.select(self.columns or []) for b in source.records(ordered=False))
+                )
+        return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged)
 
     # ---------------------------------------------------------------- end of run
 
@@ -224,7 +264,7 @@ class PostgresDestination:
             return SyncCounts(deleted=self._delete_gone(state))
         if mode != "replace":
             return SyncCounts()
-        deleted = state.forget_gone()
+        deleted = state.forget_gone() if self.gone else 0
         pending = state.pending_refresh()
         if self.columns is None:  # the model is empty: replace with nothing
             self._prepare_empty()
@@ -256,23 +296,23 @@ class PostgresDestination:
         log.info("sync %s: replaced the rows of %s", self.spec.name, self.spec.target)
 
     def _delete_gone(self, state: StateStore) -> int:
-        """Delete rows this sync wrote before and the model no longer has, forgetting them."""
-        if self.columns is None:
-            exists = self.conn.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
-            if not (exists and exists[0]):
-                return state.forget_gone()
+        """Delete rows this sync wrote before and the model no longer has (staged in ``_rt_gone``
+        by the engine), forgetting them. Returns the rows really deleted."""
+        exists = self.conn.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
+        if not (exists and exists[0]):
+            state.forget_gone()
+            return 0
         keys = self.settings.primary_key
         match = " and ".join(f"t.{quote(k)} = k.{quote(k)}" for k in keys)
         row = self.conn.execute(
-            f"""with {state.gone_keys_cte()},
-                removed as (
+            f"""with removed as (
                     delete from {self.relation} t
-                    using (select (jsonb_populate_record(null::{self.relation}, row_key)).* from gone) k
+                    using (select (jsonb_populate_record(null::{self.relation}, row_key::jsonb)).* from _rt_gone) k
                     where {match}
                     returning 1)
-                select count(*) from removed""",
-            (state.sync,),
+                select count(*) from removed"""
         ).fetchone()
+        state.forget_gone()
         return int(row[0]) if row else 0
 
     def after_commit(self) -> list[str]:

@@ -56,6 +56,13 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
         ({"user_id": None}, "NULL in key column(s): user_id", "nobody@example.com"),
     ]
 
+    # the run created the table: rows by COPY, then its primary key on the declared key
+    primary_key = harness.sql(
+        """select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+           where i.indrelid = 'crm.segments'::regclass and i.indisprimary"""
+    )
+    assert primary_key == [("user_id",)]
+
     before = row_versions(harness, "crm.segments", "user_id")
     second = harness.run("crm_segments")
     assert counts(second) == {"read": 5, "inserted": 0, "updated": 0, "unchanged": 2, "deleted": 0, "rejected": 3}
@@ -140,7 +147,7 @@ def test_mirror_deletes_only_rows_it_wrote(harness: Harness) -> None:
         (9, "z", "written by the app"),
     ]
     keys = harness.sql(
-        "select row_key->>'shop_id', row_key->>'sku' from reverse_etl.sync_rows where sync = 'shop_things'"
+        "select row_key::jsonb->>'shop_id', row_key::jsonb->>'sku' from reverse_etl.sync_rows where sync = 'shop_things'"
     )
     assert sorted(keys) == [("1", "a"), ("2", "b"), ("3", "a")]
     harness.model("things", f"select * from (values (1, 'a', 'A', 1.5), (3, 'a', 'E', 5.5)) {THINGS}")

@@ -1,0 +1,125 @@
+"""Postgres sync: reverse_etl's upsert against a plain COPY and the original service's executemany.
+
+Per repetition, on the same model rows and the same server, interleaved:
+- reverse_etl's first sync (the table does not exist: the run creates it and COPYs into it);
+- the baseline COPY: the same rows read from DuckDB as Arrow, written as CSV by one COPY into an
+  unlogged table without indexes (the fastest plain way in);
+- a re-sync after 1 % of the rows changed (compared with the first sync's time);
+- an upsert where every row changed (the table exists: staging + INSERT ... ON CONFLICT).
+Once per run: psycopg ``executemany`` of ``INSERT ... ON CONFLICT`` in batches of 1000, the
+original service's way (capped at EXECUTEMANY_ROWS rows: it is a rate, and slow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import psycopg
+
+from benchmarks.core import Context, Result, environment, human, interleaved, timed
+from benchmarks.sync_data import COLUMNS, MODEL, build_model, change_rows, forget_state, postgres_spec
+from reverse_etl.engine import Endpoints, run_sync
+from reverse_etl.state import csv_bytes
+
+NAME = "postgres_sync"
+EXECUTEMANY_ROWS = 200_000
+TARGET_TABLE = "crm.bench_segments"
+TABLE_DDL = """(user_id bigint, email text, display_name text, segment text, lifetime_value numeric(18, 2),
+                order_count bigint, last_order_at timestamp, engagement_score double precision)"""
+
+
+def reset(url: str, sync: str) -> None:
+    """Nothing written yet: no table, no state for the sync."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"drop table if exists {TARGET_TABLE}")
+    forget_state(url, sync)
+
+
+def sync_once(url: str, sync: str, expect: dict[str, int]) -> None:
+    result = run_sync(postgres_spec(sync, TARGET_TABLE), Endpoints(postgres_url=url))
+    got = {k: v for k, v in result.counts.as_dict().items() if k in expect}
+    if not result.ok or got != expect:
+        raise RuntimeError(f"sync {sync}: {result.status} {result.error or ''} counts {got}, expected {expect}")
+
+
+def copy_baseline(url: str, warehouse: Path) -> int:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = 0
+    try:
+        reader = con.execute(f"select {COLUMNS} from {MODEL}").to_arrow_reader(50_000)
+        with psycopg.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("drop table if exists bench_copy")
+            cur.execute(f"create unlogged table bench_copy {TABLE_DDL}")
+            with cur.copy("copy bench_copy from stdin (format csv)") as copy:
+                for batch in reader:
+                    rows += batch.num_rows
+                    copy.write(csv_bytes(batch))
+            conn.commit()
+    finally:
+        con.close()
+    return rows
+
+
+def executemany_baseline(url: str, warehouse: Path, limit: int) -> int:
+    """The original service: rows as Python tuples, 1000 per executemany of an upsert."""
+    names = [c.strip() for c in COLUMNS.split(",")]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names[1:])
+    statement = (
+        f"insert into bench_executemany ({', '.join(names)}) values ({', '.join(['%s'] * len(names))}) "
+        f"on conflict (user_id) do update set {updates}"
+    )
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = 0
+    try:
+        source = con.execute(f"select {COLUMNS} from {MODEL} order by user_id limit {limit}")
+        with psycopg.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("drop table if exists bench_executemany")
+            cur.execute(f"create table bench_executemany {TABLE_DDL[:-1]}, primary key (user_id))")
+            while batch := source.fetchmany(1000):
+                cur.executemany(statement, batch)
+                rows += len(batch)
+            conn.commit()
+    finally:
+        con.close()
+    return rows
+
+
+def run(ctx: Context) -> list[Result]:
+    n = ctx.size
+    url = ctx.postgres().url()
+    warehouse = ctx.path(NAME) / "warehouse.duckdb"
+    build_model(warehouse, n)
+    sync = "bench_postgres"
+    changed = -(-n // 100)  # user_id % 100 = 0 for ids 1..n, rounded as DuckDB counts them
+    with environment(ROUNDTRIP_DUCKDB_PATH=str(warehouse)):
+
+        def first() -> None:
+            reset(url, sync)
+            sync_once(url, sync, {"inserted": n, "updated": 0})
+
+        seconds: dict[str, list[float]] = {"first": [], "copy": [], "resync": [], "update_all": []}
+        for _ in range(ctx.repeat):
+            for name, secs in interleaved({"first": first, "copy": lambda: copy_baseline(url, warehouse)}, 1).items():
+                seconds[name] += secs
+            changed = change_rows(warehouse, 100)
+            seconds["resync"].append(timed(lambda: sync_once(url, sync, {"inserted": 0, "updated": changed}))[0])  # noqa: B023
+            change_rows(warehouse, 1, "engagement_score")
+            seconds["update_all"].append(timed(lambda: sync_once(url, sync, {"inserted": 0, "updated": n}))[0])
+        limit = min(n, EXECUTEMANY_ROWS)
+        executemany_seconds, _ = timed(lambda: executemany_baseline(url, warehouse, limit))
+
+    best = {k: min(v) for k, v in seconds.items()}
+    details = {"seconds": seconds, "rows": n}
+    copy_rate = n / best["copy"]
+    return [
+        Result(NAME, f"rows/s, first sync of {human(n)} rows", n / best["first"], "rows/s", copy_rate,
+               "COPY into an unlogged table", ">= 0.5", details=details),
+        Result(NAME, f"rows/s, first sync of {human(n)} rows", n / best["first"], "rows/s", limit / executemany_seconds,
+               f"executemany upsert, batches of 1000 ({human(limit)} rows)",
+               details={"executemany_seconds": executemany_seconds, "rows": limit}),
+        Result(NAME, f"rows/s, upsert of {human(n)} rows all changed", n / best["update_all"], "rows/s", copy_rate,
+               "COPY into an unlogged table", ">= 0.5"),
+        Result("postgres_resync", f"seconds, re-sync with 1 % changed ({human(changed)} rows)", best["resync"], "s",
+               best["first"], "the first (full) sync", "<= 0.05"),
+    ]  # fmt: skip
