@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync
+from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
 from reverse_etl.spec import load_specs, select
 from roundtrip.cli_support import configure_logging, console, err_console, print_table, run_cli
 from roundtrip.services import POSTGRES_URL_ENV, REDIS_URL_ENV
@@ -61,7 +61,7 @@ def run(
     configure_logging(debug)
     endpoints = endpoints_from_env()
     options = RunOptions(dry_run=dry_run)
-    results = [run_sync(spec, endpoints, options) for spec in select(load_specs(), sync)]
+    results = run_syncs(select(load_specs(), sync), endpoints, options)
     if as_json:
         for r in results:
             print(json.dumps(r.as_dict() | _details(r), default=str))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,9 @@ class RunOptions:
     dry_run: bool = False
     sample_size: int = 5  # dry run: changes, deletions and rejections shown
     dbt_project_dir: Path = PROJECT_ROOT  # where the serving models live (replace)
+    # set by run_syncs: replace syncs note here the serving models they leave due (sync -> models)
+    # instead of refreshing them at once, so that one dbt run refreshes them all at the end
+    deferred_refresh: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -124,6 +127,38 @@ def run_sync(spec: SyncSpec, endpoints: Endpoints, options: RunOptions | None = 
     return result
 
 
+def run_syncs(specs: list[SyncSpec], endpoints: Endpoints, options: RunOptions | None = None) -> list[SyncResult]:
+    """Run ``specs`` one after the other. The serving models that the replace syncs leave due
+    are refreshed by one dbt run after the last sync rather than one per sync; a failed refresh
+    fails each sync that was waiting for it (its writes stay committed, its debt is kept, and
+    the next run pays it)."""
+    options = options or RunOptions()
+    if options.dry_run or sum(spec.mode == "replace" for spec in specs) < 2:
+        return [run_sync(spec, endpoints, options) for spec in specs]
+    deferred: dict[str, list[str]] = {}
+    results = [run_sync(spec, endpoints, replace(options, deferred_refresh=deferred)) for spec in specs]
+    waiting = [r for r in results if r.ok and deferred.get(r.spec.name)]
+    if waiting:
+        from reverse_etl.refresh import refresh_together
+
+        url = endpoints.postgres_url or ""
+        started = time.perf_counter()
+        try:
+            refreshed = refresh_together(
+                [(r.spec, deferred[r.spec.name]) for r in waiting], url, options.dbt_project_dir
+            )
+        except SyncError as exc:
+            for r in waiting:
+                r.status, r.error = FAILED, str(exc)
+                if r.run_id is not None:
+                    record_failure(url, r.spec, r.run_id, str(exc), r.counts)
+        else:
+            for r in waiting:
+                r.refreshed = refreshed[r.spec.name]
+        log.info("serving models refreshed for %d syncs in %.2fs", len(waiting), time.perf_counter() - started)
+    return results
+
+
 def _run_with_retries(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
     retry = spec.settings.retry
 
@@ -156,6 +191,9 @@ def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: R
         from reverse_etl.destinations.postgres import PostgresDestination
         from reverse_etl.refresh import refresh_serving_models
 
+        deferred = options.deferred_refresh
+        if deferred is not None:
+            return PostgresDestination(spec, conn, partial(_defer_refresh, deferred, spec.name))
         refresh = partial(
             refresh_serving_models, spec, postgres_url=endpoints.postgres_url or "", project_dir=options.dbt_project_dir
         )
@@ -169,6 +207,11 @@ def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: R
     client = redis.Redis.from_url(endpoints.redis_url)
     client.ping()
     return RedisDestination(spec, client)
+
+
+def _defer_refresh(deferred: dict[str, list[str]], sync: str, names: list[str]) -> list[str]:
+    deferred[sync] = names  # the debt is in the state already; run_syncs pays it
+    return []
 
 
 def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:

@@ -38,18 +38,29 @@ def ready_models(conn: object, spec: SyncSpec, names: list[str]) -> list[str]:
 
 
 def refresh_serving_models(spec: SyncSpec, names: list[str], postgres_url: str, project_dir: Path) -> list[str]:
-    """Run ``dbt run --select <models>`` on the postgres target; clear the sync's debt after."""
+    """Refresh one sync's due serving models; see ``refresh_together``."""
+    return refresh_together([(spec, names)], postgres_url, project_dir)[spec.name]
+
+
+def refresh_together(
+    due: list[tuple[SyncSpec, list[str]]], postgres_url: str, project_dir: Path
+) -> dict[str, list[str]]:
+    """Run one ``dbt run --select <models>`` on the postgres target for every sync in ``due``
+    (each with the models it left due) and clear their debts after. One dbt run for several
+    replace syncs saves dbt's start and parse (~5 s) per sync. Returns each sync's refreshed models."""
     from roundtrip.dbt import run_dbt
     from roundtrip.services import PostgresEndpoint
 
-    with connect(postgres_url, spec.name, autocommit=True) as conn:
-        ready = ready_models(conn, spec, names)
-        if ready:
+    syncs = ", ".join(spec.name for spec, _ in due)
+    with connect(postgres_url, due[0][0].name, autocommit=True) as conn:
+        ready = {spec.name: ready_models(conn, spec, names) for spec, names in due}
+        models = sorted({m for names in ready.values() for m in names})
+        if models:
             env = PostgresEndpoint.from_url(postgres_url).dbt_env()
             with tempfile.TemporaryDirectory(prefix="reverse_etl_dbt_") as target_path:
                 try:
                     run_dbt(
-                        ["run", "--select", *ready],
+                        ["run", "--select", *models],
                         env=env,
                         target="postgres",
                         target_path=Path(target_path),
@@ -58,9 +69,10 @@ def refresh_serving_models(spec: SyncSpec, names: list[str], postgres_url: str, 
                     )
                 except RoundtripError as exc:
                     raise SyncError(
-                        f"sync {spec.name}: the table was replaced but refreshing {', '.join(ready)} failed "
+                        f"sync {syncs}: the table was replaced but refreshing {', '.join(models)} failed "
                         f"(the next run retries it): {exc}"
                     ) from exc
-            log.info("sync %s: refreshed %s", spec.name, ", ".join(ready))
-        clear_pending_refresh(conn, spec.name)
+            log.info("sync %s: refreshed %s", syncs, ", ".join(models))
+        for spec, _ in due:
+            clear_pending_refresh(conn, spec.name)
     return ready

@@ -65,7 +65,7 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
     from loaders import jobs
     from loaders.config import load_config
     from loaders.warehouse import open_warehouse
-    from reverse_etl.engine import Endpoints, run_sync
+    from reverse_etl.engine import Endpoints, run_syncs
     from reverse_etl.spec import load_specs
     from roundtrip.dbt import run_dbt
 
@@ -108,7 +108,7 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
         with _stage(report, "reverse syncs"):
             endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
             specs = load_specs()
-            synced = [run_sync(spec, endpoints) for spec in specs]
+            synced = run_syncs(specs, endpoints)
             failed = [f"{r.spec.name}: {r.error}" for r in synced if not r.ok]
             if failed:
                 raise RoundtripError("reverse syncs failed: " + "; ".join(failed))

@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reverse_etl.engine import SyncResult
+from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
 from reverse_etl.runs import recent_runs
 from roundtrip.paths import PROJECT_ROOT
 
-from .conftest import Harness
+from .conftest import FIXTURE_PROJECT, Harness
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]  # runs dbt on Postgres
 
@@ -120,3 +120,42 @@ def test_a_replace_killed_midway_leaves_the_old_table_serving(harness: Harness, 
     assert counts(resumed) == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "deleted": 1, "rejected": 0}
     assert harness.sql("select item_id from serving.items_mv order by 1") == [(1,), (3,), (4,)]
     assert harness.sql("select status from reverse_etl.runs where run_id = %s", (killed.run_id,)) == [("abandoned",)]
+
+
+def test_replace_syncs_run_together_share_one_refresh(harness: Harness) -> None:
+    """run_syncs (the CLI's `run --sync all`, the demo) refreshes the serving models of every
+    replace sync in one dbt run after the last sync; a failed refresh fails each waiting sync
+    and leaves every debt for the next run."""
+    harness.model("items_export", V1)
+    harness.model(
+        "retired_items_export", "select * from (values (7, 'stool', 5.00::decimal(10, 2))) t(item_id, title, price)"
+    )
+    specs = [harness.specs["serving_items"], harness.specs["serving_retired_items"]]
+    endpoints = Endpoints(postgres_url=harness.postgres.url(), redis_url=harness.redis.url())
+    options = RunOptions(dbt_project_dir=FIXTURE_PROJECT)
+
+    items, retired = run_syncs(specs, endpoints, options)
+    assert counts(items)["inserted"] == 3 and counts(retired)["inserted"] == 1
+    # each sync reports what it was owed; all_item_ids_mv (reading both tables) is built once, whole
+    assert items.refreshed == ["all_item_ids_mv", "items_mv"] and retired.refreshed == ["all_item_ids_mv"]
+    assert harness.sql("select item_id from serving.all_item_ids_mv order by 1") == [(1,), (2,), (3,), (7,)]
+    assert harness.sql("select count(*) from reverse_etl.pending_refreshes") == [(0,)]
+
+    harness.sql("alter materialized view serving.all_item_ids_mv rename to all_item_ids_gone")
+    harness.sql("create view serving.all_item_ids_mv as select 1 as item_id")  # dbt cannot refresh a view
+    harness.model("items_export", V2)
+    harness.model(
+        "retired_items_export", "select * from (values (2, 'desk', 99.00::decimal(10, 2))) t(item_id, title, price)"
+    )
+    items, retired = run_syncs(specs, endpoints, options)
+    for failed in (items, retired):
+        assert failed.status == "failed" and "refreshing all_item_ids_mv, items_mv failed" in (failed.error or "")
+    assert harness.sql("select item_id from marts.retired_items_export") == [(2,)]  # both swaps are in
+    assert harness.sql("select sync from reverse_etl.pending_refreshes order by 1") == [
+        ("serving_items",),
+        ("serving_retired_items",),
+    ]
+    history = [
+        r.status for s in ("serving_items", "serving_retired_items") for r in recent_runs(harness.postgres.url(), s, 1)
+    ]
+    assert history == ["failed", "failed"]
