@@ -30,12 +30,7 @@ def duckdb_side(data: Medallion) -> None:
         config = load_config()
         warehouse = open_warehouse("duckdb")
         try:
-            for n, s in config.sqlite.items():
-                jobs.load_sqlite(n, s, warehouse)
-            for n, s in config.sql.items():
-                jobs.load_sql(n, s, warehouse)
-            for n, s in config.files.items():
-                jobs.load_files(n, s, warehouse)
+            jobs.load_all(config, warehouse)
         finally:
             warehouse.close()
         run_dbt(["seed"], target="duckdb", target_path=data.folder / "target", quiet=True)

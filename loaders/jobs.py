@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from loaders import state
-from loaders.config import FileStreamConfig, SqliteSourceConfig, SqlSourceConfig
+from loaders.config import FileStreamConfig, LoadersConfig, SqliteSourceConfig, SqlSourceConfig
 from loaders.sources import files as file_source
 from loaders.sources import sql as sql_source
 from loaders.sources import sqlite as sqlite_source
@@ -127,6 +127,15 @@ def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refr
         report.seconds = time.perf_counter() - started
         log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
         reports.append(report)
+    return reports
+
+
+def load_all(config: LoadersConfig, warehouse: Warehouse) -> list[TableReport]:
+    """Every configured source into ``warehouse``: SQLite tables, SQL database tables, then file
+    streams (what ``make load`` does, in one process)."""
+    reports = [r for name, source in config.sqlite.items() for r in load_sqlite(name, source, warehouse)]
+    reports += [r for name, source in config.sql.items() for r in load_sql(name, source, warehouse)]
+    reports += [load_files(name, stream, warehouse) for name, stream in config.files.items()]
     return reports
 
 

@@ -95,9 +95,7 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
             config = load_config()
             warehouse = open_warehouse("duckdb")
             try:
-                results = [r for n, s in config.sqlite.items() for r in jobs.load_sqlite(n, s, warehouse)]
-                results += [r for n, s in config.sql.items() for r in jobs.load_sql(n, s, warehouse)]
-                results += [jobs.load_files(n, s, warehouse) for n, s in config.files.items()]
+                results = jobs.load_all(config, warehouse)
             finally:
                 warehouse.close()
             report.loaded = [r.as_dict() for r in results]
