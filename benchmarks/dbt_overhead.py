@@ -11,6 +11,7 @@ connection. ``dbt build`` (models + data tests + unit tests) is reported against
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -85,7 +86,7 @@ def run(ctx: Context) -> list[Result]:
         )
     base = min(direct_seconds)
     details = {"dbt_run_seconds": dbt_seconds, "compiled_seconds": direct_seconds, "models": len(models),
-               "threads": data.env.get("ROUNDTRIP_DBT_THREADS", "2 (profile default)"), "dbt_run": breakdowns}  # fmt: skip
+               "threads": os.environ.get("ROUNDTRIP_DBT_THREADS", "2 (profile default)"), "dbt_run": breakdowns}  # fmt: skip
     return [
         Result(NAME, f"seconds, dbt run ({human(ctx.size)} orders, {len(models)} models)", min(dbt_seconds), "s", base,
                "compiled SQL run directly in DuckDB", "<= 1.2", details=details),
