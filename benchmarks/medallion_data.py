@@ -25,11 +25,6 @@ class Medallion:
 
 
 def prepare(ctx: Context, orders: int, name: str) -> Medallion:
-    from loaders import jobs
-    from loaders.config import load_config
-    from loaders.warehouse import open_warehouse
-    from roundtrip.dbt import run_dbt
-
     pg = ctx.postgres()
     folder = ctx.path(name)
     database = f"bench_{name}".replace("-", "_")
@@ -54,12 +49,21 @@ def prepare(ctx: Context, orders: int, name: str) -> Medallion:
     }
     cfg = SampleConfig(users=max(1_000, orders // 10), orders=orders, clicks=orders)
     generate(cfg, folder / "app.db", folder / "landing", url)
+    load_and_seed(env, folder)
+    return Medallion(orders, folder, env)
+
+
+def load_and_seed(env: dict[str, str], folder: Path) -> None:
+    """Every loader into the DuckDB warehouse of ``env`` (bronze), then ``dbt seed``."""
+    from loaders import jobs
+    from loaders.config import load_config
+    from loaders.warehouse import open_warehouse
+    from roundtrip.dbt import run_dbt
+
     with environment(**env):
-        config = load_config()
         warehouse = open_warehouse("duckdb")
         try:
-            jobs.load_all(config, warehouse)
+            jobs.load_all(load_config(), warehouse)
         finally:
             warehouse.close()
         run_dbt(["seed"], target="duckdb", target_path=folder / "target", quiet=True)
-    return Medallion(orders, folder, env)

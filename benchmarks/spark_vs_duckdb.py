@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from benchmarks.core import Context, Result, environment, human, timed
-from benchmarks.medallion_data import Medallion, prepare
+from benchmarks.medallion_data import Medallion, load_and_seed, prepare
 from roundtrip.dbt import run_dbt
 
 NAME = "spark_vs_duckdb"
@@ -21,19 +21,9 @@ NAME = "spark_vs_duckdb"
 
 def duckdb_side(data: Medallion) -> None:
     """Loaders (bronze) + dbt seed and build, from the landing files."""
-    from loaders import jobs
-    from loaders.config import load_config
-    from loaders.warehouse import open_warehouse
-
+    data.warehouse.unlink(missing_ok=True)
+    load_and_seed(data.env, data.folder)
     with environment(**data.env):
-        data.warehouse.unlink(missing_ok=True)
-        config = load_config()
-        warehouse = open_warehouse("duckdb")
-        try:
-            jobs.load_all(config, warehouse)
-        finally:
-            warehouse.close()
-        run_dbt(["seed"], target="duckdb", target_path=data.folder / "target", quiet=True)
         run_dbt(["build"], target="duckdb", target_path=data.folder / "target", quiet=True)
 
 
