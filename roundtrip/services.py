@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 POSTGRES_URL_ENV = "ROUNDTRIP_POSTGRES_URL"
 REDIS_URL_ENV = "ROUNDTRIP_REDIS_URL"
 # Postgres refuses to run as root; when we are root its processes run as this user.
-UNPRIVILEGED_USER = os.environ.get("ROUNDTRIP_PG_OS_USER", "nobody")
+UNPRIVILEGED_USER_ENV, DEFAULT_UNPRIVILEGED_USER = "ROUNDTRIP_PG_OS_USER", "nobody"
 DEFAULT_DATABASE = "roundtrip"
 _PR_SET_PDEATHSIG = 1
 
@@ -212,14 +212,15 @@ def _launch(cmd: list[str], *, death_signal: int | None, unprivileged: bool) -> 
     if setpriv:
         prefix = [setpriv]
         if drop:
-            group = str(_primary_group(UNPRIVILEGED_USER))
-            prefix += ["--reuid", UNPRIVILEGED_USER, "--regid", group, "--clear-groups"]
+            user = unprivileged_user()
+            prefix += ["--reuid", user, "--regid", str(_primary_group(user)), "--clear-groups"]
         if death_signal is not None:
             prefix += ["--pdeathsig", signal.Signals(death_signal).name.removeprefix("SIG")]
         return [*prefix, "--", *cmd], {}
     kwargs: dict[str, Any] = {}
     if drop:
-        kwargs.update(user=UNPRIVILEGED_USER, group=_primary_group(UNPRIVILEGED_USER), extra_groups=[])
+        user = unprivileged_user()
+        kwargs.update(user=user, group=_primary_group(user), extra_groups=[])
     if death_signal is not None:
         kwargs["preexec_fn"] = lambda: _die_with_parent(death_signal)
     return cmd, kwargs
@@ -258,13 +259,18 @@ def wait_for_port(proc: subprocess.Popen[bytes], name: str, port: int, log_path:
         time.sleep(0.1)
 
 
+def unprivileged_user() -> str:
+    """The OS user the servers run as when we are root (read when a server starts)."""
+    return os.environ.get(UNPRIVILEGED_USER_ENV, DEFAULT_UNPRIVILEGED_USER)
+
+
 def hand_to_unprivileged(path: Path) -> None:
     """When root, the unprivileged user must own the data folder and be able to reach it."""
     if not _is_root():
         return
     import pwd
 
-    pw = pwd.getpwnam(UNPRIVILEGED_USER)
+    pw = pwd.getpwnam(unprivileged_user())
     for root, dirs, files in os.walk(path):
         os.chown(root, pw.pw_uid, pw.pw_gid)
         for name in dirs + files:
