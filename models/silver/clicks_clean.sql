@@ -25,40 +25,7 @@ click_keys as (
     from {{ ref('stg_events__clicks') }}
 ),
 
-bronze_files as (
-    select
-        source_file,
-        max(loaded_at) as loaded_at
-    from click_keys
-    group by source_file
-),
-
-built_files as (
-    select
-        source_file,
-        max(loaded_at) as loaded_at
-    from {{ this }}
-    group by source_file
-),
-
-reloaded_files as (
-    -- files silver does not have yet, or whose rows were loaded again since it built them
-    select bronze_files.source_file
-    from bronze_files
-    left join built_files on bronze_files.source_file = built_files.source_file
-    where built_files.source_file is null or bronze_files.loaded_at > built_files.loaded_at
-),
-
-reloaded_ingestion_ids as (
-    -- the ids in those files now, and before the reload (a changed file may have lost some)
-    select click_keys.ingestion_id
-    from click_keys
-    inner join reloaded_files on click_keys.source_file = reloaded_files.source_file
-    union distinct
-    select previous_build.ingestion_id
-    from {{ this }} as previous_build
-    inner join reloaded_files on previous_build.source_file = reloaded_files.source_file
-),
+{{ reloaded_files_ctes('click_keys') }},
 
 files_to_rebuild as (
     select source_file from reloaded_files
@@ -68,15 +35,7 @@ files_to_rebuild as (
     inner join reloaded_ingestion_ids on click_keys.ingestion_id = reloaded_ingestion_ids.ingestion_id
 ),
 
-files_to_read as (
-    -- those files, and the files holding other copies of their ingestion ids (to rank them)
-    select source_file from files_to_rebuild
-    union distinct
-    select copies.source_file
-    from click_keys as copies
-    inner join click_keys as rebuilt on copies.ingestion_id = rebuilt.ingestion_id
-    inner join files_to_rebuild on rebuilt.source_file = files_to_rebuild.source_file
-),
+{{ files_to_read_cte('click_keys') }},
 
 clicks_in_scope as (
     -- joins on the landing file only, so that only these files are parsed
