@@ -28,15 +28,11 @@ import pyarrow as pa
 
 from reverse_etl.counts import SyncCounts
 from reverse_etl.errors import SyncError
-from reverse_etl.source import CHANGED, NEW, ModelSource, Plan, payload_columns
+from reverse_etl.source import CHANGED, NEW, ModelSource, Plan, payload_columns, quote
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import DDL_LOCK, StateStore, copy_batches
 
 log = logging.getLogger(__name__)
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def pg_type(arrow_type: pa.DataType) -> str:
