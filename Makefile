@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-DBT := $(BIN)/dbt --no-use-colors
-DBT_FLAGS := --project-dir . --profiles-dir profiles
+# dbt through the project's CLI: its profiles, the settings it derives (ROUNDTRIP_PG_* from
+# ROUNDTRIP_WAREHOUSE_URL), no colour codes in piped output, target/<target>/ for non-duckdb targets
+DBT := $(BIN)/roundtrip dbt
 TARGET ?= duckdb
 SYNC ?= all
 # extra reverse_etl flags, e.g. make reverse-sync SYNC_ARGS=--json
@@ -29,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed  ## .venv with pinned deps, DuckDB extensions, test servers' system packages (JDBC jar, MariaDB) and Azurite
 	@# DuckDB creates the warehouse file but not its folder; dbt (and sqlfluff's dbt templater) open it
 	@mkdir -p "$${ROUNDTRIP_DATA_DIR:-data}"
-	@$(PY) -c "from roundtrip.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
+	@$(PY) -c "from roundtrip.dev.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
 	@scripts/install-system-packages
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory azurite || echo "Azurite did not install: the Azure Blob test will skip"; else echo "no npm: the Azure Blob (Azurite) test will skip"; fi
 
@@ -69,28 +70,28 @@ export: setup  ## warehouse tables -> Snappy Parquet under {destination}/{YYYYMM
 	$(PY) -m loaders export --target $(TARGET) $(EXPORT_ARGS)
 
 dbt-build: setup  ## dbt build on TARGET (default duckdb)
-	$(DBT) build $(DBT_FLAGS) --target $(TARGET)
+	$(DBT) build --target $(TARGET)
 
 dbt-compile-bigquery: setup  ## compile for BigQuery offline (no credentials, nothing sent)
 	ROUNDTRIP_BQ_METHOD=oauth-secrets ROUNDTRIP_BQ_TOKEN=offline ROUNDTRIP_BQ_API_ENDPOINT=http://127.0.0.1:9 \
-		$(DBT) compile $(DBT_FLAGS) --target bigquery --no-populate-cache
+		$(DBT) compile --target bigquery --no-populate-cache
 
 docs: setup  ## generate the dbt docs site into target/
-	$(DBT) docs generate $(DBT_FLAGS) --target $(TARGET)
+	$(DBT) docs generate --target $(TARGET)
 
 docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:8080
-	$(DBT) docs serve $(DBT_FLAGS) --host 127.0.0.1 --port 8080
+	$(DBT) docs serve --target $(TARGET) --host 127.0.0.1 --port 8080
 
 syncs: setup  ## list the reverse syncs declared in dbt
-	$(DBT) parse $(DBT_FLAGS) >/dev/null
+	$(DBT) parse >/dev/null
 	$(PY) -m reverse_etl list
 
 reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
-	$(DBT) parse $(DBT_FLAGS) >/dev/null
+	$(DBT) parse >/dev/null
 	$(PY) -m reverse_etl run --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
-	$(DBT) parse $(DBT_FLAGS) >/dev/null
+	$(DBT) parse >/dev/null
 	$(PY) -m reverse_etl run --sync $(SYNC) --dry-run $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)

@@ -30,8 +30,9 @@ from loaders.config import SqliteSourceConfig, load_config
 from loaders.sources import sqlite as sqlite_source
 from loaders.warehouse.bigquery import BigQuerySettings, BigQueryWarehouse
 from loaders.warehouse.bigquery_write import MAX_REQUEST_BYTES, RowMessage, framed_size, sized_requests
-from roundtrip.bigquery_emulator import bigquery_emulator
-from roundtrip.sample_data import SampleConfig, generate
+from roundtrip.core.settings import load_settings
+from roundtrip.dev.bigquery_emulator import bigquery_emulator
+from roundtrip.dev.sample_data import SampleConfig, generate
 
 NAME = "bigquery_sync"
 CAP_ROWS = 100_000
@@ -151,7 +152,7 @@ def run(ctx: Context) -> list[Result]:
     sync_seconds: list[float] = []
     original_sync_seconds: list[float] = []
     with bigquery_emulator() as emulator, environment(**emulator.env()):
-        settings = BigQuerySettings.from_env()
+        settings = BigQuerySettings.from_settings(load_settings())
         capped = source.model_copy(update={"path": str(folder / "app_capped.db")})
         with sqlite3.connect(app_db) as src, sqlite3.connect(capped.path) as dst:
             src.backup(dst)

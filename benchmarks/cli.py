@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.core import Context, Result, human, machine, parse_size
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 
 # name -> module; each has run(ctx) -> list[Result]
 BENCHMARKS = {

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roundtrip.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
+from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
 
 SIZE_SUFFIXES = {"k": 1_000, "m": 1_000_000}
 

@@ -11,14 +11,14 @@ connection. ``dbt build`` (models + data tests + unit tests) is reported against
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from graphlib import TopologicalSorter
 from pathlib import Path
 
 from benchmarks.core import Context, Result, environment, human, timed
 from benchmarks.medallion_data import prepare
-from roundtrip.dbt import run_dbt
+from roundtrip.core.dbt import run_dbt
+from roundtrip.core.settings import load_settings
 
 NAME = "dbt_overhead"
 
@@ -39,7 +39,7 @@ def compiled_models(manifest: Path) -> list[tuple[str, str, str]]:
 
 
 def run_compiled(warehouse: Path, models: list[tuple[str, str, str]]) -> None:
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     con = connect(warehouse)
     try:
@@ -86,7 +86,7 @@ def run(ctx: Context) -> list[Result]:
         )
     base = min(direct_seconds)
     details = {"dbt_run_seconds": dbt_seconds, "compiled_seconds": direct_seconds, "models": len(models),
-               "threads": os.environ.get("ROUNDTRIP_DBT_THREADS", "2 (profile default)"), "dbt_run": breakdowns}  # fmt: skip
+               "threads": load_settings().dbt_threads or "2 (profile default)", "dbt_run": breakdowns}  # fmt: skip
     return [
         Result(NAME, f"seconds, dbt run ({human(ctx.size)} orders, {len(models)} models)", min(dbt_seconds), "s", base,
                "compiled SQL run directly in DuckDB", "<= 1.2", details=details),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.core import Context, environment
-from roundtrip.sample_data import SampleConfig, generate
+from roundtrip.dev.sample_data import SampleConfig, generate
 
 
 @dataclass
@@ -58,7 +58,7 @@ def load_and_seed(env: dict[str, str], folder: Path) -> None:
     from loaders import jobs
     from loaders.config import load_config
     from loaders.warehouse import open_warehouse
-    from roundtrip.dbt import run_dbt
+    from roundtrip.core.dbt import run_dbt
 
     with environment(**env):
         warehouse = open_warehouse("duckdb")

@@ -14,7 +14,7 @@ import sys
 
 from benchmarks.core import Context, Result, environment, human, timed
 from benchmarks.medallion_data import Medallion, load_and_seed, prepare
-from roundtrip.dbt import run_dbt
+from roundtrip.core.dbt import run_dbt
 
 NAME = "spark_vs_duckdb"
 

@@ -19,14 +19,21 @@ from loaders import jobs
 from loaders.config import FileStreamConfig, LoadersConfig, load_config
 from loaders.errors import LoaderError
 from loaders.warehouse import Warehouse, open_warehouse
-from roundtrip.cli_support import configure_logging, console, print_table, run_cli
+from roundtrip.core.cli import (
+    DebugOpt,
+    JsonOpt,
+    QuietOpt,
+    TargetOpt,
+    WaitOpt,
+    configure_logging,
+    console,
+    print_table,
+    run_cli,
+)
 
 app = typer.Typer(help="Load app data into the warehouse; export warehouse tables as Parquet.", no_args_is_help=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="loaders.yml (default: loaders/loaders.yml)")]
-TargetOpt = Annotated[Optional[str], typer.Option("--target", help="duckdb (default), postgres, bigquery")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the counts as JSON lines")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="tracebacks and debug logs")]
 FullRefreshOpt = Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks: read everything")]
 DateOpt = Annotated[
     Optional[str], typer.Option("--date", help="the export day, YYYYMMDD or YYYY-MM-DD (default: today)")
@@ -62,10 +69,13 @@ def _day(text: str | None) -> date:
 
 
 def _run(
-    target: str | None, work: Callable[[Warehouse, LoadersConfig], list[dict[str, Any]]], config: Path | None
+    target: str | None,
+    work: Callable[[Warehouse, LoadersConfig], list[dict[str, Any]]],
+    config: Path | None,
+    wait: float = 0,
 ) -> list[dict[str, Any]]:
     cfg = load_config(config)
-    warehouse = open_warehouse(target)
+    warehouse = open_warehouse(target, wait=wait)
     try:
         return work(warehouse, cfg)
     finally:
@@ -79,10 +89,12 @@ def sqlite(
     config: ConfigOpt = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """SQLite tables -> warehouse (staging + MERGE on keys, incremental by cursor)."""
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     rows = _run(
         target,
         lambda wh, cfg: [
@@ -91,6 +103,7 @@ def sqlite(
             for r in jobs.load_sqlite(name, src, wh, full_refresh)
         ],
         config,
+        wait,
     )
     _report("sqlite -> warehouse", rows, as_json)
 
@@ -102,10 +115,12 @@ def sql(
     config: ConfigOpt = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """SQL database tables (Postgres, MySQL/MariaDB, SQLite; the catalog) -> warehouse."""
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     rows = _run(
         target,
         lambda wh, cfg: [
@@ -114,6 +129,7 @@ def sql(
             for r in jobs.load_sql(name, src, wh, full_refresh)
         ],
         config,
+        wait,
     )
     _report("sql -> warehouse", rows, as_json)
 
@@ -124,16 +140,19 @@ def files(
     config: ConfigOpt = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Event files -> bronze, each file once (a changed file replaces its rows)."""
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     rows = _run(
         target,
         lambda wh, cfg: [
             jobs.load_files(name, s, wh).as_dict() for name, s in _pick(cfg.files, stream, "file stream").items()
         ],
         config,
+        wait,
     )
     _report("files -> warehouse", rows, as_json)
 
@@ -145,12 +164,14 @@ def export(
     config: ConfigOpt = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Warehouse tables -> Snappy Parquet under {destination}/{YYYYMMDD}/{table}/ (selected columns)."""
     from loaders.export import export_tables
 
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     when = _day(day)
     rows = _run(
         target,
@@ -158,6 +179,7 @@ def export(
             r.as_dict() for e in _pick(cfg.exports, name, "export").values() for r in export_tables(wh, e, when)
         ],
         config,
+        wait,
     )
     _report(f"export {when:%Y%m%d}", rows, as_json)
 
@@ -171,13 +193,15 @@ def import_table(
     config: ConfigOpt = None,
     target: Annotated[str, typer.Option("--target", help="where to import: postgres (default), duckdb")] = "postgres",
     as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """An export's Parquet files -> a table, swapped in atomically (the file loader's catalog
     strategy: a re-import of the same files loads nothing)."""
     from loaders.export import table_folder
 
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     when = _day(day)
 
     def work(wh: Warehouse, cfg: LoadersConfig) -> list[dict[str, Any]]:
@@ -193,19 +217,20 @@ def import_table(
         )
         return [jobs.load_files(f"import:{name}:{table}", stream, wh).as_dict()]
 
-    _report(f"import {table} ({when:%Y%m%d})", _run(target, work, config), as_json)
+    _report(f"import {table} ({when:%Y%m%d})", _run(target, work, config, wait), as_json)
 
 
 @app.command()
 def materialize(
     select: Annotated[str, typer.Option("--select", help="dbt selector, e.g. +exposure:reco_serving")],
     target: Annotated[str, typer.Option("--target", help="dbt target")] = "postgres",
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Hand over to dbt: build (and so refresh) the selected models and materialized views."""
-    from roundtrip.dbt import run_dbt
+    from roundtrip.core.dbt import run_dbt
 
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     started = time.perf_counter()
     run_dbt(["build", "--select", select], target=target)
     console.print(f"materialized {select} on {target} in {time.perf_counter() - started:.1f}s")

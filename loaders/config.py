@@ -1,9 +1,9 @@
 """Typed loader configuration (``loaders/loaders.yml``), resolved at the entry point.
 
-``${VAR}`` and ``${VAR:-default}`` in the YAML are replaced from the environment, so paths and
-URLs follow ``ROUNDTRIP_*`` settings without code changes. ``ROUNDTRIP_APP_DB``,
-``ROUNDTRIP_LANDING_PATH`` and ``ROUNDTRIP_EXPORT_PATH`` default to their places under
-``ROUNDTRIP_DATA_DIR``.
+``${VAR}`` and ``${VAR:-default}`` in the YAML are replaced by the project's settings
+(``roundtrip.core.settings``: ``${ROUNDTRIP_APP_DB}`` is the resolved path, defaults included)
+and, for any other name, by the environment; so paths, URLs and schemas follow the settings
+without code changes.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loaders.errors import LoaderError
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.contract import BRONZE_FIELDS
+from roundtrip.core.settings import Settings, env_name, load_settings
 
-DEFAULT_CONFIG = PROJECT_ROOT / "loaders" / "loaders.yml"
 _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 TimestampKind = Literal["epoch_s", "epoch_ms", "iso"]
@@ -68,10 +68,20 @@ class FileStreamConfig(_Strict):
     target_schema: str = "bronze"
     table: str
     columns: list[str] | None = None  # expected source fields, in order; others are an error
+    # or: the bronze record of a contract stream (roundtrip.core.contract), as `columns`
+    contract: Literal["orders", "clicks"] | None = None
     # bronze keeps every field as text, as sent; false keeps the types the file carries (Parquet)
     as_text: bool = True
     # optional coercion, column -> DuckDB type; unparseable values go to _roundtrip.file_rejects
     types: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _contract_columns(self) -> FileStreamConfig:
+        if self.contract is not None:
+            if self.columns is not None:
+                raise ValueError("give either `contract` or `columns`, not both")
+            self.columns = list(BRONZE_FIELDS[self.contract])
+        return self
 
     @field_validator("types")
     @classmethod
@@ -109,29 +119,40 @@ class LoadersConfig(_Strict):
     exports: dict[str, ExportConfig] = Field(default_factory=dict)
 
 
-def _path_defaults() -> dict[str, str]:
-    """Project paths that follow ROUNDTRIP_DATA_DIR (see roundtrip.paths)."""
-    from roundtrip import paths
-
-    return {
-        "ROUNDTRIP_APP_DB": str(paths.app_sqlite_path()),
-        "ROUNDTRIP_LANDING_PATH": str(paths.landing_dir()),
-        "ROUNDTRIP_EXPORT_PATH": str(paths.data_dir() / "export"),
-    }
-
-
-def _expand(text: str) -> str:
-    values = {**_path_defaults(), **os.environ}
-    return _ENV_PATTERN.sub(lambda m: values.get(m.group(1), m.group(2) or ""), text)
+def _setting_values(settings: Settings) -> dict[str, str]:
+    """``ROUNDTRIP_*`` name -> resolved value, for every setting that has one."""
+    values = {}
+    for name in Settings.model_fields:
+        value = settings.secret(name)
+        if value is not None:
+            values[env_name(name)] = str(value)
+    return values
 
 
-def load_config(path: Path | None = None) -> LoadersConfig:
-    path = path or Path(os.environ.get("ROUNDTRIP_LOADERS_CONFIG", DEFAULT_CONFIG))
+def _expand(text: str, settings: Settings) -> str:
+    values = {**os.environ, **_setting_values(settings)}
+    return _ENV_PATTERN.sub(lambda m: values.get(m.group(1)) or m.group(2) or "", text)
+
+
+def load_config(path: Path | None = None, settings: Settings | None = None) -> LoadersConfig:
+    settings = settings or load_settings()
+    path = path or settings.loaders_config
     try:
-        raw = yaml.safe_load(_expand(path.read_text()))
+        text = path.read_text()
     except OSError as exc:
-        raise LoaderError(f"cannot read loader configuration {path}: {exc}") from exc
+        raise LoaderError(f"cannot read loader configuration {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(_expand(text, settings))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise LoaderError(
+            f"loader configuration {path}{where}: not valid YAML ({problem})",
+            hint="check the indentation and quoting around that line",
+        ) from None
     try:
         return LoadersConfig.model_validate(raw or {})
     except ValidationError as exc:
-        raise LoaderError(f"invalid loader configuration {path}:\n{exc}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}" for e in exc.errors())
+        raise LoaderError(f"invalid loader configuration {path}: {problems}") from None

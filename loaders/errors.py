@@ -1,6 +1,6 @@
 """Loader errors: terminal ones stop the run with a clear message; transient ones may be retried."""
 
-from roundtrip.errors import RoundtripError
+from roundtrip.core.errors import RoundtripError
 
 
 class LoaderError(RoundtripError):

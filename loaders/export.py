@@ -103,7 +103,7 @@ def _export_bigquery(warehouse: Any, export: ExportConfig, table: ExportTableCon
 
 def _export_with_duckdb(warehouse: Any, export: ExportConfig, table: ExportTableConfig, folder: str) -> tuple[str, int]:
     from loaders.sources.files import filesystem
-    from loaders.warehouse.sql import quote_double as q
+    from roundtrip.core.sql import quote as q
 
     fs, path = filesystem(folder, export.storage_options)
     if "://" in folder:
@@ -136,7 +136,7 @@ def _duckdb_connection(warehouse: Any) -> tuple[Any, Any]:
     if warehouse.name == "duckdb":
         return warehouse.con, lambda: None
     if warehouse.name == "postgres":
-        from roundtrip.duckdb_extensions import connect
+        from roundtrip.core.duckdb_extensions import connect
 
         con = connect(extensions=("postgres",))
         literal = warehouse.conninfo.replace("'", "''")

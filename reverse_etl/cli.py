@@ -7,7 +7,6 @@ Exit status: 0 all syncs succeeded; 2 they ran but rejected rows (see reverse_et
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Annotated, Any
 
@@ -15,17 +14,16 @@ import typer
 
 from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
 from reverse_etl.spec import load_specs, select
-from roundtrip.cli_support import configure_logging, console, err_console, print_table, run_cli
-from roundtrip.services import POSTGRES_URL_ENV, REDIS_URL_ENV
+from roundtrip.core.cli import DebugOpt, JsonOpt, configure_logging, console, err_console, print_table, run_cli
+from roundtrip.core.settings import load_settings
 
 app = typer.Typer(help="Reverse ETL: syncs declared as dbt exposures.", no_args_is_help=True)
-DebugOpt = Annotated[bool, typer.Option("--debug", help="tracebacks and debug logs")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line instead of tables")]
 EXIT_FAILED, EXIT_REJECTED = 1, 2
 
 
 def endpoints_from_env() -> Endpoints:
-    return Endpoints(postgres_url=os.environ.get(POSTGRES_URL_ENV), redis_url=os.environ.get(REDIS_URL_ENV))
+    settings = load_settings()
+    return Endpoints(postgres_url=settings.secret("postgres_url"), redis_url=settings.secret("redis_url"))
 
 
 @app.command("list")
@@ -115,7 +113,7 @@ def status(
     configure_logging(debug)
     url = endpoints_from_env().postgres_url
     if not url:
-        raise typer.BadParameter(f"set {POSTGRES_URL_ENV}: the run history lives there")
+        raise typer.BadParameter("set ROUNDTRIP_POSTGRES_URL: the run history lives there")
     rows = [r.as_dict() for r in recent_runs(url, sync, limit)]
     if as_json:
         for row in rows:

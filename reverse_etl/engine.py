@@ -38,7 +38,7 @@ from reverse_etl.source import (
 )
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import StateStore
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

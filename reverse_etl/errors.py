@@ -7,7 +7,7 @@ Driver exceptions (psycopg, redis, duckdb) are translated once, at the edge of a
 
 from __future__ import annotations
 
-from roundtrip.errors import RoundtripError
+from roundtrip.core.errors import RoundtripError
 
 
 class SyncError(RoundtripError):

@@ -17,7 +17,7 @@ from reverse_etl.errors import SyncError
 from reverse_etl.runs import connect
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import clear_pending_refresh
-from roundtrip.errors import RoundtripError
+from roundtrip.core.errors import RoundtripError
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,15 @@ def refresh_together(
     """Run one ``dbt run --select <models>`` on the postgres target for every sync in ``due``
     (each with the models it left due) and clear their debts after. One dbt run for several
     replace syncs saves dbt's start and parse (~5 s) per sync. Returns each sync's refreshed models."""
-    from roundtrip.dbt import run_dbt
-    from roundtrip.services import PostgresEndpoint
+    from roundtrip.core.dbt import run_dbt
+    from roundtrip.core.settings import postgres_dbt_env
 
     syncs = ", ".join(spec.name for spec, _ in due)
     with connect(postgres_url, due[0][0].name, autocommit=True) as conn:
         ready = {spec.name: ready_models(conn, spec, names) for spec, names in due}
         models = sorted({m for names in ready.values() for m in names})
         if models:
-            env = PostgresEndpoint.from_url(postgres_url).dbt_env()
+            env = postgres_dbt_env(postgres_url)
             with tempfile.TemporaryDirectory(prefix="reverse_etl_dbt_") as target_path:
                 try:
                     run_dbt(

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -37,24 +35,15 @@ import pyarrow as pa
 
 from reverse_etl.errors import SyncError
 from reverse_etl.spec import RESERVED_PREFIX, SyncSpec, key_template_fields
-from roundtrip.paths import duckdb_path
+from roundtrip.core.sql import literal, quote
 
 log = logging.getLogger(__name__)
-MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT = "ROUNDTRIP_REVERSE_ETL_DUCKDB_MEMORY", "256MB"
 
 KEY, FINGERPRINT, ROWS, TARGET, VALUE = "__rt_key", "__rt_fp", "__rt_rows", "__rt_target", "__rt_value"
 REASON, ROW, ROW_KEY = "__rt_reason", "__rt_row", "__rt_row_key"
 KEY_ROWS, CHANGE = "__rt_key_rows", "__rt_change"
 # what the sync state says of a record (the values of __rt_change)
 UNCHANGED, NEW, CHANGED = 0, 1, 2
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def json_object(columns: list[str]) -> str:
@@ -95,15 +84,15 @@ class ModelSource:
         self.columns: list[str] = []
 
     def __enter__(self) -> ModelSource:
-        from roundtrip.duckdb_extensions import connect
+        from roundtrip.core.duckdb_extensions import connect
+        from roundtrip.core.settings import load_settings
 
-        path = duckdb_path()
+        settings = load_settings()
+        path = settings.duckdb_path
         if not path.exists():
             raise SyncError(f"warehouse {path} not found: run the loaders and `dbt build` first")
         # DuckDB's sorts and window counts spill to disk beyond this, so the process stays small
-        limit = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
-        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, re.IGNORECASE):
-            raise SyncError(f"{MEMORY_LIMIT_ENV} must be a size such as 256MB, got {limit!r}")
+        limit = settings.reverse_etl_duckdb_memory
         self.con = connect(path, read_only=True)
         self.scratch = Path(tempfile.mkdtemp(prefix="reverse_etl-"))
         try:

@@ -29,7 +29,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reverse_etl.errors import SyncError
-from roundtrip.paths import dbt_target_dir
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
@@ -157,7 +156,9 @@ class SyncSpec(BaseModel):
 
 
 def manifest_path() -> Path:
-    return dbt_target_dir() / "manifest.json"
+    from roundtrip.core.settings import load_settings
+
+    return load_settings().dbt_target_dir() / "manifest.json"
 
 
 def _sync_meta(exposure: dict[str, Any]) -> Any:

@@ -1,40 +1,58 @@
-"""``python -m roundtrip``: the main job, the sample-data generator and local servers."""
+"""``roundtrip``: the one command line of the project.
+
+    roundtrip demo | generate | services          the whole circle on a laptop, its parts
+    roundtrip load sqlite | sql | files | ...     loaders (also ``python -m loaders``)
+    roundtrip sync list | run | status            reverse syncs (also ``python -m reverse_etl``)
+    roundtrip spark run | auto | ...              the medallion on Spark (also ``python -m spark_jobs``)
+    roundtrip dbt <dbt arguments>                 dbt with this project's profiles and settings
+    roundtrip bench [--size 1m --only ...]        benchmarks (``python -m benchmarks``)
+    roundtrip settings [--markdown]               every setting, resolved (secrets masked)
+
+This module is the top of the package graph: it may import every package, none imports it.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import date
 from typing import Annotated
 
 import typer
 
-from roundtrip import paths
-from roundtrip.cli_support import configure_logging, console, print_table, run_cli
-from roundtrip.sample_data import SampleConfig
+from loaders.cli import app as loaders_app
+from reverse_etl.cli import app as reverse_etl_app
+from roundtrip.core.cli import DebugOpt, JsonOpt, QuietOpt, configure_logging, console, print_table, run_cli
+from roundtrip.core.settings import load_settings
+from spark_jobs.cli import app as spark_app
 
-app = typer.Typer(help="roundtrip: apps -> warehouse -> dbt -> back into apps.", no_args_is_help=True)
-DebugOpt = Annotated[bool, typer.Option("--debug", help="tracebacks and debug logs")]
+app = typer.Typer(
+    help="roundtrip: apps -> warehouse -> dbt -> back into apps.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(loaders_app, name="load", help="Load app data into the warehouse; export warehouse tables as Parquet.")
+app.add_typer(reverse_etl_app, name="sync", help="Reverse syncs declared as dbt exposures: list, run, status.")
+app.add_typer(spark_app, name="spark", help="The medallion pipeline on Apache Spark, and the auto engine choice.")
+
 Seed = Annotated[int, typer.Option(help="random seed: same seed and sizes, same data")]
-Users = Annotated[int, typer.Option(help="app users")]
-Items = Annotated[int, typer.Option(help="catalog items")]
-Orders = Annotated[int, typer.Option(help="order-line events")]
-Clicks = Annotated[int, typer.Option(help="click-stream events (about)")]
-Days = Annotated[int, typer.Option(help="days of events, ending on --end-date")]
+Users = Annotated[int, typer.Option(help="app users", min=1)]
+Items = Annotated[int, typer.Option(help="catalog items", min=1)]
+Orders = Annotated[int, typer.Option(help="order-line events", min=0)]
+Clicks = Annotated[int, typer.Option(help="click-stream events (about)", min=0)]
+Days = Annotated[int, typer.Option(help="days of events, ending on --end-date", min=1)]
 EndDate = Annotated[str, typer.Option(help="last day of events (YYYY-MM-DD)")]
 Format = Annotated[str, typer.Option("--format", help="event files: jsonl, csv or parquet")]
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-def _config(seed: int, users: int, items: int, orders: int, clicks: int, days: int, end_date: str) -> SampleConfig:
-    return SampleConfig(
-        seed=seed,
-        users=users,
-        items=items,
-        orders=orders,
-        clicks=clicks,
-        days=days,
-        end_date=date.fromisoformat(end_date),
-    )
+def _config(seed: int, users: int, items: int, orders: int, clicks: int, days: int, end_date: str):  # type: ignore[no-untyped-def]
+    from roundtrip.dev.sample_data import SampleConfig
+
+    try:
+        end = date.fromisoformat(end_date)
+    except ValueError:
+        raise typer.BadParameter(f"{end_date!r} is not a date (YYYY-MM-DD)", param_hint="--end-date") from None
+    return SampleConfig(seed=seed, users=users, items=items, orders=orders, clicks=clicks, days=days, end_date=end)
 
 
 @app.command()
@@ -48,12 +66,13 @@ def demo(
     end_date: EndDate = "2026-11-20",
     fmt: Format = "jsonl",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Generate, load, dbt build, reverse-sync and summarize, on throwaway servers."""
-    from roundtrip.demo import run_demo
+    from roundtrip.dev.demo import run_demo
 
-    configure_logging(debug)
+    configure_logging(debug, quiet)
     started = time.perf_counter()
     report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt)
     if as_json:
@@ -62,7 +81,7 @@ def demo(
     console.rule("summary")
     print_table("generated", [report.generated])
     print_table("loaded into the warehouse", report.loaded)
-    print_table(f"rows per layer ({paths.duckdb_path()})", report.layers)
+    print_table(f"rows per layer ({load_settings().duckdb_path})", report.layers)
     print_table("reverse syncs", report.syncs)
     print_table("destinations now hold", report.destinations)
     print_table("seconds per stage", [report.seconds | {"total": round(time.perf_counter() - started, 2)}])
@@ -78,24 +97,19 @@ def generate_cmd(
     days: Days = 45,
     end_date: EndDate = "2026-11-20",
     fmt: Format = "jsonl",
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Sample data only: SQLite users, the Postgres catalog (ROUNDTRIP_POSTGRES_URL), event files."""
-    import os
+    from roundtrip.dev.sample_data import generate
 
-    from roundtrip.sample_data import generate
-    from roundtrip.services import POSTGRES_URL_ENV
-
-    configure_logging(debug)
-    pg_url = os.environ.get(POSTGRES_URL_ENV)
+    configure_logging(debug, quiet)
+    settings = load_settings()
+    pg_url = settings.secret("postgres_url")
     if not pg_url:
-        console.print(f"[yellow]{POSTGRES_URL_ENV} is not set: the catalog is not written to Postgres[/]")
+        console.print("[yellow]ROUNDTRIP_POSTGRES_URL is not set: the catalog is not written to Postgres[/]")
     report = generate(
-        _config(seed, users, items, orders, clicks, days, end_date),
-        paths.app_sqlite_path(),
-        paths.landing_dir(),
-        pg_url,
-        fmt,
+        _config(seed, users, items, orders, clicks, days, end_date), settings.app_db, settings.landing_dir, pg_url, fmt
     )
     print_table(
         "generated",
@@ -115,15 +129,15 @@ def generate_cmd(
 @app.command()
 def services(debug: DebugOpt = False) -> None:
     """Start a throwaway Postgres and Redis and wait (Ctrl-C stops them). Prints their URLs."""
-    from roundtrip.demo import service_environment
-    from roundtrip.services import postgres_server, redis_server
+    from roundtrip.dev.demo import service_environment
+    from roundtrip.dev.services import postgres_server, redis_server
 
     configure_logging(debug)
-    with postgres_server(paths.services_dir()) as pg, redis_server(paths.services_dir()) as rd:
+    folder = load_settings().services_dir
+    with postgres_server(folder) as pg, redis_server(folder) as rd:
         console.print("Servers are up. In another shell:")
         for key, value in service_environment(pg, rd).items():
-            if "PASSWORD" not in key:
-                console.print(f"  export {key}='{value}'")
+            console.print(f"  export {key}='{value}'", markup=False)
         try:
             while True:
                 time.sleep(3600)
@@ -131,10 +145,78 @@ def services(debug: DebugOpt = False) -> None:
             console.print("stopping")
 
 
+@app.command("dbt", context_settings=PASSTHROUGH)
+def dbt_cmd(ctx: typer.Context) -> None:
+    """dbt with this project's profiles and derived settings: `roundtrip dbt build --target postgres`.
+
+    Every argument goes to dbt as it is. The Postgres warehouse's connection comes from
+    ROUNDTRIP_WAREHOUSE_URL (or ROUNDTRIP_POSTGRES_URL); a target other than duckdb writes its
+    artifacts to target/<target>/ unless you pass --target-path."""
+    import subprocess
+
+    from roundtrip.core.dbt import dbt_command, dbt_environment
+
+    args = list(ctx.args)
+    target = _flag_value(args, "--target") or load_settings().target
+    if target != "duckdb" and "--target-path" not in args and args[:1] not in (["clean"], ["deps"], ["debug"]):
+        args += ["--target-path", str(load_settings().dbt_target_dir(target))]
+    command = dbt_command(args)
+    sys.exit(subprocess.run(command, env=dbt_environment()).returncode)
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+@app.command("bench", context_settings=PASSTHROUGH)
+def bench_cmd(ctx: typer.Context) -> None:
+    """Benchmarks against baselines run side by side (`roundtrip bench --size 1m --only postgres_sync`)."""
+    from benchmarks.cli import main as bench_main
+
+    bench_main(list(ctx.args))
+
+
+@app.command("settings")
+def settings_cmd(
+    markdown: Annotated[bool, typer.Option("--markdown", help="the README's configuration table")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every ROUNDTRIP_* setting with its resolved value (secrets masked) and what it is for."""
+    from roundtrip.core.settings import env_name, markdown_table, settings_table
+
+    if markdown:
+        print(markdown_table())
+        return
+    from pydantic import SecretStr
+
+    from roundtrip.core.redact import MASK, redact
+
+    resolved = load_settings()
+    values = {}
+    for name in type(resolved).model_fields:
+        value = getattr(resolved, name)
+        if isinstance(value, SecretStr):  # a URL keeps its host and user, a token nothing
+            value = redact(value.get_secret_value()) if "://" in value.get_secret_value() else MASK
+        values[env_name(name)] = value
+    rows = [
+        {"variable": r["variable"], "value": values[r["variable"]], "used for": r["used for"]} for r in settings_table()
+    ]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+    else:
+        print_table("settings", rows)
+
+
 @app.command("install-extensions")
 def install_extensions_cmd(debug: DebugOpt = False) -> None:
     """Install DuckDB's postgres and sqlite extensions from their PyPI packages (offline)."""
-    from roundtrip.duckdb_extensions import install_extensions
+    from roundtrip.core.duckdb_extensions import install_extensions
 
     configure_logging(debug)
     folder = install_extensions()

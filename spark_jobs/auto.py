@@ -10,14 +10,13 @@ counted exactly.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 from spark_jobs.config import BronzeFormat, JobConfig
 from spark_jobs.errors import SparkJobError
 
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_ENV = "ROUNDTRIP_SPARK_THRESHOLD_ROWS"
-DEFAULT_THRESHOLD = 20_000_000
 STREAMS = ("orders", "clicks")
 SAMPLE_BYTES = 1 << 20
 SAMPLE_FILES = 8
@@ -52,14 +49,11 @@ class Plan:
     reason: str
 
 
-def threshold_from_env() -> int:
-    raw = os.environ.get(THRESHOLD_ENV)
-    if not raw:
-        return DEFAULT_THRESHOLD
-    try:
-        return int(raw.replace("_", ""))
-    except ValueError:
-        raise SparkJobError(f"{THRESHOLD_ENV}={raw!r} is not a whole number of rows") from None
+def threshold_from_settings() -> int:
+    """``ROUNDTRIP_SPARK_THRESHOLD_ROWS`` (a bad value is a ConfigError naming it)."""
+    from roundtrip.core.settings import load_settings
+
+    return load_settings().spark_threshold_rows
 
 
 def choose_engine(rows: int, threshold: int) -> Plan:
@@ -145,7 +139,7 @@ def run_spark(cfg: JobConfig, spark: SparkSession | None = None) -> list[dict[st
 
 def warehouse_commands(target: str) -> list[list[str]]:
     """What ``make load`` and ``make dbt-build`` run."""
-    from roundtrip.dbt import dbt_command
+    from roundtrip.core.dbt import dbt_command
 
     loaders = [[sys.executable, "-m", "loaders", kind, "--target", target] for kind in ("sqlite", "sql", "files")]
     return [*loaders, dbt_command(["build"], target=target)]
@@ -155,12 +149,14 @@ def run_warehouse(target: str, env: Mapping[str, str] | None = None) -> list[dic
     """Loaders into the warehouse, then ``dbt build`` (every model is rebuilt whole)."""
     import time
 
+    from roundtrip.core.dbt import dbt_environment
+
     done = []
     for command in warehouse_commands(target):
         started = time.perf_counter()
         name = " ".join(["dbt", *command[1:2]] if "-m" not in command else command[1:4])
         log.info("running %s", name)
-        completed = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})})
+        completed = subprocess.run(command, cwd=PROJECT_ROOT, env=dbt_environment(env))
         if completed.returncode != 0:
             raise SparkJobError(f"`{name}` failed with exit code {completed.returncode} (see its output above)")
         done.append({"step": name, "seconds": round(time.perf_counter() - started, 2)})

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from roundtrip.sample_data.model import BRONZE_FIELDS
+from roundtrip.core.contract import BRONZE_FIELDS
 from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
 from spark_jobs.expressions import join_codes, parse_decimal, parse_integer, parse_iso_timestamp
 
 log = logging.getLogger(__name__)
 
-# the bronze record fields of DESIGN.md, as the generator writes them
+# the bronze record fields (docs/contract.md), as the generator writes them
 ORDER_FIELDS, CLICK_FIELDS = BRONZE_FIELDS["orders"], BRONZE_FIELDS["clicks"]
 ORDERS_CLEAN = (
     "ingestion_id",
@@ -205,6 +205,9 @@ def load(silver: Silver, cfg: JobConfig) -> None:
         storage.write_partitions(getattr(silver, table), cfg.table_path("silver", table), cfg.window)
 
 
+HELP = "Bronze files -> silver orders_clean and clicks_clean (the window's event_date partitions)."
+
+
 def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     """extract -> transform -> load; returns what each table holds for the window afterwards."""
     started = time.perf_counter()
@@ -225,10 +228,11 @@ def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     ]
 
 
-def main() -> None:
-    from spark_jobs.cli import main_for
+def main(argv: list[str] | None = None) -> None:
+    """``spark-submit spark_jobs/bronze_to_silver.py --date ...``: this job alone."""
+    from spark_jobs.entry import bronze_job, run_alone
 
-    main_for("bronze-to-silver")
+    run_alone(bronze_job("bronze -> silver", lambda: run), HELP, argv)
 
 
 if __name__ == "__main__":

@@ -6,20 +6,18 @@ Paths may be local folders or any URL Spark's Hadoop layer knows (``s3a://``, ``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
-from roundtrip import paths
+from roundtrip.core.settings import load_settings
 from spark_jobs.errors import SparkJobError
 
 BronzeFormat = Literal["jsonl", "csv", "parquet"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 
-OUTPUT_ENV = "ROUNDTRIP_SPARK_OUTPUT"
 CATALOG_PATH_ENV = "ROUNDTRIP_SPARK_CATALOG_PATH"
 CATALOG_URL_ENV = "ROUNDTRIP_CATALOG_URL"
 CATALOG_TABLE = "catalog.items"
@@ -99,9 +97,10 @@ class CatalogSource:
 
     @classmethod
     def from_env(cls) -> CatalogSource:
-        if os.environ.get(CATALOG_PATH_ENV):
-            return cls(parquet_path=os.environ[CATALOG_PATH_ENV])
-        url = os.environ.get(CATALOG_URL_ENV) or os.environ.get("ROUNDTRIP_POSTGRES_URL")
+        settings = load_settings()
+        if settings.spark_catalog_path:
+            return cls(parquet_path=settings.spark_catalog_path)
+        url = settings.secret("catalog_url")  # defaults to ROUNDTRIP_POSTGRES_URL
         if not url:
             raise SparkJobError(
                 f"no item catalog: set {CATALOG_URL_ENV} (the catalog's Postgres, read over JDBC) "
@@ -139,11 +138,11 @@ def _location(value: str) -> str:
 
 
 def resolve_landing(landing: str | None = None) -> str:
-    return _location(landing or os.environ.get("ROUNDTRIP_LANDING_PATH") or str(paths.landing_dir()))
+    return _location(landing or str(load_settings().landing_path))
 
 
 def default_output() -> str:
-    return _location(os.environ.get(OUTPUT_ENV) or str(paths.data_dir() / "spark"))
+    return _location(str(load_settings().spark_output))
 
 
 def resolve(

@@ -1,6 +1,6 @@
 """Errors of the Spark jobs: the CLI prints them as one clear line and exits non-zero."""
 
-from roundtrip.errors import RoundtripError
+from roundtrip.core.errors import RoundtripError
 
 
 class SparkJobError(RoundtripError):

@@ -16,19 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roundtrip import paths
-
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-MASTER_ENV = "ROUNDTRIP_SPARK_MASTER"
-DRIVER_MEMORY_ENV = "ROUNDTRIP_SPARK_DRIVER_MEMORY"
-TEMP_DIR_ENV = "ROUNDTRIP_SPARK_TMP"
-JDBC_JAR_ENV = "ROUNDTRIP_SPARK_JDBC_JAR"
-SHUFFLE_PARTITIONS_ENV = "ROUNDTRIP_SPARK_SHUFFLE_PARTITIONS"
-UI_ENV = "ROUNDTRIP_SPARK_UI"
 # Debian's libpostgresql-jdbc-java (make setup installs it)
 DEFAULT_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -57,14 +49,17 @@ class SparkSettings:
 
     @classmethod
     def from_env(cls) -> SparkSettings:
-        partitions = os.environ.get(SHUFFLE_PARTITIONS_ENV)
+        """From the project's settings (``ROUNDTRIP_SPARK_*``)."""
+        from roundtrip.core.settings import load_settings
+
+        s = load_settings()
         return cls(
-            master=os.environ.get(MASTER_ENV, "local[*]"),
-            driver_memory=os.environ.get(DRIVER_MEMORY_ENV, "2g"),
-            temp_dir=Path(os.environ.get(TEMP_DIR_ENV) or paths.data_dir() / "spark-tmp").resolve(),
-            jdbc_jar=Path(os.environ.get(JDBC_JAR_ENV) or DEFAULT_JDBC_JAR),
-            shuffle_partitions=int(partitions) if partitions else None,
-            ui=os.environ.get(UI_ENV, "") in ("1", "true", "yes"),
+            master=s.spark_master,
+            driver_memory=s.spark_driver_memory,
+            temp_dir=s.spark_tmp or s.data_dir / "spark-tmp",
+            jdbc_jar=s.spark_jdbc_jar,
+            shuffle_partitions=s.spark_shuffle_partitions,
+            ui=s.spark_ui,
         )
 
 

@@ -199,6 +199,9 @@ def load(gold: Gold, cfg: JobConfig) -> None:
     storage.replace_table(gold.hourly_order_patterns, cfg.table_path("gold", "hourly_order_patterns"))
 
 
+HELP = "Silver -> the gold tables (the window's event_date partitions; hourly patterns whole)."
+
+
 def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     started = time.perf_counter()
     log.info("silver -> gold for %s: tables under %s", cfg.window, cfg.output)
@@ -216,10 +219,11 @@ def run(spark: SparkSession, cfg: JobConfig) -> list[dict[str, object]]:
     ]
 
 
-def main() -> None:
-    from spark_jobs.cli import main_for
+def main(argv: list[str] | None = None) -> None:
+    """``spark-submit spark_jobs/silver_to_gold.py --date ...``: this job alone."""
+    from spark_jobs.entry import run_alone, silver_job
 
-    main_for("silver-to-gold")
+    run_alone(silver_job("silver -> gold", lambda: run), HELP, argv)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,24 @@
 """Shared fixtures: real servers started once per test session, real DuckDB files per test.
 
-Postgres and Redis are the project's own throwaway servers (roundtrip.services), or external
+Postgres and Redis are the project's own throwaway servers (roundtrip.dev.services), or external
 ones when ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL are set. Nothing is mocked.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from roundtrip.paths import PROJECT_ROOT
-from roundtrip.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
+from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.core.settings import load_settings
+from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
 
 # emulators of BigQuery, GCS and S3; the loaders' `warehouse` fixture over every target
 pytest_plugins = ["tests.emulators", "tests.loader_fixtures"]
 
-SERVICES_DIR = Path(os.environ.get("ROUNDTRIP_TEST_SERVICES_DIR", "/tmp/roundtrip-test-services"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,13 +32,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresEndpoint]:
     """One PostgreSQL server for the whole session (tests use their own schemas or databases)."""
-    with postgres_server(SERVICES_DIR) as endpoint:
+    with postgres_server(load_settings().test_services_dir) as endpoint:
         yield endpoint
 
 
 @pytest.fixture(scope="session")
 def redis_endpoint() -> Iterator[RedisEndpoint]:
-    with redis_server(SERVICES_DIR) as endpoint:
+    with redis_server(load_settings().test_services_dir) as endpoint:
         yield endpoint
 
 

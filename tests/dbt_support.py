@@ -17,9 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from roundtrip.dbt import dbt_command
-from roundtrip.paths import PROJECT_ROOT
-from roundtrip.sample_data.model import BRONZE_FIELDS
+from roundtrip.core.contract import BRONZE_FIELDS
+from roundtrip.core.dbt import dbt_command
+from roundtrip.core.paths import PROJECT_ROOT
 
 EXTENSION_DIR = PROJECT_ROOT / ".duckdb_extensions"
 # bronze keeps every source field as text (loaders/loaders.yml)
@@ -134,7 +134,7 @@ class DbtProject:
 def load_raw_tables(duckdb_path: Path, rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]]) -> None:
     """Append rows (dicts of column -> value; missing columns are NULL) to the raw tables of a
     DuckDB warehouse, creating the tables with the loaders' columns when needed."""
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     con = connect(duckdb_path)
     try:
@@ -157,7 +157,7 @@ def load_raw_tables(duckdb_path: Path, rows: Mapping[tuple[str, str], Sequence[M
 
 def delete_raw_rows(duckdb_path: Path, schema: str, table: str, where: str) -> int:
     """Remove raw rows (e.g. a landed file the loader is about to replace)."""
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     con = connect(duckdb_path)
     try:
@@ -170,7 +170,7 @@ def delete_raw_rows(duckdb_path: Path, schema: str, table: str, where: str) -> i
 def copy_raw_tables_to_postgres(duckdb_path: Path, postgres_url: str) -> None:
     """Make the raw tables of a Postgres database equal to those of a DuckDB warehouse (created the
     first time, then emptied and refilled in place: the staging views depend on them)."""
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     con = connect(extensions=("postgres",))
     try:
@@ -265,7 +265,7 @@ def relation_columns(relation: Relation, all_columns: Sequence[str]) -> list[str
 
 
 def duckdb_relation_rows(duckdb_path: Path, relation: Relation) -> tuple[list[str], list[tuple[Any, ...]]]:
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     con = connect(duckdb_path, read_only=True)
     try:
@@ -312,7 +312,7 @@ class Warehouse:
 
 
 def query_duckdb(duckdb_path: Path, sql: str) -> list[tuple[Any, ...]]:
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     con = connect(duckdb_path, read_only=True)
     try:

@@ -28,15 +28,15 @@ from pathlib import Path
 
 import pytest
 
-from roundtrip.bigquery_emulator import DEFAULT_PROJECT, BigQueryEmulator
-from roundtrip.bigquery_emulator import bigquery_emulator as start_bigquery_emulator
-from roundtrip.services import free_port, hand_to_unprivileged, run_unprivileged, spawn, stop_process, wait_for_port
+from roundtrip.dev.bigquery_emulator import DEFAULT_PROJECT, BigQueryEmulator
+from roundtrip.dev.bigquery_emulator import bigquery_emulator as start_bigquery_emulator
+from roundtrip.dev.services import free_port, hand_to_unprivileged, run_unprivileged, spawn, stop_process, wait_for_port
 
 BIGQUERY_PROJECT = DEFAULT_PROJECT
 
 
 def _start(cmd: list[str], env: dict[str, str], ports: list[int], log: Path, timeout: float = 60.0) -> subprocess.Popen:  # type: ignore[type-arg]
-    """Start ``cmd`` (tied to this process, see roundtrip.services.spawn) and wait for every port."""
+    """Start ``cmd`` (tied to this process, see roundtrip.dev.services.spawn) and wait for every port."""
     proc = spawn(cmd, log, env=env)
     for port in ports:
         wait_for_port(proc, Path(cmd[0]).name, port, log, timeout)
@@ -215,7 +215,7 @@ class AzureEmulator:
 def _azurite_binary() -> str | None:
     import shutil
 
-    from roundtrip.paths import PROJECT_ROOT
+    from roundtrip.core.paths import PROJECT_ROOT
 
     local = PROJECT_ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
     return str(local) if local.exists() else shutil.which("azurite-blob")

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from roundtrip.services import PostgresEndpoint, RedisEndpoint
+from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
 
 SIZES = ["--users", "400", "--items", "150", "--orders", "4000", "--clicks", "9000", "--days", "12"]
 

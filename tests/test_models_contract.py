@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from roundtrip.services import PostgresEndpoint
+from roundtrip.dev.services import PostgresEndpoint
 from tests import bronze_sample
 from tests.dbt_support import (
     DbtProject,

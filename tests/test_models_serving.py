@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from roundtrip.services import PostgresEndpoint
+from roundtrip.dev.services import PostgresEndpoint
 from tests import bronze_sample
 from tests.dbt_support import DbtProject, base_environment, copy_raw_tables_to_postgres, load_raw_tables
 

@@ -1,4 +1,4 @@
-"""The generator: deterministic, sized by its flags, and carrying every defect of DESIGN.md."""
+"""The generator: deterministic, sized by its flags, and carrying every defect of the data contract (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from roundtrip.sample_data import SampleConfig, generate
-from roundtrip.sample_data import model as m
+from roundtrip.core.contract import BRONZE_FIELDS
+from roundtrip.dev.sample_data import SampleConfig, generate
+from roundtrip.dev.sample_data import model as m
 
 SMALL = SampleConfig(seed=7, users=300, items=120, orders=6_000, clicks=15_000, days=10, end_date=date(2026, 11, 20))
 
@@ -28,7 +29,7 @@ def _events(folder: Path, stream: str) -> duckdb.DuckDBPyRelation:
     )
 
 
-_COLUMNS = m.BRONZE_FIELDS
+_COLUMNS = BRONZE_FIELDS
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:

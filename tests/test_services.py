@@ -15,8 +15,8 @@ import psycopg
 import pytest
 import redis
 
-from roundtrip.errors import ServiceError
-from roundtrip.services import LocalPostgres, LocalRedis, PostgresEndpoint, RedisEndpoint, postgres_server
+from roundtrip.core.errors import ServiceError
+from roundtrip.dev.services import LocalPostgres, LocalRedis, PostgresEndpoint, RedisEndpoint, postgres_server
 
 
 def _alive(pid: int) -> bool:
@@ -68,7 +68,7 @@ def test_port_clash_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_postgres_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from roundtrip import services
+    from roundtrip.dev import services
 
     monkeypatch.setenv("ROUNDTRIP_PG_BIN", str(tmp_path / "nowhere"))
     monkeypatch.setattr(services.importlib.util, "find_spec", lambda name: None)
@@ -94,7 +94,7 @@ def test_a_crashed_parent_leaves_no_server_running(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from roundtrip.services import LocalPostgres, LocalRedis
+        from roundtrip.dev.services import LocalPostgres, LocalRedis
         pg = LocalPostgres(Path({str(tmp_path)!r})); pg.start()
         rd = LocalRedis(Path({str(tmp_path)!r})); rd.start()
         print(pg.pid, rd.pid, flush=True)

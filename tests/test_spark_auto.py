@@ -9,8 +9,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from roundtrip.sample_data import SampleConfig, generate
-from roundtrip.sample_data.model import items_table
+from roundtrip.core.errors import ConfigError
+from roundtrip.dev.sample_data import SampleConfig, generate
+from roundtrip.dev.sample_data.model import items_table
 from spark_jobs import auto
 from spark_jobs.cli import main
 from spark_jobs.errors import SparkJobError
@@ -63,13 +64,13 @@ def test_choice_follows_the_threshold() -> None:
 
 
 def test_threshold_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(auto.THRESHOLD_ENV, raising=False)
-    assert auto.threshold_from_env() == auto.DEFAULT_THRESHOLD
-    monkeypatch.setenv(auto.THRESHOLD_ENV, "5_000_000")
-    assert auto.threshold_from_env() == 5_000_000
-    monkeypatch.setenv(auto.THRESHOLD_ENV, "many")
-    with pytest.raises(SparkJobError, match=auto.THRESHOLD_ENV):
-        auto.threshold_from_env()
+    monkeypatch.delenv("ROUNDTRIP_SPARK_THRESHOLD_ROWS", raising=False)
+    assert auto.threshold_from_settings() == 20_000_000
+    monkeypatch.setenv("ROUNDTRIP_SPARK_THRESHOLD_ROWS", "5_000_000")
+    assert auto.threshold_from_settings() == 5_000_000
+    monkeypatch.setenv("ROUNDTRIP_SPARK_THRESHOLD_ROWS", "many")
+    with pytest.raises(ConfigError, match="ROUNDTRIP_SPARK_THRESHOLD_ROWS"):
+        auto.threshold_from_settings()
 
 
 @pytest.mark.parametrize(("below_total", "engine"), [(1, "spark"), (0, "warehouse")])

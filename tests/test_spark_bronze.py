@@ -16,8 +16,8 @@ import yaml
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from roundtrip.paths import PROJECT_ROOT
-from roundtrip.sample_data import DefectRates, SampleConfig, generate
+from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.dev.sample_data import DefectRates, SampleConfig, generate
 from spark_jobs import storage
 from spark_jobs.bronze_to_silver import CLICK_FIELDS, ORDER_FIELDS
 

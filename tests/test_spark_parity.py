@@ -25,10 +25,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from roundtrip.paths import PROJECT_ROOT
-from roundtrip.sample_data import DefectRates, SampleConfig, generate
-from roundtrip.sample_data.model import BAD_TIMESTAMPS, INVALID_EVENT_TYPES
-from roundtrip.services import PostgresEndpoint
+from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.dev.sample_data import DefectRates, SampleConfig, generate
+from roundtrip.dev.sample_data.model import BAD_TIMESTAMPS, INVALID_EVENT_TYPES
+from roundtrip.dev.services import PostgresEndpoint
 from spark_jobs import auto, bronze_to_silver, silver_to_gold, storage
 from spark_jobs.config import CatalogSource, DateWindow, JobConfig
 from spark_jobs.expressions import parse_iso_timestamp

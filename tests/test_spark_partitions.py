@@ -14,8 +14,8 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from roundtrip.sample_data import DefectRates, SampleConfig, generate
-from roundtrip.sample_data.model import items_table
+from roundtrip.dev.sample_data import DefectRates, SampleConfig, generate
+from roundtrip.dev.sample_data.model import items_table
 from spark_jobs import bronze_to_silver, silver_to_gold, storage
 from spark_jobs.config import CatalogSource, DateWindow, JobConfig
 from spark_jobs.errors import SparkJobError

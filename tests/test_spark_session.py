@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from roundtrip.paths import PROJECT_ROOT
-from roundtrip.sample_data import SampleConfig, generate
-from roundtrip.sample_data.model import items_table
+from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.dev.sample_data import SampleConfig, generate
+from roundtrip.dev.sample_data.model import items_table
 
 pytestmark = pytest.mark.spark
 

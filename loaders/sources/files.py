@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from loaders.config import FileStreamConfig
 from loaders.errors import LoaderError
-from loaders.warehouse.sql import quote_double as q
+from roundtrip.core.sql import quote as q
 
 log = logging.getLogger(__name__)
 

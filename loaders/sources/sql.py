@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from loaders.config import SqlSourceConfig, SqlTableConfig
 from loaders.errors import LoaderError
-from loaders.warehouse.sql import quote_double as q
+from roundtrip.core.sql import quote as q
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _read_sqlalchemy(
 def _read_duckdb(
     source: SqlSourceConfig, table: SqlTableConfig, since: object | None, batch_rows: int
 ) -> Iterator[pa.Table]:
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
     if not source.url.startswith(("postgresql://", "postgres://")):
         raise LoaderError("loaders.yml: reader 'duckdb' reads PostgreSQL only; use reader 'sqlalchemy'")

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from loaders.config import SqliteTableConfig, TimestampKind
 from loaders.errors import LoaderError
-from loaders.warehouse.sql import quote_double
+from roundtrip.core.sql import quote
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +89,18 @@ def _to_timestamp(
 def _select(table: SqliteTableConfig, names: list[str], since: object | None) -> tuple[str, list[object]]:
     """The read query. With a cursor, a key that appears more than once keeps only its latest row
     (highest cursor, then highest rowid): duplicates are resolved at the source, deterministically."""
-    columns = ", ".join(quote_double(n) for n in names)
+    columns = ", ".join(quote(n) for n in names)
     where, params = "", []
     if table.cursor and since is not None:
-        where, params = f" where {quote_double(table.cursor)} >= ?", [since]
-    order = ", ".join(quote_double(n) for n in ([table.cursor] if table.cursor else []) + table.primary_key)
+        where, params = f" where {quote(table.cursor)} >= ?", [since]
+    order = ", ".join(quote(n) for n in ([table.cursor] if table.cursor else []) + table.primary_key)
     if not table.cursor:
-        return f"select {columns} from {quote_double(table.name)}{where} order by {order}", params
-    keys = ", ".join(quote_double(k) for k in table.primary_key)
+        return f"select {columns} from {quote(table.name)}{where} order by {order}", params
+    keys = ", ".join(quote(k) for k in table.primary_key)
     return (
         f"select {columns} from (select {columns}, row_number() over "
-        f"(partition by {keys} order by {quote_double(table.cursor)} desc, rowid desc) as _latest "
-        f"from {quote_double(table.name)}{where}) where _latest = 1 order by {order}",
+        f"(partition by {keys} order by {quote(table.cursor)} desc, rowid desc) as _latest "
+        f"from {quote(table.name)}{where}) where _latest = 1 order by {order}",
         params,
     )
 
@@ -202,7 +202,7 @@ def read_keys(path: Path, table: SqliteTableConfig) -> pa.Table:
     try:
         columns = {c.name: c for c in read_schema(con, table.name)}
         rows = con.execute(
-            f"select distinct {', '.join(quote_double(k) for k in table.primary_key)} from {quote_double(table.name)}"
+            f"select distinct {', '.join(quote(k) for k in table.primary_key)} from {quote(table.name)}"
         ).fetchall()
     finally:
         con.close()

@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
-import os
-
 from loaders.errors import LoaderError
 from loaders.warehouse.base import Warehouse, WriteResult
-
-TARGETS = ("duckdb", "postgres", "bigquery")
-
-
-def postgres_conninfo() -> str:
-    """The dbt ``postgres`` target's database (``ROUNDTRIP_PG_*``), so loaders write where dbt reads."""
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(
-        host=os.environ.get("ROUNDTRIP_PG_HOST", "127.0.0.1"),
-        port=os.environ.get("ROUNDTRIP_PG_PORT", "5432"),
-        user=os.environ.get("ROUNDTRIP_PG_USER", "postgres"),
-        password=os.environ.get("ROUNDTRIP_PG_PASSWORD", ""),
-        dbname=os.environ.get("ROUNDTRIP_PG_DATABASE", "roundtrip"),
-    )
+from roundtrip.core.settings import TARGETS, Settings, load_settings
 
 
-def open_warehouse(target: str | None = None) -> Warehouse:
-    """The warehouse named by ``target`` (default ``ROUNDTRIP_TARGET`` or duckdb)."""
-    target = target or os.environ.get("ROUNDTRIP_TARGET", "duckdb")
+def postgres_conninfo(settings: Settings) -> str:
+    """The Postgres warehouse (``ROUNDTRIP_WAREHOUSE_URL``, by default ``ROUNDTRIP_POSTGRES_URL``):
+    the database dbt's ``postgres`` target builds in, so loaders write where dbt reads."""
+    url = settings.secret("warehouse_url")
+    if not url:
+        raise LoaderError(
+            "no Postgres warehouse configured", hint="set ROUNDTRIP_WAREHOUSE_URL (or ROUNDTRIP_POSTGRES_URL)"
+        )
+    return url
+
+
+def open_warehouse(target: str | None = None, wait: float = 0, settings: Settings | None = None) -> Warehouse:
+    """The warehouse named by ``target`` (default ``ROUNDTRIP_TARGET`` or duckdb). ``wait``:
+    seconds to wait for a DuckDB file another process holds."""
+    settings = settings or load_settings()
+    target = target or settings.target
     if target == "duckdb":
         from loaders.warehouse.duckdb import DuckDBWarehouse
-        from roundtrip.paths import duckdb_path
 
-        return DuckDBWarehouse(duckdb_path())
+        return DuckDBWarehouse(settings.duckdb_path, wait=wait)
     if target == "postgres":
         from loaders.warehouse.postgres import PostgresWarehouse
 
-        return PostgresWarehouse(postgres_conninfo())
+        return PostgresWarehouse(postgres_conninfo(settings))
     if target == "bigquery":
         from loaders.warehouse.bigquery import BigQuerySettings, BigQueryWarehouse
 
-        return BigQueryWarehouse(BigQuerySettings.from_env())
+        return BigQueryWarehouse(BigQuerySettings.from_settings(settings))
     raise LoaderError(f"unknown warehouse target {target!r} (ROUNDTRIP_TARGET): use one of {', '.join(TARGETS)}")
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -32,9 +31,13 @@ from loaders.errors import LoaderError
 from loaders.warehouse import sql
 from loaders.warehouse.base import STATE_SCHEMA, Batches, WriteResult
 from loaders.warehouse.bigquery_write import write_pending
+from roundtrip.core.sql import quote_backtick
+
+if TYPE_CHECKING:
+    from roundtrip.core.settings import Settings
 
 log = logging.getLogger(__name__)
-q = sql.quote_backtick
+q = quote_backtick
 STAGING_HOURS = 24
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 
@@ -79,14 +82,14 @@ class BigQuerySettings:
     storage_endpoint: str | None = None  # Storage Write gRPC host:port (emulator, plaintext)
 
     @classmethod
-    def from_env(cls) -> BigQuerySettings:
-        """The dbt ``bigquery`` target's variables, plus the emulator endpoints."""
+    def from_settings(cls, settings: Settings) -> BigQuerySettings:
+        """The dbt ``bigquery`` target's settings, plus the emulator endpoints."""
         return cls(
-            project=os.environ.get("ROUNDTRIP_BQ_PROJECT", "roundtrip-local"),
-            location=os.environ.get("ROUNDTRIP_BQ_LOCATION", "EU"),
-            keyfile=os.environ.get("ROUNDTRIP_BQ_KEYFILE") or None,
-            api_endpoint=os.environ.get("ROUNDTRIP_BQ_API_ENDPOINT") or None,
-            storage_endpoint=os.environ.get("ROUNDTRIP_BQ_STORAGE_ENDPOINT") or None,
+            project=settings.bq_project,
+            location=settings.bq_location,
+            keyfile=str(settings.bq_keyfile) if settings.bq_keyfile else None,
+            api_endpoint=settings.bq_api_endpoint,
+            storage_endpoint=settings.bq_storage_endpoint,
         )
 
     def clients(self) -> tuple[Any, Any]:

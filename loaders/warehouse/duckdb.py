@@ -12,20 +12,21 @@ import pyarrow as pa
 
 from loaders.warehouse import sql
 from loaders.warehouse.base import Batches, WriteResult
+from roundtrip.core.sql import quote
 
 log = logging.getLogger(__name__)
-q = sql.quote_double
+q = quote
 
 
 class DuckDBWarehouse:
     name = "duckdb"
 
-    def __init__(self, path: Path) -> None:
-        from roundtrip.duckdb_extensions import connect
+    def __init__(self, path: Path, wait: float = 0) -> None:
+        from roundtrip.core.duckdb_extensions import connect
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.con = connect(path)
+        self.con = connect(path, wait=wait)
         self._in_transaction = False
 
     # ------------------------------------------------------------ plumbing

@@ -17,31 +17,17 @@ import pyarrow as pa
 from loaders.errors import LoaderError
 from loaders.warehouse import sql
 from loaders.warehouse.base import Batches, WriteResult
+from roundtrip.core.sql import postgres_type, quote
 
 log = logging.getLogger(__name__)
-q = sql.quote_double
+q = quote
 
 
 def pg_type(type_: pa.DataType, column: str) -> str:
-    if pa.types.is_boolean(type_):
-        return "boolean"
-    if pa.types.is_integer(type_):
-        return "integer" if type_.bit_width <= 32 and pa.types.is_signed_integer(type_) else "bigint"
-    if pa.types.is_floating(type_):
-        return "double precision"
-    if pa.types.is_decimal(type_):
-        return f"numeric({type_.precision}, {type_.scale})"
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        return "text"
-    if pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
-        return "bytea"
-    if pa.types.is_timestamp(type_):
-        return "timestamptz" if type_.tz else "timestamp"
-    if pa.types.is_date(type_):
-        return "date"
-    if pa.types.is_time(type_):
-        return "time"
-    raise LoaderError(f"column {column!r}: no PostgreSQL type for Arrow {type_}")
+    found = postgres_type(type_)
+    if found is None:
+        raise LoaderError(f"column {column!r}: no PostgreSQL type for Arrow {type_}")
+    return found
 
 
 class PostgresWarehouse:

@@ -1,7 +1,8 @@
 """Set-based statements generated from declared keys, for every warehouse.
 
 DuckDB, PostgreSQL (15+) and BigQuery share the standard ``MERGE`` and ``IS DISTINCT FROM``;
-only identifier quoting differs, so each generator takes the warehouse's ``quote`` function.
+only identifier quoting differs, so each generator takes the warehouse's ``quote`` function
+(``roundtrip.core.sql``).
 Never hand-write one of these per table.
 """
 
@@ -11,17 +12,7 @@ from collections.abc import Callable
 
 from loaders.warehouse.base import LOADED_AT
 
-Quote = Callable[[str], str]
-
-
-def quote_double(identifier: str) -> str:
-    """ "identifier" (DuckDB, Postgres): a doubled quote escapes a quote."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def quote_backtick(identifier: str) -> str:
-    """`identifier` (BigQuery): backslash escapes backslash and backtick."""
-    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
+Quote = Callable[[str], str]  # roundtrip.core.sql.quote or quote_backtick
 
 
 def _key_match(keys: list[str], q: Quote, left: str = "t", right: str = "s") -> str:

@@ -28,38 +28,20 @@ import pyarrow as pa
 
 from reverse_etl.counts import SyncCounts
 from reverse_etl.errors import SyncError
-from reverse_etl.source import CHANGED, NEW, ModelSource, Plan, payload_columns, quote
+from reverse_etl.source import CHANGED, NEW, ModelSource, Plan, payload_columns
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import DDL_LOCK, StateStore, copy_batches
+from roundtrip.core.sql import postgres_type, quote
 
 log = logging.getLogger(__name__)
 
 
 def pg_type(arrow_type: pa.DataType) -> str:
     """Column type for a table the sync creates (an existing table keeps its own types)."""
-    if pa.types.is_boolean(arrow_type):
-        return "boolean"
-    if pa.types.is_int8(arrow_type) or pa.types.is_int16(arrow_type):
-        return "smallint"
-    if pa.types.is_int32(arrow_type):
-        return "integer"
-    if pa.types.is_integer(arrow_type):
-        return "bigint"
-    if pa.types.is_floating(arrow_type):
-        return "double precision"
-    if pa.types.is_decimal(arrow_type):
-        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
-    if pa.types.is_timestamp(arrow_type):
-        return "timestamptz" if arrow_type.tz else "timestamp"
-    if pa.types.is_date(arrow_type):
-        return "date"
-    if pa.types.is_time(arrow_type):
-        return "time"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return "text"
-    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
-        return "bytea"
-    raise SyncError(f"no Postgres type for Arrow type {arrow_type}: cast the column in the model")
+    found = postgres_type(arrow_type)
+    if found is None:
+        raise SyncError(f"no Postgres type for Arrow type {arrow_type}: cast the column in the model")
+    return found
 
 
 class PostgresDestination:

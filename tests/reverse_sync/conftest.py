@@ -17,8 +17,8 @@ import pytest
 
 from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync
 from reverse_etl.spec import SyncSpec, load_specs
-from roundtrip.paths import PROJECT_ROOT
-from roundtrip.services import PostgresEndpoint, RedisEndpoint
+from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
 
 FIXTURE_PROJECT = Path(__file__).resolve().parent.parent / "fixtures" / "retl_project"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 
 from .conftest import Harness
 

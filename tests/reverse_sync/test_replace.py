@@ -13,7 +13,7 @@ import pytest
 
 from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
 from reverse_etl.runs import recent_runs
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 
 from .conftest import FIXTURE_PROJECT, Harness
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roundtrip.sample_data import model, writers
+from roundtrip.dev.sample_data import model, writers
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roundtrip.services import free_port, spawn, stop_process, wait_for_port
+from roundtrip.dev.services import free_port, spawn, stop_process, wait_for_port
 
 DEFAULT_PROJECT = "roundtrip-test"
 

@@ -4,7 +4,7 @@ Everything is vectorized with NumPy and pyarrow.compute (no per-row Python), so 
 orders take minutes. Events are generated in fixed-size chunks, each with its own random stream
 ``(seed, stream, chunk)``, so the output depends only on the seed and the sizes, not on memory.
 
-Defects listed in DESIGN.md are injected on purpose (see ``DefectRates``); tests and dbt models
+Defects of the data contract (docs/contract.md) are injected on purpose (see ``DefectRates``); tests and dbt models
 rely on every kind being present.
 """
 
@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from roundtrip.core.contract import BRONZE_FIELDS
 
 CATEGORIES = (
     "books",
@@ -165,33 +167,6 @@ BAD_TIMESTAMPS = (
 )
 INVALID_EVENT_TYPES = ("purchase", "VIEW", "", "add-to-cart")
 CHUNK_ROWS = 1_000_000
-# The bronze record of each event stream (DESIGN.md), in file order: what the generator writes,
-# the file loader expects (loaders/loaders.yml) and the Spark jobs read.
-BRONZE_FIELDS: dict[str, tuple[str, ...]] = {
-    "orders": (
-        "ingestion_id",
-        "order_id",
-        "user_id",
-        "item_id",
-        "session_id",
-        "quantity",
-        "unit_price",
-        "currency",
-        "event_ts",
-        "ingested_at",
-    ),
-    "clicks": (
-        "ingestion_id",
-        "event_id",
-        "session_id",
-        "user_id",
-        "item_id",
-        "event_type",
-        "query",
-        "event_ts",
-        "ingested_at",
-    ),
-}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Run dbt as a subprocess of the project's own environment (its progress shows as usual)."""
+"""Run dbt as a subprocess of the project's own environment (its progress shows as usual).
+
+Every run gets the settings that dbt's profile cannot derive itself (the Postgres warehouse's
+``ROUNDTRIP_PG_*`` from ``ROUNDTRIP_WAREHOUSE_URL``) and no colour codes when its output is
+not a terminal (piped logs of ``make demo``, CI).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from roundtrip.errors import RoundtripError
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.errors import RoundtripError
+from roundtrip.core.paths import PROFILES_DIR, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +27,12 @@ def dbt_executable() -> str:
         return str(beside_python)
     found = shutil.which("dbt")
     if not found:
-        raise RoundtripError("dbt is not installed in this environment: run `make setup`")
+        raise RoundtripError("dbt is not installed in this environment", hint="run `make setup`")
     return found
+
+
+def colours_wanted() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
 def dbt_command(
@@ -41,18 +50,26 @@ def dbt_command(
     """
     command = [
         dbt_executable(),
+        *([] if colours_wanted() else ["--no-use-colors"]),
         *(["--quiet"] if quiet else []),
         *args,
         "--project-dir",
         str(project_dir),
         "--profiles-dir",
-        str(PROJECT_ROOT / "profiles"),
+        str(PROFILES_DIR),
     ]
     if target:
         command += ["--target", target]
     if target_path:
         command += ["--target-path", str(target_path), "--log-path", str(target_path / "logs")]
     return command
+
+
+def dbt_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment, the derived dbt settings, then ``extra``."""
+    from roundtrip.core.settings import load_settings
+
+    return {**os.environ, **load_settings().dbt_env(), **(extra or {})}
 
 
 def run_dbt(
@@ -65,9 +82,8 @@ def run_dbt(
 ) -> None:
     """Run ``dbt <args>`` (see ``dbt_command``) with the given extra environment."""
     command = dbt_command(args, target, target_path, quiet, project_dir)
-    full_env = {**os.environ, **(env or {})}
     log.info("running %s", " ".join(["dbt", *args] + (["--target", target] if target else [])))
-    completed = subprocess.run(command, cwd=project_dir, env=full_env)
+    completed = subprocess.run(command, cwd=project_dir, env=dbt_environment(env))
     if completed.returncode != 0:
         raise RoundtripError(
             f"`dbt {' '.join(args)}` failed with exit code {completed.returncode} (see its output above)"

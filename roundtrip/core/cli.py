@@ -1,0 +1,194 @@
+"""What every CLI of the project shares: its options, logging set up once, one error path,
+printing.
+
+One error path: whatever a command raises ends as one line on stderr (``error: what failed``,
+then ``hint: what to do``), credentials redacted, exit status 1; the traceback only with
+``--debug``. Project errors carry their own message and hint; the usual foreign ones (a YAML
+file that does not parse, a refused connection, a locked DuckDB file, a bad setting) are
+described here, so no command shows a driver's traceback to a user.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from roundtrip.core.errors import RoundtripError
+from roundtrip.core.redact import redact
+
+# no emoji codes (`reco:100:` is not `:100:`); rich itself honours NO_COLOR and writes no
+# colour codes when its output is not a terminal
+console = Console(stderr=False, emoji=False)
+err_console = Console(stderr=True, emoji=False)
+if not console.is_terminal:  # logs and CI: wide enough for the summary tables
+    console.width = 160
+if not err_console.is_terminal:
+    err_console.width = 160
+
+EXIT_FAILED = 1
+
+# ---------------------------------------------------------------- options shared by every CLI
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="debug logs, and the traceback of an error")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars and no info logs")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print each result as one JSON object per line")]
+TargetOpt = Annotated[
+    Optional[Literal["duckdb", "postgres", "bigquery"]],
+    typer.Option("--target", help="the warehouse: duckdb, postgres or bigquery (default: ROUNDTRIP_TARGET, duckdb)"),
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option("--wait", help="seconds to wait for a DuckDB warehouse locked by another process", min=0),
+]
+
+
+def configure_logging(debug: bool = False, quiet: bool = False) -> None:
+    """Logs go to stderr through rich; ``--debug`` shows debug logs, ``--quiet`` warnings only."""
+    from roundtrip.core.settings import load_settings
+
+    if debug:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.WARNING
+    else:
+        try:
+            level = getattr(logging, load_settings().log_level)
+        except RoundtripError:
+            level = logging.INFO  # the bad setting is reported by the command itself
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[RedactingRichHandler(console=err_console, show_path=debug, rich_tracebacks=True, markup=False)],
+        force=True,
+    )
+    for noisy in ("urllib3", "botocore", "google", "py4j", "filelock", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    global _quiet
+    _quiet = quiet
+
+
+_quiet = False
+
+
+def is_quiet() -> bool:
+    """``--quiet`` was given, or nobody is watching (output is not a terminal)."""
+    return _quiet or not err_console.is_terminal
+
+
+class RedactingRichHandler(RichHandler):
+    """Every log line with credentials masked, whatever the caller formatted into it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+# ---------------------------------------------------------------- the error path
+
+
+def describe(exc: BaseException) -> tuple[str, str | None]:
+    """(message, hint) for an exception: ours carry both; common foreign ones get both here."""
+    if isinstance(exc, RoundtripError):
+        return str(exc), exc.hint
+    kind, module, text = type(exc).__name__, type(exc).__module__, str(exc).strip()
+    first = text.splitlines()[0] if text else kind
+    if module.startswith("yaml"):
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        name = getattr(mark, "name", None) or "a YAML file"
+        problem = getattr(exc, "problem", None) or first
+        return f"{name} is not valid YAML{where}: {problem}", "fix the file (indentation, quotes, colons)"
+    if module.startswith("psycopg") and kind in ("OperationalError", "ConnectionTimeout"):
+        return (
+            f"cannot connect to Postgres: {first}",
+            "is the server up, and are ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_WAREHOUSE_URL right?",
+        )
+    if module.startswith("redis") and "Connection" in kind:
+        return f"cannot connect to Redis: {first}", "is the server up, and is ROUNDTRIP_REDIS_URL right?"
+    if module.startswith(("duckdb", "_duckdb")) and "lock" in text.lower():
+        from roundtrip.core.duckdb_extensions import lock_holder
+
+        return (
+            f"the DuckDB warehouse is in use by {lock_holder(text) or 'another process'}",
+            "retry when it ends, or pass --wait SECONDS",
+        )
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return f"connection failed: {first}", None
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename or first}", None
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or first}", None
+    return f"unexpected {kind}: {first}", "run again with --debug for the traceback"
+
+
+def report_error(exc: BaseException, debug: bool) -> None:
+    if debug:
+        err_console.print_exception()
+    message, hint = describe(exc)
+    err_console.print(f"[bold red]error:[/] {escape(redact(message))}")
+    if hint:
+        err_console.print(f"[dim]hint:[/] {escape(redact(hint))}")
+
+
+def run_cli(app: Callable[..., Any], argv: Sequence[str] | None = None) -> None:
+    """Run a typer app through the one error path (see the module docstring)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    try:
+        app(args, standalone_mode=False)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:
+        if isinstance(exc, typer.TyperException) and hasattr(exc, "show"):  # usage errors: click's own text
+            exc.show()
+            sys.exit(getattr(exc, "exit_code", 2))
+        report_error(exc, debug)
+        sys.exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- printing
+
+
+def cell(value: Any) -> str:
+    """A value as a table shows it: thousands separators, blank for None, user text escaped."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:g}"
+    return escape(str(value))
+
+
+def print_table(title: str, rows: list[dict[str, Any]], align: Literal["fit", "wrap"] = "fit") -> None:
+    """Rows of dicts as one table; text columns fold rather than being cut with an ellipsis."""
+    if not rows:
+        console.print(f"{escape(title)}: nothing to report")
+        return
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    table = Table(title=escape(title), title_justify="left")
+    for key in columns:
+        numeric = all(isinstance(r.get(key), (int, float)) or r.get(key) is None for r in rows)
+        table.add_column(escape(key), justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(row.get(key)) for key in columns))
+    console.print(table)
