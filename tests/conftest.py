@@ -20,7 +20,6 @@ from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint, postgres_ser
 pytest_plugins = ["tests.emulators", "tests.loader_fixtures"]
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests without a cost marker are `fast`."""
     costly = {"postgres", "redis", "bigquery", "object_store", "mysql", "spark", "slow"}

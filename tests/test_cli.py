@@ -36,7 +36,9 @@ def _commands(help_text: str) -> set[str]:
 def test_roundtrip_has_every_subcommand() -> None:
     done = _run([*ROUNDTRIP, "--help"])
     assert done.returncode == 0, done.stderr
-    assert {"load", "sync", "spark", "demo", "services", "generate", "bench", "dbt", "settings"} <= _commands(done.stdout)
+    assert {"load", "sync", "spark", "demo", "services", "generate", "bench", "dbt", "settings"} <= _commands(
+        done.stdout
+    )
 
 
 @pytest.mark.parametrize(("sub", "module"), [("load", "loaders"), ("sync", "reverse_etl"), ("spark", "spark_jobs")])

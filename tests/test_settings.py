@@ -15,7 +15,13 @@ from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.core.settings import Settings, env_name, load_settings, markdown_table, postgres_dbt_env
 
 # what dbt's profile reads that the entry points derive from ROUNDTRIP_WAREHOUSE_URL
-DERIVED_FOR_DBT = {"ROUNDTRIP_PG_HOST", "ROUNDTRIP_PG_PORT", "ROUNDTRIP_PG_USER", "ROUNDTRIP_PG_PASSWORD", "ROUNDTRIP_PG_DATABASE"}
+DERIVED_FOR_DBT = {
+    "ROUNDTRIP_PG_HOST",
+    "ROUNDTRIP_PG_PORT",
+    "ROUNDTRIP_PG_USER",
+    "ROUNDTRIP_PG_PASSWORD",
+    "ROUNDTRIP_PG_DATABASE",
+}
 README_START, README_END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
