@@ -184,6 +184,9 @@ def bench_cmd(ctx: typer.Context) -> None:
 @app.command("settings")
 def settings_cmd(
     markdown: Annotated[bool, typer.Option("--markdown", help="the README's configuration table")] = False,
+    update_readme: Annotated[
+        bool, typer.Option("--update-readme", help="write that table into README.md between its markers")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Every ROUNDTRIP_* setting with its resolved value (secrets masked) and what it is for."""
@@ -191,6 +194,16 @@ def settings_cmd(
 
     if markdown:
         print(markdown_table())
+        return
+    if update_readme:
+        from roundtrip.core.paths import PROJECT_ROOT
+
+        readme = PROJECT_ROOT / "README.md"
+        start, end = "<!-- settings:start -->", "<!-- settings:end -->"
+        text = readme.read_text()
+        head, rest = text.split(start, 1)
+        readme.write_text(f"{head}{start}\n{markdown_table()}\n{end}{rest.split(end, 1)[1]}")
+        console.print(f"updated the configuration table of {readme}")
         return
     from pydantic import SecretStr
 

@@ -35,7 +35,7 @@ def _setting(default: Any, description: str, group: str, shown_default: str | No
 
 
 class Settings(BaseSettings):
-    """The project's configuration. Field ``x`` is read from ``ROUNDTRIP_X``."""
+    """The project's configuration. Field ``spark_master`` is read from ``ROUNDTRIP_SPARK_MASTER``."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, validate_default=True)
 
@@ -142,6 +142,10 @@ class Settings(BaseSettings):
         "256MB", "DuckDB's memory while reverse_etl classifies a model (it spills beyond)", "reverse_etl",
         pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
     )  # fmt: skip
+
+    test_crash_at: str | None = _setting(
+        None, "tests only: kill -9 a sync run when it reaches this phase (reverse_etl.crashpoints)", "reverse_etl", ""
+    )
 
     # ------------------------------------------------------------------ spark
     spark_threshold_rows: int = _setting(
