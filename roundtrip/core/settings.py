@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: Any) -> Any:
-        """``ROUNDTRIP_X=`` (empty) means "use the default", as a shell user expects."""
+        """An empty variable (``ROUNDTRIP_APP_DB=``) means "use the default", as a shell user expects."""
         if isinstance(values, dict):
             return {k: v for k, v in values.items() if v != ""}
         return values
