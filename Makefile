@@ -79,7 +79,7 @@ STATE ?= state
 SLIM_ARGS ?=
 ci-slim:  ## slim CI: build what changed against STATE=dir/with/manifest.json and its children (--defer to the rest); after make setup
 	@test -f "$(STATE)/manifest.json" || { echo "ci-slim: no $(STATE)/manifest.json (STATE=folder of the main branch's manifest)" >&2; exit 2; }
-	$(DBT) build $(DBT_FLAGS) --target $(TARGET) --select state:modified+ --defer --state $(STATE) $(SLIM_ARGS)
+	$(DBT) build --target $(TARGET) --select state:modified+ --defer --state $(STATE) $(SLIM_ARGS)
 
 dbt-compile-bigquery: setup  ## compile for BigQuery offline (no credentials, nothing sent)
 	ROUNDTRIP_BQ_METHOD=oauth-secrets ROUNDTRIP_BQ_TOKEN=offline ROUNDTRIP_BQ_API_ENDPOINT=http://127.0.0.1:9 \

@@ -153,15 +153,21 @@ def dbt_cmd(ctx: typer.Context) -> None:
     ROUNDTRIP_WAREHOUSE_URL (or ROUNDTRIP_POSTGRES_URL); a target other than duckdb writes its
     artifacts to target/<target>/ unless you pass --target-path."""
     import subprocess
+    from pathlib import Path
 
     from roundtrip.core.dbt import dbt_command, dbt_environment
+    from roundtrip.core.paths import PROJECT_ROOT
 
     args = list(ctx.args)
     target = _flag_value(args, "--target") or load_settings().target
     if target != "duckdb" and "--target-path" not in args and args[:1] not in (["clean"], ["deps"], ["debug"]):
         args += ["--target-path", str(load_settings().dbt_target_dir(target))]
-    command = dbt_command(args)
-    sys.exit(subprocess.run(command, env=dbt_environment()).returncode)
+    # like dbt itself: the project in the current folder (a copy, a checkout of another branch),
+    # else this installation's own
+    here = Path.cwd()
+    project = here if (here / "dbt_project.yml").exists() else PROJECT_ROOT
+    command = dbt_command(args, project_dir=project)
+    sys.exit(subprocess.run(command, cwd=project, env=dbt_environment()).returncode)
 
 
 def _flag_value(args: list[str], flag: str) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from roundtrip.dbt import dbt_command
+from roundtrip.core.dbt import dbt_command
 from tests.dbt_support import DbtProject, base_environment
 from tests.test_models_bigquery import OFFLINE
 

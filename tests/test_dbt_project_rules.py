@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 from tests.dbt_support import DbtProject, base_environment
 
 Manifest = dict[str, Any]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from roundtrip.paths import PROJECT_ROOT
+from roundtrip.core.paths import PROJECT_ROOT
 from tests import bronze_sample
 from tests.dbt_support import DbtProject, base_environment, load_raw_tables, query_duckdb
 

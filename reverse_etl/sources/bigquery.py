@@ -41,8 +41,13 @@ class BigQuerySource:
         con.execute(f"create or replace table {copy} as select * from rt_bq_batch")
         rows = 0
         for stream in session.streams:
-            for page in client.read_rows(stream.name).rows(session).pages:
-                batch = page.to_arrow()
+            for response in client.read_rows(stream.name):
+                # each response carries one Arrow record batch, serialized against the session's schema
+                batch = pa.ipc.read_record_batch(
+                    pa.py_buffer(response.arrow_record_batch.serialized_record_batch), schema
+                )
+                if not batch.num_rows:
+                    continue
                 con.register("rt_bq_batch", pa.Table.from_batches([batch.cast(_plain(batch.schema))]))
                 con.execute(f"insert into {copy} select * from rt_bq_batch")
                 rows += batch.num_rows
