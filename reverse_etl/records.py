@@ -226,16 +226,20 @@ class Records:
             self.con.execute(f"detach {alias}")
 
     def load_state(self, postgres_url: str | None, query: str | None) -> int:
-        """Copy the sync's state (``row_key``, ``fingerprint``; NULL: in doubt) into the scratch
+        """Copy the sync's state (``row_key``, ``fingerprint`` (NULL: in doubt), ``recorded``
+        (false: a killed run may have written it, the state never recorded it)) into the scratch
         database; ``query`` None: there is no state yet. Returns the number of state records."""
-        self.con.execute(f"create or replace table {self.db}.state (row_key varchar, fingerprint bigint)")
+        self.con.execute(
+            f"create or replace table {self.db}.state (row_key varchar, fingerprint bigint, recorded boolean)"
+        )
         self.con.execute(f"create or replace table {self.db}.lost (row_key varchar)")
         if query is not None and postgres_url is not None:
             self._from_postgres(postgres_url, query, "state")
         return self.state_count()
 
     def state_count(self) -> int:
-        row = self.con.execute(f"select count(*) from {self.db}.state").fetchone()
+        """The records the state says the destination holds."""
+        row = self.con.execute(f"select count(*) from {self.db}.state where recorded").fetchone()
         return int(row[0]) if row else 0
 
     def mark_lost(self, all_lost: bool = False, postgres_url: str | None = None, query: str | None = None) -> int:
@@ -243,7 +247,7 @@ class Records:
         ``classify``: all of them (``all_lost``: the table is gone), or the ``row_key``s that
         ``query`` (run on the state's Postgres) finds. Returns how many are lost."""
         if all_lost:
-            self.con.execute(f"insert into {self.db}.lost select row_key from {self.db}.state")
+            self.con.execute(f"insert into {self.db}.lost select row_key from {self.db}.state where recorded")
         elif query is not None and postgres_url is not None:
             self._from_postgres(postgres_url, query, "lost")
         row = self.con.execute(f"select count(*) from {self.db}.lost").fetchone()
@@ -256,7 +260,7 @@ class Records:
         try:
             self.con.execute(
                 f"""create or replace table {self.db}.classified as
-                    select r.*, case when s.row_key is null then {NEW}
+                    select r.*, case when s.row_key is null or not s.recorded then {NEW}
                                      when l.row_key is not null then {HEALED}
                                      when s.fingerprint is distinct from r.{FINGERPRINT} then {CHANGED}
                                      else {UNCHANGED} end::tinyint as {CHANGE}

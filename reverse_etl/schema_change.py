@@ -31,11 +31,11 @@ class SchemaChange:
     def describe(self) -> str:
         parts = []
         if self.removed:
-            parts.append("removed " + ", ".join(self.removed))
+            parts.append("removed " + ", ".join(sorted(self.removed)))
         if self.added:
-            parts.append("added " + ", ".join(self.added))
+            parts.append("added " + ", ".join(sorted(self.added)))
         if self.retyped:
-            parts.append("retyped " + ", ".join(f"{c} {a} -> {b}" for c, (a, b) in self.retyped.items()))
+            parts.append("retyped " + ", ".join(f"{c} {a} -> {b}" for c, (a, b) in sorted(self.retyped.items())))
         return "; ".join(parts)
 
 

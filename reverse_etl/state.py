@@ -197,19 +197,27 @@ class StateStore:
         self.recorded = state_schema_exists(conn)  # a dry run before any run: no state schema yet
 
     def snapshot_query(self, full_resync: bool = False) -> str | None:
-        """What DuckDB reads as this sync's state (None: nothing was ever recorded). A record in
-        doubt (a run was killed while sending it) has no fingerprint: it is sent again.
+        """What DuckDB reads as this sync's state: ``row_key``, ``fingerprint`` and whether the
+        state records it (None: nothing was ever recorded). A record in doubt (a run was killed
+        while sending it) has no fingerprint: it is sent again.
         ``full_resync``: every record in doubt (sent again), ownership kept (mirror deletes)."""
         if not self.recorded:
             return None
         sync = self.sync.replace("'", "''")
+        doubts = f"(select distinct row_key from {SCHEMA}.in_doubt where sync = '{sync}')"
+        # a record a killed run was sending but never recorded may be in the destination: it
+        # counts as written, contents unknown (sent again if the model has it, deleted by
+        # mirror if not)
+        unrecorded = f"""select d.row_key, null::bigint, false from {doubts} d
+                         where not exists (select 1 from {self.rows_table} s
+                                           where s.sync = '{sync}' and s.row_key = d.row_key)"""
         if full_resync:
-            return f"select row_key, null::bigint from {self.rows_table} where sync = '{sync}'"
-        return f"""select s.row_key, case when d.row_key is null then s.fingerprint end
+            return f"select row_key, null::bigint, true from {self.rows_table} where sync = '{sync}' union all {unrecorded}"
+        return f"""select s.row_key, case when d.row_key is null then s.fingerprint end, true
                    from {self.rows_table} s
-                   left join (select distinct row_key from {SCHEMA}.in_doubt where sync = '{sync}') d
-                     on d.row_key = s.row_key
-                   where s.sync = '{sync}'"""
+                   left join {doubts} d on d.row_key = s.row_key
+                   where s.sync = '{sync}'
+                   union all {unrecorded}"""
 
     # ---------------------------------------------------------------- write-ahead
 
