@@ -40,8 +40,8 @@ azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob e
 .tools/azurite/node_modules/.bin/azurite-blob:
 	npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
-demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary
-	$(PY) -m roundtrip demo $(DEMO_ARGS)
+demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary (TARGET=duckdb|postgres)
+	$(PY) -m roundtrip demo --target $(TARGET) $(DEMO_ARGS)
 
 test: setup  ## the test suite (starts its own Postgres and Redis)
 	$(BIN)/pytest $(PYTEST_ARGS)

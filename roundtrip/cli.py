@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -65,6 +65,9 @@ def demo(
     days: Days = 45,
     end_date: EndDate = "2026-11-20",
     fmt: Format = "jsonl",
+    target: Annotated[
+        Literal["duckdb", "postgres"], typer.Option("--target", help="the warehouse: duckdb (embedded) or postgres")
+    ] = "duckdb",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -74,14 +77,15 @@ def demo(
 
     configure_logging(debug, quiet)
     started = time.perf_counter()
-    report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt)
+    report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt, target=target)
     if as_json:
         print(json.dumps(report.__dict__, default=str))
         return
     console.rule("summary")
     print_table("generated", [report.generated])
     print_table("loaded into the warehouse", report.loaded)
-    print_table(f"rows per layer ({load_settings().duckdb_path})", report.layers)
+    where = load_settings().duckdb_path if target == "duckdb" else "the Postgres warehouse"
+    print_table(f"rows per layer ({where})", report.layers)
     print_table("reverse syncs", report.syncs)
     print_table("destinations now hold", report.destinations)
     print_table("seconds per stage", [report.seconds | {"total": round(time.perf_counter() - started, 2)}])

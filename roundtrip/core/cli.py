@@ -174,6 +174,8 @@ def cell(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return escape(", ".join(str(v) for v in value))
     return escape(str(value))
 
 
