@@ -47,7 +47,9 @@ def _to_bigquery(warehouse: Path, emulator: object, rows: int) -> None:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         # (a UTC timestamp: the loader writes BigQuery TIMESTAMPs from timestamptz)
-        query = f"select * replace (last_order_at::timestamptz as last_order_at) from {MODEL} order by user_id limit {rows}"
+        query = (
+            f"select * replace (last_order_at::timestamptz as last_order_at) from {MODEL} order by user_id limit {rows}"
+        )
         reader = con.execute(query).to_arrow_reader(100_000)
         bq = BigQueryWarehouse(
             BigQuerySettings(
