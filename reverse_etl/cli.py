@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
+from reverse_etl.errors import SyncError
 from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs, select
 from roundtrip.core.cli import (
     DebugOpt,
@@ -96,8 +97,14 @@ def run(
 ) -> None:
     """Run one sync or all of them (each under its own lock, retried on transient errors)."""
     configure_logging(debug, quiet)
-    settings, _, specs, invalid = _declared(target)
+    settings, warehouse, specs, invalid = _declared(target)
     chosen = select(specs, sync, invalid)
+    if warehouse == "duckdb" and chosen and not settings.duckdb_path.exists():
+        # one clear line, rather than the same failure once per sync and as many failed runs
+        raise SyncError(
+            f"warehouse {settings.duckdb_path} not found: nothing to sync yet",
+            hint="build it first: make demo, or the loaders and `make dbt-build`",
+        )
     with ProgressBoard("rows sent") as board:
         options = RunOptions(
             dry_run=dry_run,
@@ -136,10 +143,24 @@ def _details(result: SyncResult) -> dict[str, Any]:
     return out
 
 
+def result_rows(results: list[SyncResult]) -> list[dict[str, Any]]:
+    """What a person reads of each result (the JSON lines carry everything)."""
+    return [
+        {"sync": r.spec.name, "mode": r.spec.mode, "status": r.status, "seconds": round(r.seconds, 2)}
+        | r.counts.as_dict()
+        for r in results
+    ]
+
+
+COUNT_NAMES = ("read", "inserted", "updated", "unchanged", "healed", "deleted", "rejected")
+
+
 def _print_results(results: list[SyncResult], dry_run: bool) -> None:
     title = "reverse syncs: plan (dry run, nothing written)" if dry_run else "reverse syncs"
-    print_table(title, [{k: v for k, v in r.as_dict().items() if k != "error"} for r in results])
+    print_table(title, result_rows(results), merge=COUNT_NAMES, merged_name="what happened")
     for r in results:
+        if r.refreshed:
+            console.print(f"  {r.spec.name}: refreshed {', '.join(r.refreshed)}", markup=False)
         if r.error:
             err_console.print(f"[bold red]{r.status}:[/] {_escaped(r.error)}")
             if r.hint:
@@ -184,7 +205,8 @@ def status(
         for row in rows:
             print(json.dumps(row, default=str))
     else:
-        print_table("reverse sync runs", rows)
+        shown = [{k: v for k, v in r.items() if k != "attempts"} for r in rows]
+        print_table("reverse sync runs", shown, merge=COUNT_NAMES, merged_name="what happened")
 
 
 def main() -> None:

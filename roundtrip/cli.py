@@ -86,7 +86,12 @@ def demo(
     print_table("loaded into the warehouse", report.loaded)
     where = load_settings().duckdb_path if target == "duckdb" else "the Postgres warehouse"
     print_table(f"rows per layer ({where})", report.layers)
-    print_table("reverse syncs", report.syncs)
+    from reverse_etl.cli import COUNT_NAMES
+
+    shown = [
+        {k: v for k, v in s.items() if k in ("sync", "mode", "status", "seconds", *COUNT_NAMES)} for s in report.syncs
+    ]
+    print_table("reverse syncs", shown, merge=COUNT_NAMES, merged_name="what happened")
     print_table("destinations now hold", report.destinations)
     print_table("seconds per stage", [report.seconds | {"total": round(time.perf_counter() - started, 2)}])
 

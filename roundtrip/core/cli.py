@@ -28,8 +28,9 @@ from roundtrip.core.redact import redact
 # colour codes when its output is not a terminal
 console = Console(stderr=False, emoji=False)
 err_console = Console(stderr=True, emoji=False)
-if not console.is_terminal:  # logs and CI: wide enough for the summary tables
-    console.width = 160
+TABLE_WIDTH = 100  # logs and CI: tables fit 100 columns
+if not console.is_terminal:
+    console.width = TABLE_WIDTH
 if not err_console.is_terminal:
     err_console.width = 160
 
@@ -179,18 +180,40 @@ def cell(value: Any) -> str:
     return escape(str(value))
 
 
-def print_table(title: str, rows: list[dict[str, Any]], align: Literal["fit", "wrap"] = "fit") -> None:
-    """Rows of dicts as one table; text columns fold rather than being cut with an ellipsis."""
+def counts_text(row: dict[str, Any], names: Sequence[str]) -> str:
+    """``read 5,000 · inserted 10 · unchanged 4,990``: the non-zero counts of ``names``."""
+    shown = [f"{name} {row[name]:,}" for name in names if row.get(name)]
+    return " · ".join(shown) if shown else "nothing"
+
+
+def print_table(title: str, rows: list[dict[str, Any]], merge: Sequence[str] = (), merged_name: str = "counts") -> None:
+    """Rows of dicts as one table that fits the terminal (100 columns in logs) without cutting
+    the first column (names): other text columns fold. ``merge``: count columns shown as one
+    ``merged_name`` column of their non-zero values, so that wide results still fit."""
     if not rows:
         console.print(f"{escape(title)}: nothing to report")
         return
+    if merge:
+        rows = [
+            {k: v for k, v in r.items() if k not in merge and k != merged_name} | {merged_name: counts_text(r, merge)}
+            for r in rows
+        ]
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
     table = Table(title=escape(title), title_justify="left")
-    for key in columns:
-        numeric = all(isinstance(r.get(key), (int, float)) or r.get(key) is None for r in rows)
-        table.add_column(escape(key), justify="right" if numeric else "left", overflow="fold")
+    for i, key in enumerate(columns):
+        values = [r.get(key) for r in rows]
+        numeric = all(isinstance(v, (int, float)) or v is None for v in values)
+        if i == 0:  # the names: never cut, never folded
+            width = max(len(cell(v)) for v in [key, *values])
+            table.add_column(escape(key), no_wrap=True, min_width=width)
+        elif numeric:
+            table.add_column(escape(key), justify="right", no_wrap=True)
+        elif max(len(cell(v)) for v in [key, *values]) <= 24:  # identifiers, statuses: whole
+            table.add_column(escape(key), no_wrap=True)
+        else:  # long text (counts, errors, paths): folds at spaces
+            table.add_column(escape(key), overflow="fold", ratio=1)
     for row in rows:
         table.add_row(*(cell(row.get(key)) for key in columns))
     console.print(table)
