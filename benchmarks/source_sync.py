@@ -112,9 +112,10 @@ def run(ctx: Context) -> list[Result]:
     seconds: dict[str, dict[str, list[float]]] = {}
     with environment(ROUNDTRIP_DUCKDB_PATH=str(warehouse), ROUNDTRIP_WAREHOUSE_URL=pg_warehouse):
         for source in ("duckdb", "postgres"):
-            spec = _spec(source)
-            runs = seconds[source] = {"first": [], "read": [], "resync": []}
-            for _ in range(ctx.repeat):
+            seconds[source] = {"first": [], "read": [], "resync": []}
+        for _ in range(ctx.repeat):  # interleaved: load on the machine weighs on both alike
+            for source in ("duckdb", "postgres"):
+                spec, runs = _spec(source), seconds[source]
                 runs["first"].append(timed(lambda: _first_sync(url, spec, n))[0])  # noqa: B023
                 runs["read"].append(_read_only(spec))
                 changed = change_rows(warehouse, 100)  # 1 % of the rows move on

@@ -23,7 +23,16 @@ import typer
 
 from loaders.cli import app as loaders_app
 from reverse_etl.cli import app as reverse_etl_app
-from roundtrip.core.cli import DebugOpt, JsonOpt, QuietOpt, configure_logging, console, print_table, run_cli
+from roundtrip.core.cli import (
+    DebugOpt,
+    JsonOpt,
+    ProgressBoard,
+    QuietOpt,
+    configure_logging,
+    console,
+    print_table,
+    run_cli,
+)
 from roundtrip.core.settings import load_settings
 from spark_jobs.cli import app as spark_app
 
@@ -94,6 +103,7 @@ def demo(
     print_table("reverse syncs", shown, merge=COUNT_NAMES, merged_name="what happened")
     print_table("destinations now hold", report.destinations)
     print_table("seconds per stage", [report.seconds | {"total": round(time.perf_counter() - started, 2)}])
+    console.print(f"report: {report.html} (one page: open it in a browser)", markup=False)
 
 
 @app.command("generate")
@@ -117,9 +127,9 @@ def generate_cmd(
     pg_url = settings.secret("postgres_url")
     if not pg_url:
         console.print("[yellow]ROUNDTRIP_POSTGRES_URL is not set: the catalog is not written to Postgres[/]")
-    report = generate(
-        _config(seed, users, items, orders, clicks, days, end_date), settings.app_db, settings.landing_dir, pg_url, fmt
-    )
+    cfg = _config(seed, users, items, orders, clicks, days, end_date)
+    with ProgressBoard("events") as board:
+        report = generate(cfg, settings.app_db, settings.landing_dir, pg_url, fmt, progress=board.advance)
     print_table(
         "generated",
         [

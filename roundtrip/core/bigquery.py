@@ -69,7 +69,10 @@ class BigQueryConnection:
             raise ConfigError("ROUNDTRIP_BQ_STORAGE_ENDPOINT must name the emulator's gRPC host:port")
         import grpc
 
-        return grpc.insecure_channel(self.storage_endpoint)
+        # as the real clients' transports do: no cap on message sizes (a read response carries
+        # a whole Arrow record batch, an AppendRows request up to 10 MB)
+        unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        return grpc.insecure_channel(self.storage_endpoint, options=unlimited)
 
     def read_client(self) -> Any:
         """A Storage Read API client (Arrow record batches)."""

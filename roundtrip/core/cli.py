@@ -10,9 +10,11 @@ described here, so no command shows a driver's traceback to a user.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal, Optional
 
 import typer
@@ -207,7 +209,7 @@ def print_table(title: str, rows: list[dict[str, Any]], merge: Sequence[str] = (
         numeric = all(isinstance(v, (int, float)) or v is None for v in values)
         if i == 0:  # the names: never cut, never folded
             width = max(len(cell(v)) for v in [key, *values])
-            table.add_column(escape(key), no_wrap=True, min_width=width)
+            table.add_column(escape(key), no_wrap=True, min_width=width, justify="right" if numeric else "left")
         elif numeric:
             table.add_column(escape(key), justify="right", no_wrap=True)
         elif max(len(cell(v)) for v in [key, *values]) <= 24:  # identifiers, statuses: whole
@@ -275,3 +277,16 @@ class ProgressBoard:
         if self._progress is not None and task in self._tasks:
             tid = self._tasks[task]
             self._progress.update(tid, total=self._progress.tasks[tid].completed)
+
+
+@contextlib.contextmanager
+def step(description: str) -> Iterator[None]:
+    """A long step: a spinner with the elapsed time while it runs (on a terminal, without
+    ``--quiet``), then one line with its duration, logged."""
+    started = time.perf_counter()
+    if is_quiet():
+        yield
+    else:
+        with err_console.status(f"{escape(description)} ...", spinner="dots"):
+            yield
+    logging.getLogger("roundtrip").info("%s: %.1f s", description, time.perf_counter() - started)

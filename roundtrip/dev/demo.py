@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from roundtrip.core.cli import ProgressBoard
 from roundtrip.core.errors import RoundtripError
 from roundtrip.core.settings import load_settings
 from roundtrip.dev.sample_data import SampleConfig, generate
@@ -41,12 +42,13 @@ class DemoReport:
     layers: list[dict[str, Any]] = field(default_factory=list)
     syncs: list[dict[str, Any]] = field(default_factory=list)
     destinations: list[dict[str, Any]] = field(default_factory=list)
+    html: str = ""  # the one-page report written next to the warehouse
 
 
 @contextlib.contextmanager
 def _stage(report: DemoReport, name: str) -> Iterator[None]:
     started = time.perf_counter()
-    log.info("[bold]== %s[/]", name, extra={"markup": True})
+    log.info("== %s", name)
     yield
     report.seconds[name] = round(time.perf_counter() - started, 2)
 
@@ -63,13 +65,14 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
     from loaders import jobs
     from loaders.config import load_config
     from loaders.warehouse import open_warehouse
-    from reverse_etl.engine import Endpoints, run_syncs
+    from reverse_etl.engine import Endpoints, RunOptions, run_syncs
     from reverse_etl.spec import load_specs
     from roundtrip.core.dbt import run_dbt
 
     if target not in ("duckdb", "postgres"):
         raise RoundtripError(f"the demo runs on duckdb or postgres, not {target!r}", hint="see README, BigQuery")
     report = DemoReport()
+    started = time.perf_counter()
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if fresh and target == "duckdb":
@@ -84,8 +87,8 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
             os.environ["ROUNDTRIP_WAREHOUSE_URL"] = warehouse_database(pg, settings, fresh)
         settings = load_settings()  # what the loaders, dbt and the syncs now read
 
-        with _stage(report, "generate"):
-            gen = generate(cfg, settings.app_db, settings.landing_dir, pg.url(), fmt)
+        with _stage(report, "generate"), ProgressBoard("events written") as board:
+            gen = generate(cfg, settings.app_db, settings.landing_dir, pg.url(), fmt, progress=board.advance)
             report.generated = {
                 "users": gen.users,
                 "items": gen.items,
@@ -110,16 +113,39 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
         with _stage(report, "reverse syncs"):
             endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
             specs = load_specs(target=target)
-            synced = run_syncs(specs, endpoints)
+            with ProgressBoard("rows sent") as board:
+                synced = run_syncs(specs, endpoints, RunOptions(on_rows=board.advance))
             failed = [f"{r.spec.name}: {r.error}" for r in synced if not r.ok]
             if failed:
                 raise RoundtripError("reverse syncs failed: " + "; ".join(failed))
             report.syncs = [r.as_dict() for r in synced]
 
         with _stage(report, "summary"):
+            from roundtrip.dev.report import write_report
+
             report.layers = warehouse_layers(target, settings)
             report.destinations = destination_state(specs, pg, rd)
+            html = settings.data_dir / "report.html"
+            write_report(html, report, target, daily_gmv(target, settings), time.perf_counter() - started)
+            report.html = str(html)
     return report
+
+
+def daily_gmv(target: str, settings: Any) -> list[tuple[Any, Any]]:
+    """(event_date, gmv) of gold.daily_gmv_metrics, for the report's chart."""
+    query = "select event_date, gmv from gold.daily_gmv_metrics order by event_date"
+    if target == "postgres":
+        import psycopg
+
+        with psycopg.connect(settings.secret("warehouse_url")) as conn:
+            return [(r[0], r[1]) for r in conn.execute(query).fetchall()]
+    from roundtrip.core.duckdb_extensions import connect
+
+    con = connect(settings.duckdb_path, read_only=True)
+    try:
+        return [(r[0], r[1]) for r in con.execute(query).fetchall()]
+    finally:
+        con.close()
 
 
 def warehouse_database(pg: PostgresEndpoint, settings: Any, fresh: bool) -> str:
