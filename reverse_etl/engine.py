@@ -21,9 +21,11 @@ it that never claims more than the destination holds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -114,6 +116,7 @@ class SyncResult:
     deletions: list[Any] = field(default_factory=list)  # dry run sample
     rejections: list[dict[str, Any]] = field(default_factory=list)  # first rejected rows
     committed: bool = False  # the writes are in (a failure after it is the refresh's)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the last attempt
 
     @property
     def ok(self) -> bool:
@@ -132,6 +135,8 @@ class SyncResult:
             out["attempts"] = self.attempts
         if self.refreshed:
             out["refreshed"] = self.refreshed
+        if self.phases:
+            out["phases"] = self.phases
         if self.error:
             out["error"] = self.error
         return out
@@ -299,6 +304,8 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
     ``dry_run`` rolls it back and writes nothing anywhere."""
     settings = options.settings or load_settings()
     crash = CrashPoints(settings.test_crash_at)
+    result.phases = {}
+    timer = partial(_phase, result.phases)
     counts = SyncCounts()
     result.counts = counts
     result.rejections, result.changes, result.deletions = [], [], []
@@ -310,8 +317,9 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
         with Scratch(settings.reverse_etl_duckdb_memory) as scratch, connect(url, spec.name, autocommit=False) as conn:
             if spec.source is None:
                 raise SyncError(f"sync {spec.name}: the manifest does not say where model {spec.model} is")
-            relation = source.relation(scratch.con, scratch.db, spec.source, _model_columns(spec))
-            records = Records(scratch, spec, relation, source.describe(spec.source))
+            with timer("read"):
+                relation = source.relation(scratch.con, scratch.db, spec.source, _model_columns(spec))
+                records = Records(scratch, spec, relation, source.describe(spec.source))
             state = StateStore(conn, spec, result.run_id, dry_run=dry_run)
             try:
                 destination = open_destination(spec, endpoints, conn, options)
@@ -320,22 +328,25 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                 schema_change.check(
                     change, spec.settings.on_schema_change, spec.name, spec.model, spec.settings.primary_key
                 )
-                owned = records.load_state(url, state.snapshot_query(full_resync=options.full_resync))
-                drift = destination.drift(owned)
-                lost = records.mark_lost(drift.all_lost, url, drift.lost_sql)
+                with timer("state"):
+                    owned = records.load_state(url, state.snapshot_query(full_resync=options.full_resync))
+                with timer("drift"):
+                    drift = destination.drift(owned)
+                    lost = records.mark_lost(drift.all_lost, url, drift.lost_sql)
                 if lost:
                     log.warning(
                         "sync %s: the destination lost %d of %d records; writing them again", spec.name, lost, owned
                     )
-                plan = records.classify()
-                counts.read = plan.rows
-                for batch in records.rejected():
-                    counts.read += batch.num_rows
-                    counts.rejected += batch.num_rows
-                    state.reject(batch)
-                    _sample_rejections(result, batch, options.sample_size)
-                tracks_gone = spec.mode in ("mirror", "replace")
-                gone_count = records.gone_count() if tracks_gone else 0
+                with timer("classify"):
+                    plan = records.classify()
+                    counts.read = plan.rows
+                    for batch in records.rejected():
+                        counts.read += batch.num_rows
+                        counts.rejected += batch.num_rows
+                        state.reject(batch)
+                        _sample_rejections(result, batch, options.sample_size)
+                    tracks_gone = spec.mode in ("mirror", "replace")
+                    gone_count = records.gone_count() if tracks_gone else 0
                 if not dry_run:
                     guards.check(spec.name, _thresholds(spec, options), owned, gone_count, counts.read, counts.rejected)
                 crash.reached("classified")
@@ -348,9 +359,10 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                     conn.rollback()
                     return
                 gone = state.stage_gone(records.gone()) if tracks_gone else 0
-                if not destination.transactional and plan.sent:
-                    with connect(url, spec.name, autocommit=True) as side:
-                        state.mark_in_doubt(side, records.keys(SENT))
+                doubtful = _in_doubt_kinds(spec, destination)
+                if doubtful and sum(getattr(plan, k) for k in doubtful):
+                    with timer("write_ahead"), connect(url, spec.name, autocommit=True) as side:
+                        state.mark_in_doubt(side, records.keys(tuple(KINDS[k] for k in doubtful)))
                     crash.reached("marked")
                 first = [True]
 
@@ -361,10 +373,13 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                     if options.on_rows is not None:
                         options.on_rows(spec.name, rows)
 
-                counts.add(destination.write(Changes(records, plan, gone, change, on_batch=handed)))
+                with timer("write"):
+                    counts.add(destination.write(Changes(records, plan, gone, change, on_batch=handed)))
                 crash.reached("written")
-                state.remember(records.state_rows((NEW,)), records.state_rows((CHANGED, HEALED)))
-                counts.add(destination.finish(state))
+                with timer("remember"):
+                    state.remember(records.state_rows((NEW,)), records.state_rows((CHANGED, HEALED)))
+                with timer("finish"):
+                    counts.add(destination.finish(state))
                 state.clear_in_doubt()
                 state.record_columns(records.types)
                 state.prune_rejected()
@@ -372,7 +387,8 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                 result.status = COMMITTED if _refresh_follows(destination) else final
                 if result.run_id is not None:  # the run's record commits with its writes
                     record_end(conn, result.run_id, result.status, counts, None)
-                conn.commit()
+                with timer("commit"):
+                    conn.commit()
                 result.committed = True
             except BaseException:
                 conn.rollback()
@@ -381,13 +397,36 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                 raise
             crash.reached("committed")
             try:
-                result.refreshed = destination.after_commit()
+                with timer("refresh"):
+                    result.refreshed = destination.after_commit()
             except Exception as exc:  # the writes are in: never redo them, the debt stays owed
                 raise SyncError(f"{translate(exc, spec.name)}") from exc
             crash.reached("refreshed")
     finally:
         if destination is not None:
             destination.close()
+
+
+KINDS = {"new": NEW, "changed": CHANGED, "healed": HEALED}
+
+
+def _in_doubt_kinds(spec: SyncSpec, destination: Destination) -> tuple[str, ...]:
+    """What a write outside the state's transaction must mark in doubt first: a record whose
+    value the state would otherwise vouch for (changed, healed), and for mirror also a new one
+    (a key the state never recorded would never be deleted). A new upsert or insert_only record
+    is sent again anyway if the run dies, and SET NX never overwrites."""
+    if destination.transactional or spec.mode == "insert_only":
+        return ()
+    return ("new", "changed", "healed") if spec.mode == "mirror" else ("changed", "healed")
+
+
+@contextlib.contextmanager
+def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - started, 4)
 
 
 def _refresh_follows(destination: Destination) -> bool:

@@ -471,6 +471,7 @@ def test_a_wrong_password_is_terminal_and_never_shown(
 def test_a_refused_connection_is_retried_then_reported(
     harness: Harness, fixture_manifest: Path, secure_servers: Any
 ) -> None:
+    harness.model("segments", segments((1, "a@x", "regular", "1.00")))
     down = f"postgresql://syncer:{PG_PASSWORD}@127.0.0.1:{free_port()}/roundtrip"
     done = cli_run(
         harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": down}, "run", "--sync", "crm_segments", "--json"
