@@ -87,7 +87,7 @@ def test_catalog_strategy_swaps_in_the_current_files_and_an_empty_source_empties
     (landing / "part-1.csv").unlink()
     report = jobs.load_files(schema_name, stream, warehouse)
     assert (report.result.inserted, report.result.deleted) == (1, 3)
-    assert _loaded(warehouse, schema_name) == [("part-2.csv", "c3", 1, "été")]
+    assert _loaded(warehouse, schema_name) == [("part-2.csv", "c3", 2, "été")]  # the physical line
 
     (landing / "part-2.csv").unlink()
     jobs.load_files(schema_name, stream, warehouse)
@@ -136,18 +136,24 @@ def test_unparseable_values_are_rejected_with_file_and_line_and_the_rest_loads(
     assert found == [("t.jsonl", 3, "quantity", "two"), ("t.jsonl", 4, "price", "12.345x")]
 
 
-def test_two_columns_that_sanitize_alike_are_an_error(tmp_path: Path) -> None:
+def test_two_columns_that_sanitize_alike_hold_the_file_back(tmp_path: Path) -> None:
     from loaders.warehouse.duckdb import DuckDBWarehouse
 
     _write(tmp_path / "in" / "x.csv", b"Order ID,order_id\n1,2\n")
+    _write(tmp_path / "in" / "y.csv", b"Order ID,other\n3,4\n")
     stream = FileStreamConfig(path=str(tmp_path / "in"), format="csv", table="x")
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
     try:
-        with pytest.raises(LoaderError, match=r"x\.csv: columns 'Order ID' and 'order_id' both become 'order_id'"):
-            jobs.load_files("x", stream, warehouse)
-        assert warehouse.read_table("bronze", "x") is None
+        report = jobs.load_files("x", stream, warehouse)
+        rows = rows_by_key(warehouse, "bronze", "x", "order_id", drop=("_loaded_at",))
+        held = state.read_held_back(warehouse, "x")
     finally:
         warehouse.close()
+    assert (report.held_back, report.result.inserted) == (1, 1)
+    assert [(Path(str(r["_source_file"])).name, r["order_id"], r["other"]) for r in rows] == [("y.csv", "3", "4")]
+    assert [(Path(str(h["file"])).name, h["line"], h["reason"]) for h in held] == [
+        ("x.csv", None, "cannot read as csv: header: columns 'Order ID' and 'order_id' both become 'order_id'")
+    ]
 
 
 def test_column_names_are_sanitized(tmp_path: Path) -> None:
