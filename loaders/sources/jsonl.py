@@ -140,7 +140,7 @@ def _reason(problem: str, body: bytes, con: Any, unexpected: list[str], keys: _K
     if problem == "collision":
         present = _keys_of(body)
         for column in keys.columns:
-            both = [o for o in keys.originals(column) if o in present]
+            both = [k for k in present if keys.mapping.get(k) == column]  # in the line's order
             if len(both) > 1:
                 return f"fields {both[0]!r} and {both[1]!r} both become column {column!r}"
     if problem == "nul":
