@@ -192,6 +192,10 @@ def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> Tab
     report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}")
     listing = file_source.list_files(stream)
     seen = state.read_manifest(warehouse, name)
+    if stream.columns is not None:  # the table has its declared columns, rows or not (dbt reads them)
+        warehouse.ensure_table(
+            stream.target_schema, stream.table, _stamp(file_source.empty_table(stream), state.now()).schema
+        )
     if stream.strategy == "catalog":
         _load_catalog(name, stream, warehouse, listing.files, seen, report)
     else:

@@ -54,6 +54,9 @@ class Warehouse(Protocol):
 
     def append(self, schema: str, table: str, batches: Batches) -> int: ...
 
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        """Create the table with these columns, or add those it lacks (additive evolution)."""
+
     def delete_where(
         self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
     ) -> int:

@@ -302,6 +302,9 @@ class BigQueryWarehouse:
                 self._run(f"insert into {relation} ({column_list}) select {column_list} from {stage}")
         return added
 
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        self._ensure_table(schema, table, columns)
+
     def delete_where(
         self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
     ) -> int:

@@ -143,6 +143,14 @@ class DuckDBWarehouse:
                     self.con.unregister(view)
         return added
 
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        view = f"_columns_{uuid.uuid4().hex[:12]}"
+        self.con.register(view, columns.empty_table())
+        try:
+            self._ensure_table(schema, table, view)
+        finally:
+            self.con.unregister(view)
+
     def delete_where(
         self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
     ) -> int:

@@ -142,6 +142,10 @@ class PostgresWarehouse:
             self.conn.execute(f"drop table {stage}")
         return added
 
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        with self.transaction():
+            self._ensure_table(schema, table, columns)
+
     def delete_where(
         self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
     ) -> int:
