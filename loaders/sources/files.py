@@ -193,6 +193,8 @@ def read_file(
         raise LoaderError(f"{source.path}: cannot open: {exc}") from exc
     try:
         hashing = _Hashing(handle, hashing=source.content_hash is None)
+        tables: list[pa.Table]
+        held: list[HeldBack]
         try:
             if source.size == 0:
                 tables, held, found = [], [], list(columns or [])

@@ -254,7 +254,7 @@ def _parse(con: Any, chunk: lines.Chunk, data: bytes, offset: int, keys: _Keys) 
     suspects = (
         [i for i, p in enumerate(problems) if p is not None]
         + list(unexpected)
-        + [i for i in np.flatnonzero(lenient) if problems[i] is None and i not in unexpected]
+        + [i for i in np.flatnonzero(lenient).tolist() if problems[i] is None and i not in unexpected]
     )
     if suspects:
         suspects = sorted(set(suspects))

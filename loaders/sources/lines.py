@@ -122,7 +122,7 @@ def split(data: bytes, file_offset: int, first_line: int) -> Chunk:
         maybe_blank = np.flatnonzero(
             (text_starts >= ends) | (first == 32) | (first == 9) | (first == 13) | (first == 0xEF)
         )
-        for i in maybe_blank:
+        for i in maybe_blank.tolist():
             body = data[text_starts[i] : ends[i]]
             if body.startswith(BOM):
                 body = body[3:]
@@ -131,7 +131,7 @@ def split(data: bytes, file_offset: int, first_line: int) -> Chunk:
     # NUL bytes
     if data.find(b"\x00") >= 0:
         nul_at = np.flatnonzero(arr == 0)
-        for line_index in np.unique(np.searchsorted(starts, nul_at, side="right") - 1):
+        for line_index in np.unique(np.searchsorted(starts, nul_at, side="right") - 1).tolist():
             if keep[line_index]:
                 column = int(nul_at[np.searchsorted(nul_at, starts[line_index])] - starts[line_index]) + 1
                 keep[line_index] = False
