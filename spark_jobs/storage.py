@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from roundtrip.core.contract import MISSING_FIELDS
 from spark_jobs.config import BronzeFormat, CatalogSource, DateWindow
 from spark_jobs.errors import SparkJobError
 
@@ -30,7 +31,6 @@ UNDATED = "__HIVE_DEFAULT_PARTITION__"  # where Spark puts rows whose event_date
 # the file loader's extensions (loaders/sources/files.py), as Hadoop globs
 _GLOBS = {"jsonl": "*.{jsonl,json,ndjson}", "csv": "*.csv", "parquet": "*.parquet"}
 JDBC_DRIVER = "org.postgresql.Driver"
-MISSING_FIELDS = "_missing_fields"  # the loader's bronze column: contract fields a record lacks entirely
 
 
 # ---------------------------------------------------------------- errors

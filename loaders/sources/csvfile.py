@@ -19,8 +19,7 @@ import pyarrow as pa
 
 from loaders.sources import lines
 from loaders.sources.lines import HeldBack
-
-MISSING_FIELDS = "_missing_fields"
+from roundtrip.core.contract import MISSING_FIELDS
 
 
 class FileProblem(Exception):

@@ -30,12 +30,13 @@ from loaders.config import FileStreamConfig
 from loaders.errors import LoaderError
 from loaders.sources import csvfile, jsonl
 from loaders.sources.lines import HeldBack
+from roundtrip.core.contract import MISSING_FIELDS
 from roundtrip.core.sql import quote as q
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "parquet": (".parquet",)}
-SOURCE_FILE, SOURCE_LINE, MISSING_FIELDS = "_source_file", "_source_line", jsonl.MISSING_FIELDS
+SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 

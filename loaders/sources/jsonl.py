@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 
 from loaders.sources import lines
 from loaders.sources.lines import HeldBack
+from roundtrip.core.contract import MISSING_FIELDS
 from roundtrip.core.sql import literal
 from roundtrip.core.sql import quote as q
 
-MISSING_FIELDS = "_missing_fields"
 # what DuckDB's JSON reader accepts beyond RFC 8259; lines matching are checked again by Python
 _LENIENT = r",\s*[}\]]|[:,\[]\s*[+-]?(?i:nan|inf)"
 _JSON_TYPES = {"ARRAY": "array", "VARCHAR": "string", "BOOLEAN": "boolean", "NULL": "null"}
