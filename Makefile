@@ -15,7 +15,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto bench
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -40,8 +40,8 @@ azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob e
 .tools/azurite/node_modules/.bin/azurite-blob:
 	npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
-demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary
-	$(PY) -m roundtrip demo $(DEMO_ARGS)
+demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary (TARGET=duckdb|postgres)
+	$(PY) -m roundtrip demo --target $(TARGET) $(DEMO_ARGS)
 
 test: setup  ## the test suite (starts its own Postgres and Redis)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -73,6 +73,15 @@ export: setup  ## warehouse tables -> Snappy Parquet under {destination}/{YYYYMM
 
 dbt-build: setup  ## dbt build on TARGET (default duckdb)
 	$(DBT) build --target $(TARGET)
+
+# Slim CI: STATE is a folder holding the manifest.json of the build the warehouse already has
+# (the main branch's); only the models changed since, and everything downstream of them, are
+# built and tested; their unchanged parents are read where that build put them (--defer).
+STATE ?= state
+SLIM_ARGS ?=
+ci-slim:  ## slim CI: build what changed against STATE=dir/with/manifest.json and its children (--defer to the rest); after make setup
+	@test -f "$(STATE)/manifest.json" || { echo "ci-slim: no $(STATE)/manifest.json (STATE=folder of the main branch's manifest)" >&2; exit 2; }
+	$(DBT) build --target $(TARGET) --select state:modified+ --defer --state $(STATE) $(SLIM_ARGS)
 
 dbt-compile-bigquery: setup  ## compile for BigQuery offline (no credentials, nothing sent)
 	ROUNDTRIP_BQ_METHOD=oauth-secrets ROUNDTRIP_BQ_TOKEN=offline ROUNDTRIP_BQ_API_ENDPOINT=http://127.0.0.1:9 \

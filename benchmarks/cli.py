@@ -19,6 +19,7 @@ from roundtrip.core.paths import PROJECT_ROOT
 # name -> module; each has run(ctx) -> list[Result]
 BENCHMARKS = {
     "postgres_sync": "benchmarks.postgres_sync",
+    "source_sync": "benchmarks.source_sync",
     "redis_sync": "benchmarks.redis_sync",
     "bigquery_sync": "benchmarks.bigquery_sync",
     "dbt_overhead": "benchmarks.dbt_overhead",

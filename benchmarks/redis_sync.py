@@ -20,7 +20,7 @@ import redis
 from benchmarks.core import Context, Result, environment, human, timed
 from benchmarks.sync_data import MODEL, build_model, forget_state, redis_spec
 from reverse_etl.engine import Endpoints, run_sync
-from reverse_etl.source import json_object
+from reverse_etl.records import json_object
 
 NAME = "redis_sync"
 TTL = 86_400

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import duckdb
 
-from reverse_etl.spec import SyncSettings, SyncSpec
+from reverse_etl.spec import ModelRef, SyncSettings, SyncSpec
 
 MODEL = "marts.bench_segments"
+# where the DuckDB source finds it (the catalog name it attaches the warehouse file under)
+SOURCE = ModelRef(database="warehouse", schema="marts", identifier="bench_segments", relation=MODEL)
 COLUMNS = """user_id, email, display_name, segment, lifetime_value, order_count,
              last_order_at, engagement_score"""
 
@@ -54,14 +56,16 @@ def change_rows(warehouse: Path, every: int, column: str = "lifetime_value") -> 
 
 def postgres_spec(name: str, target: str) -> SyncSpec:
     settings = SyncSettings(destination="postgres", target=target, mode="upsert", primary_key=["user_id"])
-    return SyncSpec(name=name, model="bench_segments", relation=MODEL, settings=settings, target=target)
+    return SyncSpec(name=name, model="bench_segments", relation=MODEL, settings=settings, target=target, source=SOURCE)
 
 
 def redis_spec(name: str, template: str, ttl: int = 86_400) -> SyncSpec:
     settings = SyncSettings(
         destination="redis", target=template, mode="upsert", primary_key=["user_id"], ttl_seconds=ttl
     )
-    return SyncSpec(name=name, model="bench_segments", relation=MODEL, settings=settings, target=template)
+    return SyncSpec(
+        name=name, model="bench_segments", relation=MODEL, settings=settings, target=template, source=SOURCE
+    )
 
 
 def forget_state(postgres_url: str, sync: str) -> None:

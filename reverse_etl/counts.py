@@ -1,14 +1,16 @@
 """What a sync did. ``read`` counts model rows; each ends rejected or in a written record.
 
 Records are rows, except for Redis ``value: list`` syncs where one record (a key) holds the rows
-of a group: there inserted / updated / unchanged / deleted count keys.
+of a group: there inserted / updated / unchanged / healed / deleted count keys. ``healed``
+counts records the state said the destination held and it did not (a dropped or truncated
+table, an evicted or expired key): they were written again.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-FIELDS = ("read", "inserted", "updated", "unchanged", "deleted", "rejected")
+FIELDS = ("read", "inserted", "updated", "unchanged", "healed", "deleted", "rejected")
 
 
 @dataclass
@@ -17,6 +19,7 @@ class SyncCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    healed: int = 0
     deleted: int = 0
     rejected: int = 0
 
@@ -26,7 +29,7 @@ class SyncCounts:
 
     @property
     def written(self) -> int:
-        return self.inserted + self.updated + self.deleted
+        return self.inserted + self.updated + self.healed + self.deleted
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

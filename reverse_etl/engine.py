@@ -1,8 +1,22 @@
-"""Run one sync: lock it, stream the model, detect changes, write, record the run.
+"""Run one sync: lock it, read the model from its warehouse, classify, write, record the run.
 
 One attempt = one transaction on the state Postgres (shared with the writes when the destination
-is Postgres). A transient failure (connection lost, deadlock, ...) restarts the attempt after an
-exponential backoff; anything else fails the run at once. Every outcome lands in the run history.
+is Postgres). A transient failure (connection lost or refused, deadlock, ...) restarts the
+attempt after an exponential backoff; anything else fails the run at once. Every outcome,
+errors outside the attempt included, lands in the result (the CLI prints it) and, when the
+history is reachable, in the run history; messages are redacted.
+
+The order inside an attempt is what makes the destination the truth and the state a cache of
+it that never claims more than the destination holds:
+
+1. read the model (``sources``), the state and the columns last sent; refuse a schema change
+   the sync's ``on_schema_change`` does not allow;
+2. drift: ask the destination what it lost of what the state lists; those records are HEALED;
+3. classify every record, check the guards (nothing written yet);
+4. write-ahead (destinations outside the transaction, i.e. Redis): commit the keys about to be
+   sent as in doubt;
+5. write, update the state, clear the doubt, record the run's counts, commit;
+6. refresh the serving models (replace), record the final status.
 """
 
 from __future__ import annotations
@@ -18,27 +32,43 @@ from typing import Any
 import pyarrow as pa
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from reverse_etl import guards, schema_change
 from reverse_etl.counts import SyncCounts
-from reverse_etl.destinations.base import Destination
+from reverse_etl.crashpoints import CrashPoints
+from reverse_etl.destinations.base import Changes, Destination
 from reverse_etl.errors import SyncError, SyncLockedError, TransientSyncError, translate
-from reverse_etl.runs import FAILED, SUCCEEDED, WITH_REJECTS, RunLog, connect, record_failure
-from reverse_etl.source import (
+from reverse_etl.records import (
     CHANGE,
     CHANGED,
+    HEALED,
     KEY,
     NEW,
     REASON,
     ROW,
     ROW_KEY,
-    TARGET,
-    VALUE,
-    ModelSource,
+    SENT,
     Plan,
+    Records,
+    Scratch,
     payload_columns,
 )
+from reverse_etl.runs import (
+    BLOCKED,
+    COMMITTED,
+    FAILED,
+    SUCCEEDED,
+    WITH_REJECTS,
+    RunLog,
+    connect,
+    record_end,
+    record_failure,
+)
+from reverse_etl.sources import open_source
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import StateStore
 from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.core.redact import redact
+from roundtrip.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +91,12 @@ class RunOptions:
     # set by run_syncs: replace syncs note here the serving models they leave due (sync -> models)
     # instead of refreshing them at once, so that one dbt run refreshes them all at the end
     deferred_refresh: dict[str, list[str]] | None = None
+    full_resync: bool = False  # send every record again, whatever the state says
+    wait: float = 0  # seconds to wait for a DuckDB warehouse another process holds
+    max_delete_pct: float | None = None  # this run's thresholds, overriding the sync's
+    max_reject_pct: float | None = None
+    settings: Settings | None = None  # resolved at the entry point (None: from the environment)
+    on_rows: Any = None  # progress: called with (sync name, rows handed to the destination)
 
 
 @dataclass
@@ -72,6 +108,7 @@ class SyncResult:
     attempts: int = 0
     seconds: float = 0.0
     error: str | None = None
+    hint: str | None = None
     refreshed: list[str] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)  # dry run sample
     deletions: list[Any] = field(default_factory=list)  # dry run sample
@@ -101,26 +138,33 @@ class SyncResult:
 
 
 def run_sync(spec: SyncSpec, endpoints: Endpoints, options: RunOptions | None = None) -> SyncResult:
-    """Run (or with ``dry_run`` plan) one sync; failures are in the result, not raised."""
+    """Run (or with ``dry_run`` plan) one sync; failures are in the result, never raised."""
     options = options or RunOptions()
     started = time.perf_counter()
     result = SyncResult(spec)
     try:
         if not endpoints.postgres_url:
-            raise SyncError(f"sync {spec.name}: no Postgres for the sync state (ROUNDTRIP_POSTGRES_URL)")
+            raise SyncError(f"sync {spec.name}: no Postgres for the sync state", hint="set ROUNDTRIP_POSTGRES_URL")
         if options.dry_run:
-            _attempt(spec, endpoints, options, result)
+            _guarded_attempt(spec, endpoints, options, result)
             result.status = PLANNED
         else:
             _run_with_retries(spec, endpoints, options, result)
     except SyncLockedError as exc:
         result.status, result.error = LOCKED, str(exc)
-    except SyncError as exc:
+    except Exception as exc:  # every failure ends in the result, redacted
+        error = translate(exc, spec.name)
         log.debug("sync %s failed", spec.name, exc_info=True)
-        result.status, result.error = FAILED, str(exc)
-        if result.run_id is not None:
+        result.status = BLOCKED if isinstance(error, guards.GuardError) else FAILED
+        result.error, result.hint = str(error), error.hint
+        if result.run_id is not None and not options.dry_run:
             record_failure(
-                endpoints.postgres_url or "", spec, result.run_id, str(exc), result.counts if result.committed else None
+                endpoints.postgres_url or "",
+                spec,
+                result.run_id,
+                result.error,
+                result.counts if result.committed else None,
+                result.status,
             )
     result.seconds = time.perf_counter() - started
     log.info("sync %s: %s in %.2fs (%s)", spec.name, result.status, result.seconds, result.counts.as_dict())
@@ -137,7 +181,7 @@ def run_syncs(specs: list[SyncSpec], endpoints: Endpoints, options: RunOptions |
         return [run_sync(spec, endpoints, options) for spec in specs]
     deferred: dict[str, list[str]] = {}
     results = [run_sync(spec, endpoints, replace(options, deferred_refresh=deferred)) for spec in specs]
-    waiting = [r for r in results if r.ok and deferred.get(r.spec.name)]
+    waiting = [r for r in results if r.committed and deferred.get(r.spec.name)]
     if waiting:
         from reverse_etl.refresh import refresh_together
 
@@ -147,14 +191,16 @@ def run_syncs(specs: list[SyncSpec], endpoints: Endpoints, options: RunOptions |
             refreshed = refresh_together(
                 [(r.spec, deferred[r.spec.name]) for r in waiting], url, options.dbt_project_dir
             )
-        except SyncError as exc:
+        except Exception as exc:
+            error = translate(exc, ", ".join(r.spec.name for r in waiting))
             for r in waiting:
-                r.status, r.error = FAILED, str(exc)
+                r.status, r.error = FAILED, str(error)
                 if r.run_id is not None:
-                    record_failure(url, r.spec, r.run_id, str(exc), r.counts)
+                    record_failure(url, r.spec, r.run_id, str(error), r.counts)
         else:
             for r in waiting:
                 r.refreshed = refreshed[r.spec.name]
+                _record_final(url, r)
         log.info("serving models refreshed for %d syncs in %.2fs", len(waiting), time.perf_counter() - started)
     return results
 
@@ -179,11 +225,33 @@ def _run_with_retries(spec: SyncSpec, endpoints: Endpoints, options: RunOptions,
     for attempt in retrying:
         with attempt:
             result.attempts = attempt.retry_state.attempt_number
-            with RunLog(endpoints.postgres_url or "", spec) as runlog:
-                result.run_id = runlog.start(result.run_id, result.attempts)
-                _attempt(spec, endpoints, options, result)
-                result.status = WITH_REJECTS if result.counts.rejected else SUCCEEDED
-                runlog.finish(result.run_id, result.status, result.counts)
+            if result.committed:  # a later phase failed: the writes are in, do not redo them
+                return
+            try:
+                with RunLog(endpoints.postgres_url or "", spec) as runlog:
+                    result.run_id = runlog.start(result.run_id, result.attempts)
+                    _guarded_attempt(spec, endpoints, options, result)
+                    if result.status == COMMITTED and not _refresh_deferred(spec, options):
+                        result.status = WITH_REJECTS if result.counts.rejected else SUCCEEDED
+                        runlog.finish(result.run_id, result.status, result.counts)
+            except Exception as exc:
+                raise translate(exc, spec.name) from exc
+
+
+def _refresh_deferred(spec: SyncSpec, options: RunOptions) -> bool:
+    return options.deferred_refresh is not None and bool(options.deferred_refresh.get(spec.name))
+
+
+def _record_final(url: str, result: SyncResult) -> None:
+    """After a deferred refresh: the run's final status (its counts were recorded at the commit)."""
+    result.status = WITH_REJECTS if result.counts.rejected else SUCCEEDED
+    if result.run_id is None:
+        return
+    try:
+        with connect(url, result.spec.name, autocommit=True) as conn:
+            record_end(conn, result.run_id, result.status, result.counts, None)
+    except Exception as exc:
+        log.warning("sync %s: could not record the end of run %s: %s", result.spec.name, result.run_id, redact(exc))
 
 
 def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: RunOptions) -> Destination:
@@ -199,12 +267,12 @@ def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: R
         )
         return PostgresDestination(spec, conn, refresh)
     if not endpoints.redis_url:
-        raise SyncError(f"sync {spec.name}: no Redis configured (ROUNDTRIP_REDIS_URL)")
+        raise SyncError(f"sync {spec.name}: no Redis configured", hint="set ROUNDTRIP_REDIS_URL")
     import redis
 
     from reverse_etl.destinations.redis import RedisDestination
 
-    client = redis.Redis.from_url(endpoints.redis_url)
+    client = redis.Redis.from_url(endpoints.redis_url, socket_connect_timeout=10)
     client.ping()
     return RedisDestination(spec, client)
 
@@ -214,87 +282,162 @@ def _defer_refresh(deferred: dict[str, list[str]], sync: str, names: list[str]) 
     return []
 
 
-def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
-    """One pass over the model, in one transaction; ``dry_run`` rolls it back and writes nothing.
+def _model_columns(spec: SyncSpec) -> list[str] | None:
+    """The model columns a sync reads (a copying source reads only those)."""
+    return list(spec.settings.columns) if spec.settings.columns else None
 
-    DuckDB reads the sync state and classifies every record in one set-based pass; then the
-    destination gets what its mode needs, the state the fingerprints of what was sent."""
+
+def _guarded_attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
+    try:
+        _attempt(spec, endpoints, options, result)
+    except Exception as exc:
+        raise translate(exc, spec.name) from exc
+
+
+def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: SyncResult) -> None:
+    """One pass over the model, in one transaction (see the module docstring for the order);
+    ``dry_run`` rolls it back and writes nothing anywhere."""
+    settings = options.settings or load_settings()
+    crash = CrashPoints(settings.test_crash_at)
     counts = SyncCounts()
     result.counts = counts
     result.rejections, result.changes, result.deletions = [], [], []
     dry_run = options.dry_run
+    url = endpoints.postgres_url or ""
     destination: Destination | None = None
+    source = open_source(spec.warehouse, settings, wait=options.wait)
     try:
-        with ModelSource(spec) as source, connect(endpoints.postgres_url or "", spec.name, autocommit=False) as conn:
+        with Scratch(settings.reverse_etl_duckdb_memory) as scratch, connect(url, spec.name, autocommit=False) as conn:
+            if spec.source is None:
+                raise SyncError(f"sync {spec.name}: the manifest does not say where model {spec.model} is")
+            relation = source.relation(scratch.con, scratch.db, spec.source, _model_columns(spec))
+            records = Records(scratch, spec, relation, source.describe(spec.source))
             state = StateStore(conn, spec, result.run_id, dry_run=dry_run)
             try:
-                source.load_state(endpoints.postgres_url, state.snapshot_query())
-                plan = source.classify()
+                destination = open_destination(spec, endpoints, conn, options)
+                records.use(destination.shape(records.columns))
+                change = schema_change.compare(state.recorded_columns(), records.types)
+                schema_change.check(
+                    change, spec.settings.on_schema_change, spec.name, spec.model, spec.settings.primary_key
+                )
+                owned = records.load_state(url, state.snapshot_query(full_resync=options.full_resync))
+                drift = destination.drift(owned)
+                lost = records.mark_lost(drift.all_lost, url, drift.lost_sql)
+                if lost:
+                    log.warning(
+                        "sync %s: the destination lost %d of %d records; writing them again", spec.name, lost, owned
+                    )
+                plan = records.classify()
                 counts.read = plan.rows
-                for batch in source.rejected():
+                for batch in records.rejected():
                     counts.read += batch.num_rows
                     counts.rejected += batch.num_rows
                     state.reject(batch)
                     _sample_rejections(result, batch, options.sample_size)
                 tracks_gone = spec.mode in ("mirror", "replace")
+                gone_count = records.gone_count() if tracks_gone else 0
+                if not dry_run:
+                    guards.check(spec.name, _thresholds(spec, options), owned, gone_count, counts.read, counts.rejected)
+                crash.reached("classified")
                 if dry_run:
                     counts.add(planned_counts(spec, plan))
-                    _sample_changes(result, spec, source, options.sample_size)
+                    counts.deleted = gone_count
+                    _sample_changes(result, spec, records, options.sample_size)
                     if tracks_gone:
-                        counts.deleted = source.gone_count()
-                        result.deletions = _sample_gone(source, options.sample_size)
+                        result.deletions = _sample_gone(records, options.sample_size)
                     conn.rollback()
                     return
-                gone = state.stage_gone(source.gone()) if tracks_gone else 0
-                destination = open_destination(spec, endpoints, conn, options)
-                counts.add(destination.send(source, plan, gone))
-                state.remember(source.state_rows((NEW,)), source.state_rows((CHANGED,)))
+                gone = state.stage_gone(records.gone()) if tracks_gone else 0
+                if not destination.transactional and plan.sent:
+                    with connect(url, spec.name, autocommit=True) as side:
+                        state.mark_in_doubt(side, records.keys(SENT))
+                    crash.reached("marked")
+                first = [True]
+
+                def handed(rows: int) -> None:
+                    if first[0]:
+                        first[0] = False
+                        crash.reached("first_batch")
+                    if options.on_rows is not None:
+                        options.on_rows(spec.name, rows)
+
+                counts.add(destination.write(Changes(records, plan, gone, change, on_batch=handed)))
+                crash.reached("written")
+                state.remember(records.state_rows((NEW,)), records.state_rows((CHANGED, HEALED)))
                 counts.add(destination.finish(state))
+                state.clear_in_doubt()
+                state.record_columns(records.types)
                 state.prune_rejected()
+                final = WITH_REJECTS if counts.rejected else SUCCEEDED
+                result.status = COMMITTED if _refresh_follows(destination) else final
+                if result.run_id is not None:  # the run's record commits with its writes
+                    record_end(conn, result.run_id, result.status, counts, None)
                 conn.commit()
                 result.committed = True
             except BaseException:
                 conn.rollback()
-                result.counts = SyncCounts()  # nothing of this attempt was committed
+                if not result.committed:
+                    result.counts = SyncCounts()  # nothing of this attempt was committed
                 raise
-            result.refreshed = destination.after_commit()
-    except Exception as exc:
-        raise translate(exc, spec.name) from exc
+            crash.reached("committed")
+            try:
+                result.refreshed = destination.after_commit()
+            except Exception as exc:  # the writes are in: never redo them, the debt stays owed
+                raise SyncError(f"{translate(exc, spec.name)}") from exc
+            crash.reached("refreshed")
     finally:
         if destination is not None:
             destination.close()
 
 
+def _refresh_follows(destination: Destination) -> bool:
+    return bool(getattr(destination, "refresh_due", None))
+
+
+def _thresholds(spec: SyncSpec, options: RunOptions) -> guards.Thresholds:
+    s = spec.settings
+    return guards.Thresholds(
+        max_delete_pct=s.max_delete_pct if options.max_delete_pct is None else options.max_delete_pct,
+        max_reject_pct=s.max_reject_pct if options.max_reject_pct is None else options.max_reject_pct,
+    )
+
+
 def planned_counts(spec: SyncSpec, plan: Plan) -> SyncCounts:
     """What a run would count, from the sync state alone (dry run)."""
     if spec.mode == "insert_only":
-        return SyncCounts(inserted=plan.new, unchanged=plan.changed + plan.unchanged)
-    return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged)
+        return SyncCounts(inserted=plan.new, unchanged=plan.changed + plan.unchanged + plan.healed)
+    return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged, healed=plan.healed)
 
 
-def _sample_changes(result: SyncResult, spec: SyncSpec, source: ModelSource, limit: int) -> None:
-    kinds = (NEW,) if spec.mode == "insert_only" else (NEW, CHANGED)
-    for batch in source.records(kinds):
+def _sample_changes(result: SyncResult, spec: SyncSpec, records: Records, limit: int) -> None:
+    kinds = (NEW,) if spec.mode == "insert_only" else SENT
+    action = {NEW: "insert", CHANGED: "update", HEALED: "heal"}
+    shown = records.shape.shown if records.shape else {}
+    for batch in records.records(kinds):
         for i in range(min(batch.num_rows, limit - len(result.changes))):
-            columns = payload_columns(batch)
-            if columns:
-                row = {c: batch[c][i].as_py() for c in columns}
-            else:  # redis: the key and its JSON value
-                row = {"key": batch[TARGET][i].as_py(), "value": json.loads(batch[VALUE][i].as_py())}
+            if shown:  # a record that carries its own rendering (Redis: the key and the JSON value)
+                row = {label: _parsed(batch[c][i].as_py()) for c, label in shown.items()}
+            else:
+                row = {c: batch[c][i].as_py() for c in payload_columns(batch)}
             result.changes.append(
-                {
-                    "action": "insert" if batch[CHANGE][i].as_py() == NEW else "update",
-                    "key": json.loads(batch[KEY][i].as_py()),
-                    "row": row,
-                }
+                {"action": action[batch[CHANGE][i].as_py()], "key": json.loads(batch[KEY][i].as_py()), "row": row}
             )
         if len(result.changes) >= limit:
             return
 
 
-def _sample_gone(source: ModelSource, limit: int) -> list[Any]:
+def _parsed(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _sample_gone(records: Records, limit: int) -> list[Any]:
     sample: list[Any] = []
-    for batch in source.gone():
+    for batch in records.gone():
         sample += [json.loads(k) for k in batch.column(0).to_pylist()[: limit - len(sample)]]
         if len(sample) >= limit:
             break

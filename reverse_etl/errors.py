@@ -1,13 +1,17 @@
 """reverse_etl errors: the type decides whether a retry may help.
 
 Driver exceptions (psycopg, redis, duckdb) are translated once, at the edge of an attempt, by
-``translate``: connection losses, deadlocks, serialization failures and lock timeouts become
-``TransientSyncError`` (retried with backoff), everything else ``SyncError`` (fails at once).
+``translate``: lost or refused connections, deadlocks, serialization failures, lock timeouts and
+"too many connections" become ``TransientSyncError`` (retried with backoff); a refused password,
+a missing database and everything else become ``SyncError`` (fails at once). Every message is
+redacted on the way: no password, DSN secret or token survives into a log, a ``--json`` line,
+the run history or ``status``.
 """
 
 from __future__ import annotations
 
 from roundtrip.core.errors import RoundtripError
+from roundtrip.core.redact import redact
 
 
 class SyncError(RoundtripError):
@@ -15,11 +19,33 @@ class SyncError(RoundtripError):
 
 
 class TransientSyncError(SyncError):
-    """Connection lost, server restarting, deadlock, lock timeout: retried with backoff."""
+    """Connection lost or refused, server restarting, deadlock, lock timeout: retried with backoff."""
 
 
 class SyncLockedError(SyncError):
     """Another run of the same sync holds its lock: this run did nothing."""
+
+
+# SQLSTATE classes and codes that say "the same request may work later"
+_TRANSIENT_SQLSTATE = ("08", "40", "53", "57P", "55P03", "58")
+# ...and those that never will: bad credentials, no such database or role
+_TERMINAL_SQLSTATE = ("28", "3D000")
+_TERMINAL_TEXT = (
+    "password authentication failed",
+    "authentication failed",
+    "no password supplied",
+    "does not exist",  # database or role
+    "pg_hba.conf",
+    "invalid password",
+    "wrongpass",
+    "noauth",
+    "invalid username-password",
+)
+
+
+def _is_auth_or_missing(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in _TERMINAL_TEXT)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -30,23 +56,41 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, TransientSyncError):
         return True
-    if isinstance(exc, SyncError):
+    if isinstance(exc, RoundtripError):
         return False
-    # psycopg: class 08 (connection), 40 (serialization failure, deadlock), 53 (resources),
-    # 55P03 (lock not available), 57 (admin shutdown, statement cancelled) are OperationalError.
-    if isinstance(exc, psycopg.OperationalError):
-        return True
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    if isinstance(exc, psycopg.Error):
+        state = getattr(exc, "sqlstate", None) or ""
+        if state.startswith(_TERMINAL_SQLSTATE) or _is_auth_or_missing(str(exc)):
+            return False
+        if state:
+            return state.startswith(_TRANSIENT_SQLSTATE)
+        # no SQLSTATE: the connection itself (refused, reset, timed out)
+        return isinstance(exc, psycopg.OperationalError)
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+        return False
+    if isinstance(exc, redis.exceptions.ResponseError) and _is_auth_or_missing(str(exc)):
+        return False
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return True  # BusyLoadingError is a ConnectionError
     if isinstance(exc, redis.exceptions.TryAgainError):
         return True
-    # the warehouse file is locked by a writer (a `dbt build` in progress)
-    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+    if isinstance(exc, duckdb.IOException):
+        text = str(exc).lower()
+        if _is_auth_or_missing(text):
+            return False
+        # the warehouse file locked by a writer (a `dbt build`), or Postgres unreachable through
+        # DuckDB's postgres scanner (it reports libpq's connection errors as IO errors)
+        return "lock" in text or "connection" in text or "could not connect" in text
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def translate(exc: BaseException, sync: str) -> SyncError:
-    """A driver exception as a SyncError of the right kind, naming the sync."""
+    """A driver exception as a SyncError of the right kind, naming the sync, secrets masked."""
     if isinstance(exc, SyncError):
-        return exc
+        return type(exc)(redact(str(exc)), hint=exc.hint)
+    if isinstance(exc, RoundtripError):
+        return SyncError(f"sync {sync}: {redact(str(exc))}", hint=exc.hint)
     kind = TransientSyncError if is_transient(exc) else SyncError
-    return kind(f"sync {sync}: {type(exc).__name__}: {str(exc).strip()}")
+    message = str(exc).strip().splitlines()
+    text = " ".join(line.strip() for line in message[:3]) if message else ""
+    return kind(f"sync {sync}: {type(exc).__name__}: {redact(text)}")

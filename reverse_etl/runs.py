@@ -4,6 +4,11 @@ The lock is a session-level Postgres advisory lock keyed by the sync's name: two
 sync never overlap, and if a run's process dies, the server releases its lock with the
 connection. The history row of such a run stays ``running`` until the next run of the sync
 marks it ``abandoned``; ``status`` shows it as abandoned as soon as nobody holds the lock.
+
+The write and the refresh are separate phases: the run's commit records its status and counts
+in the same transaction as its writes (``committed`` when serving models are still to refresh),
+so a run killed after its commit is on record with what it wrote, never ``abandoned``.
+Messages stored in ``error`` are redacted (no credentials).
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ from reverse_etl.counts import SyncCounts
 from reverse_etl.errors import SyncLockedError
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import SCHEMA, ensure_state_schema, state_schema_exists
+from roundtrip.core.redact import redact
 
 log = logging.getLogger(__name__)
 
-RUNNING, SUCCEEDED, WITH_REJECTS, FAILED, ABANDONED = (
+RUNNING, COMMITTED, SUCCEEDED, WITH_REJECTS, FAILED, BLOCKED, ABANDONED = (
     "running",
+    "committed",  # written and committed; the serving refresh is still to come
     "succeeded",
     "succeeded_with_rejects",
     "failed",
+    "blocked",  # a guard (max_delete_pct, max_reject_pct) stopped it before it wrote anything
     "abandoned",
 )
+COUNTS = ("read", "inserted", "updated", "unchanged", "healed", "deleted", "rejected")
 
 
 def lock_key_sql(param: str = "%s") -> str:
@@ -37,7 +46,7 @@ def connect(url: str, sync: str, autocommit: bool) -> Any:
     import psycopg
 
     # application_name shows the sync in pg_stat_activity
-    return psycopg.connect(url, autocommit=autocommit, application_name=f"reverse_etl:{sync}"[:63])
+    return psycopg.connect(url, autocommit=autocommit, application_name=f"reverse_etl:{sync}"[:63], connect_timeout=10)
 
 
 class RunLog:
@@ -104,25 +113,23 @@ def record_end(conn: Any, run_id: int, status: str, counts: SyncCounts | None, e
     values = counts.as_dict() if counts else {}
     conn.execute(
         f"""update {SCHEMA}.runs set status = %(status)s, ended_at = clock_timestamp(), error = %(error)s,
-                read = %(read)s, inserted = %(inserted)s, updated = %(updated)s, unchanged = %(unchanged)s,
-                deleted = %(deleted)s, rejected = %(rejected)s
+                {", ".join(f"{c} = %({c})s" for c in COUNTS)}
             where run_id = %(run_id)s""",
-        {
-            "status": status,
-            "error": error,
-            "run_id": run_id,
-            **{k: values.get(k) for k in ("read", "inserted", "updated", "unchanged", "deleted", "rejected")},
-        },
+        {"status": status, "error": redact(error) if error else None, "run_id": run_id}
+        | {k: values.get(k) for k in COUNTS},
     )
 
 
-def record_failure(url: str, spec: SyncSpec, run_id: int, error: str, counts: SyncCounts | None = None) -> None:
-    """Best effort, on a fresh connection: the run's own may be what failed."""
+def record_failure(
+    url: str, spec: SyncSpec, run_id: int, error: str, counts: SyncCounts | None = None, status: str = FAILED
+) -> None:
+    """Best effort, on a fresh connection: the run's own may be what failed. ``counts``: what
+    had committed (None: nothing)."""
     try:
         with connect(url, spec.name, autocommit=True) as conn:
-            record_end(conn, run_id, FAILED, counts, error)
+            record_end(conn, run_id, status, counts, error)
     except Exception as exc:
-        log.warning("sync %s: could not record the failure of run %s: %s", spec.name, run_id, exc)
+        log.warning("sync %s: could not record the failure of run %s: %s", spec.name, run_id, redact(exc))
 
 
 @dataclass
@@ -170,16 +177,15 @@ def recent_runs(url: str, sync: str | None, limit: int) -> list[RunRecord]:
             f"""select r.run_id, r.sync, r.mode, r.destination,
                     case when r.status = '{RUNNING}' and not {held} then '{ABANDONED}' else r.status end,
                     r.started_at, r.ended_at, r.attempts,
-                    r.read, r.inserted, r.updated, r.unchanged, r.deleted, r.rejected, r.error
+                    r.read, r.inserted, r.updated, r.unchanged, r.healed, r.deleted, r.rejected, r.error
                 from {source}
                 {"" if sync else "order by r.sync"}""",
             params,
         ).fetchall()
-    names = ("read", "inserted", "updated", "unchanged", "deleted", "rejected")
     return [
         RunRecord(
             run_id=r[0], sync=r[1], mode=r[2], destination=r[3], status=r[4], started_at=r[5], ended_at=r[6],
-            attempts=r[7], counts=dict(zip(names, r[8:14])), error=r[14],
+            attempts=r[7], counts=dict(zip(COUNTS, r[8:15])), error=r[15],
         )
         for r in rows
     ]  # fmt: skip

@@ -15,13 +15,17 @@ exposures:
         columns: {user_id: user_id, segment: segment}   # optional: model column -> destination column
         track_changes: {column: segment, previous: previous_segment, changed_at: segment_changed_at}
 ```
-The model's relation comes from the manifest too: no table name lives in Python. The full
+The model's relation comes from the manifest too: no table name lives in Python. The manifest
+is the one dbt built for the warehouse the syncs read (``--target``: ``target/manifest.json`` for
+duckdb, ``target/<target>/manifest.json`` otherwise); one built for another warehouse is refused,
+never misread. An exposure whose settings are invalid fails alone: the others still run. The full
 format is in docs/reverse_etl.md.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
 from typing import Any, Literal
@@ -31,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from reverse_etl.errors import SyncError
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
+OnSchemaChange = Literal["fail", "append_new_columns", "sync_all_columns"]
 RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
 
 
@@ -69,6 +74,12 @@ class SyncSettings(BaseModel):
     refresh: list[str] | None = None  # replace: serving models to refresh (default: derived from the manifest)
     batch_rows: int = Field(default=50_000, gt=0)
     retry: RetrySettings = RetrySettings()
+    # what a change of the model's columns since the last run does (dbt's vocabulary)
+    on_schema_change: OnSchemaChange = "fail"
+    # guards, checked before anything is written: a run that would delete more than this share
+    # of the records the sync owns, or reject more than this share of the model's rows, stops
+    max_delete_pct: float = Field(default=50.0, ge=0, le=100)
+    max_reject_pct: float = Field(default=10.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _check(self) -> SyncSettings:
@@ -138,6 +149,17 @@ class RefreshModel(BaseModel):
     reads: list[str]
 
 
+class ModelRef(BaseModel):
+    """Where the model is in the warehouse its manifest was built for."""
+
+    database: str  # DuckDB: the file's catalog; Postgres: the database; BigQuery: the project
+    schema_: str = Field(alias="schema")
+    identifier: str
+    relation: str  # as dbt renders it ("warehouse"."marts"."user_segments", `p`.`d`.`t`)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class SyncSpec(BaseModel):
     name: str
     model: str  # dbt model name
@@ -145,6 +167,8 @@ class SyncSpec(BaseModel):
     settings: SyncSettings
     target: str  # resolved destination: schema.table or key template
     refresh: list[RefreshModel] = []
+    source: ModelRef | None = None
+    warehouse: str = "duckdb"  # the dbt target (adapter) the model was built on
 
     @property
     def mode(self) -> Mode:
@@ -155,34 +179,72 @@ class SyncSpec(BaseModel):
         return f"{self.settings.destination} {self.target}"
 
 
-def manifest_path() -> Path:
+@dataclass(frozen=True)
+class InvalidSync:
+    """An exposure whose ``meta.sync`` cannot work: it fails alone, with its reason."""
+
+    name: str
+    reason: str
+
+
+def manifest_path(target: str | None = None) -> Path:
     from roundtrip.core.settings import load_settings
 
-    return load_settings().dbt_target_dir() / "manifest.json"
+    return load_settings().dbt_target_dir(target) / "manifest.json"
 
 
 def _sync_meta(exposure: dict[str, Any]) -> Any:
-    return (exposure.get("meta") or exposure.get("config", {}).get("meta") or {}).get("sync")
+    return ((exposure.get("config") or {}).get("meta") or exposure.get("meta") or {}).get("sync")
 
 
-def load_specs(path: Path | None = None) -> list[SyncSpec]:
-    """Every exposure of type ``application`` with a ``meta.sync`` block, validated."""
-    path = path or manifest_path()
+def read_manifest(path: Path, target: str | None = None) -> dict[str, Any]:
+    """The manifest at ``path``, refused when it was built for another warehouse than ``target``."""
     if not path.exists():
-        raise SyncError(f"dbt manifest {path} not found: run `dbt parse` (or `make dbt-build`) first")
-    manifest = json.loads(path.read_text())
+        fix = f"roundtrip dbt parse --target {target}" if target else "roundtrip dbt parse"
+        raise SyncError(f"dbt manifest {path} not found", hint=f"run `{fix}` (or `make syncs`) first")
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    built_for = manifest.get("metadata", {}).get("adapter_type")
+    if target and built_for and built_for != target:
+        raise SyncError(
+            f"{path} was built for target {built_for}, but the syncs read from {target}",
+            hint=f"run `roundtrip dbt parse --target {target}`, or pass --target {built_for}",
+        )
+    return manifest
+
+
+def load_specs(path: Path | None = None, target: str | None = None) -> list[SyncSpec]:
+    """The valid syncs only; an invalid one raises (see ``load_syncs`` to keep going)."""
+    specs, invalid = load_syncs(path, target)
+    if invalid:
+        raise SyncError(f"exposure {invalid[0].name!r}: {invalid[0].reason}")
+    return specs
+
+
+def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[list[SyncSpec], list[InvalidSync]]:
+    """Every exposure of type ``application`` with a ``meta.sync`` block: the valid ones as
+    specs, the others with the reason each cannot run."""
+    path = path or manifest_path(target)
+    manifest = read_manifest(path, target)
+    warehouse = manifest.get("metadata", {}).get("adapter_type") or target or "duckdb"
     parsed: list[tuple[dict[str, Any], dict[str, Any], SyncSettings]] = []
+    invalid: list[InvalidSync] = []
     for exposure in manifest.get("exposures", {}).values():
         raw = _sync_meta(exposure)
         if exposure.get("type") != "application" or raw is None:
             continue
         models = [n for n in exposure["depends_on"]["nodes"] if n.startswith("model.")]
         if len(models) != 1:
-            raise SyncError(f"exposure {exposure['name']!r} must depend on exactly one model, found {models}")
+            invalid.append(InvalidSync(exposure["name"], f"must depend on exactly one model, found {models}"))
+            continue
         try:
             settings = SyncSettings.model_validate(raw)
         except ValidationError as exc:
-            raise SyncError(f"exposure {exposure['name']!r}: invalid meta.sync:\n{exc}") from exc
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'meta.sync'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            invalid.append(InvalidSync(exposure["name"], f"invalid meta.sync: {problems}"))
+            continue
         parsed.append((exposure, manifest["nodes"][models[0]], settings))
 
     # tables written by replace syncs: model unique_id -> destination table
@@ -195,12 +257,22 @@ def load_specs(path: Path | None = None) -> list[SyncSpec]:
     for exposure, node, settings in parsed:
         name = exposure["name"]
         target = settings.target or own_table(node)
-        refresh = serving_models(manifest, node, settings.refresh, replaced, name) if settings.mode == "replace" else []
-        if refresh and target != own_table(node):
-            raise SyncError(
-                f"exposure {name!r}: serving models {[r.name for r in refresh]} read {own_table(node)} "
-                f"through ref(), but the sync writes {target}: drop `target` or make them agree"
+        try:
+            refresh = (
+                serving_models(manifest, node, settings.refresh, replaced, name) if settings.mode == "replace" else []
             )
+        except SyncError as exc:
+            invalid.append(InvalidSync(name, str(exc).removeprefix(f"exposure {name!r}: ")))
+            continue
+        if refresh and target != own_table(node):
+            invalid.append(
+                InvalidSync(
+                    name,
+                    f"serving models {[r.name for r in refresh]} read {own_table(node)} through ref(), "
+                    f"but the sync writes {target}: drop `target` or make them agree",
+                )
+            )
+            continue
         specs.append(
             SyncSpec(
                 name=name,
@@ -209,9 +281,16 @@ def load_specs(path: Path | None = None) -> list[SyncSpec]:
                 settings=settings,
                 target=target,
                 refresh=refresh,
+                source=ModelRef(
+                    database=node["database"],
+                    schema=node["schema"],
+                    identifier=node.get("alias") or node["name"],
+                    relation=node["relation_name"],
+                ),
+                warehouse=warehouse,
             )
         )
-    return sorted(specs, key=lambda s: s.name)
+    return sorted(specs, key=lambda s: s.name), sorted(invalid, key=lambda s: s.name)
 
 
 def own_table(node: dict[str, Any]) -> str:
@@ -249,10 +328,14 @@ def serving_models(
     ]
 
 
-def select(specs: list[SyncSpec], name: str) -> list[SyncSpec]:
+def select(specs: list[SyncSpec], name: str, invalid: list[InvalidSync] | None = None) -> list[SyncSpec]:
     if name == "all":
         return specs
     chosen = [s for s in specs if s.name == name]
     if not chosen:
-        raise SyncError(f"no sync named {name!r}; declared: {', '.join(s.name for s in specs) or 'none'}")
+        broken = [i for i in invalid or [] if i.name == name]
+        if broken:
+            raise SyncError(f"sync {name} cannot run: {broken[0].reason}", hint="fix its meta.sync in the exposure")
+        declared = sorted([s.name for s in specs] + [i.name for i in invalid or []])
+        raise SyncError(f"no sync named {name!r}; declared: {', '.join(declared) or 'none'}")
     return chosen

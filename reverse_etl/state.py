@@ -6,12 +6,18 @@
 - ``rejected_rows``: rows rejected by a run (NULL or duplicate key), with the reason and the row.
 - ``runs``: the run history (see ``reverse_etl.runs``).
 - ``pending_refreshes``: replace syncs whose serving models still need a refresh.
+- ``in_doubt``: the write-ahead of destinations outside the state's transaction (Redis): the
+  records a run is about to send, committed before the first write and cleared in the commit
+  that records what was written. A run killed in between leaves them; the next run reads their
+  state as unknown and sends them again, so a crash can never leave a wrong value behind an
+  "unchanged" record.
+- ``sync_schemas``: the model columns (and types) each sync last sent, for ``on_schema_change``.
 
 State changes ride in the run's transaction (the same one as the writes when the destination is
 Postgres): a failed run leaves the state as it was, and the next run resends what it had sent.
 
 The state is only ever read and written whole-sync and set-based: DuckDB reads a sync's rows
-once per run and classifies the model against them (``reverse_etl.source``); new records' rows
+once per run and classifies the model against them (``reverse_etl.records``); new records' rows
 are COPYed in, changed ones updated by one join, gone ones deleted by one join. So
 ``sync_rows`` has no index: a b-tree on random keys cost more to maintain (4 s per million
 new records) than every set-based read of it. Keys stay unique because only the run holding the
@@ -30,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from reverse_etl.source import REASON, ROW, ROW_KEY
+from reverse_etl.records import REASON, ROW, ROW_KEY
 from reverse_etl.spec import SyncSpec
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ create table if not exists {SCHEMA}.runs (
     read bigint, inserted bigint, updated bigint, unchanged bigint, deleted bigint, rejected bigint,
     error text
 );
+alter table {SCHEMA}.runs add column if not exists healed bigint;
 create index if not exists runs_by_sync on {SCHEMA}.runs (sync, run_id desc);
 -- state of the first design (md5 fingerprints as uuid, jsonb keys): nothing in it would match
 do $$ begin
@@ -80,13 +87,24 @@ create table if not exists {SCHEMA}.pending_refreshes (
     models text[] not null,
     since timestamptz not null default now()
 );
+create table if not exists {SCHEMA}.in_doubt (
+    sync text not null,
+    row_key text not null,
+    run_id bigint not null
+);
+create table if not exists {SCHEMA}.sync_schemas (
+    sync text primary key,
+    columns jsonb not null,
+    recorded_at timestamptz not null default now()
+);
 create or replace view {SCHEMA}.latest_runs as
     select distinct on (sync) * from {SCHEMA}.runs order by sync, run_id desc;
 """
 
 
-CURRENT_STATE = f"""select to_regclass('{SCHEMA}.latest_runs') is not null and exists (
-    select 1 from pg_attribute where attrelid = to_regclass('{SCHEMA}.sync_rows')
+CURRENT_STATE = f"""select to_regclass('{SCHEMA}.sync_schemas') is not null and exists (
+    select 1 from pg_attribute where attrelid = to_regclass('{SCHEMA}.latest_runs') and attname = 'healed')
+    and exists (select 1 from pg_attribute where attrelid = to_regclass('{SCHEMA}.sync_rows')
     and attname = 'fingerprint' and atttypid = 'bigint'::regtype)"""
 
 
@@ -101,7 +119,8 @@ def ensure_state_schema(conn: Any) -> None:
 
 
 def state_schema_exists(conn: Any) -> bool:
-    row = conn.execute(f"select to_regclass('{SCHEMA}.sync_rows') is not null").fetchone()
+    """The current state schema is there (a dry run never creates it, nor upgrades an older one)."""
+    row = conn.execute(CURRENT_STATE).fetchone()
     return bool(row and row[0])
 
 
@@ -175,14 +194,77 @@ class StateStore:
         self.run_id = run_id
         self.dry_run = dry_run
         self.rows_table = f"{SCHEMA}.sync_rows"
-        self.recorded = state_schema_exists(conn)
+        self.recorded = state_schema_exists(conn)  # a dry run before any run: no state schema yet
 
-    def snapshot_query(self) -> str | None:
-        """What DuckDB reads as this sync's state (None: nothing was ever recorded)."""
+    def snapshot_query(self, full_resync: bool = False) -> str | None:
+        """What DuckDB reads as this sync's state: ``row_key``, ``fingerprint`` and whether the
+        state records it (None: nothing was ever recorded). A record in doubt (a run was killed
+        while sending it) has no fingerprint: it is sent again.
+        ``full_resync``: every record in doubt (sent again), ownership kept (mirror deletes)."""
         if not self.recorded:
             return None
         sync = self.sync.replace("'", "''")
-        return f"select row_key, fingerprint from {self.rows_table} where sync = '{sync}'"
+        doubts = f"(select distinct row_key from {SCHEMA}.in_doubt where sync = '{sync}')"
+        # a record a killed run was sending but never recorded may be in the destination: it
+        # counts as written, contents unknown (sent again if the model has it, deleted by
+        # mirror if not)
+        unrecorded = f"""select d.row_key, null::bigint, false from {doubts} d
+                         where not exists (select 1 from {self.rows_table} s
+                                           where s.sync = '{sync}' and s.row_key = d.row_key)"""
+        if full_resync:
+            return f"select row_key, null::bigint, true from {self.rows_table} where sync = '{sync}' union all {unrecorded}"
+        return f"""select s.row_key, case when d.row_key is null then s.fingerprint end, true
+                   from {self.rows_table} s
+                   left join {doubts} d on d.row_key = s.row_key
+                   where s.sync = '{sync}'
+                   union all {unrecorded}"""
+
+    # ---------------------------------------------------------------- write-ahead
+
+    def mark_in_doubt(self, side: Any, keys: Iterable[pa.RecordBatch]) -> int:
+        """Commit, on ``side`` (an autocommit connection of its own), the keys of the records
+        about to be sent to a destination outside this transaction. Returns how many."""
+        if self.dry_run:
+            return 0
+        run = pa.scalar(self.run_id or 0, pa.int64())
+        sync = pa.scalar(self.sync)
+        with side.cursor() as cur:
+            return copy_batches(
+                cur,
+                f"{SCHEMA}.in_doubt",
+                ["sync", "row_key", "run_id"],
+                (
+                    b.add_column(0, "sync", pa.repeat(sync, b.num_rows)).append_column(
+                        "run_id", pa.repeat(run, b.num_rows)
+                    )
+                    for b in keys
+                ),
+            )
+
+    def clear_in_doubt(self) -> None:
+        """In the run's transaction, with the state that records what was written."""
+        if not self.dry_run and self.recorded:
+            self.conn.execute(f"delete from {SCHEMA}.in_doubt where sync = %s", (self.sync,))
+
+    # ---------------------------------------------------------------- columns sent
+
+    def recorded_columns(self) -> dict[str, str] | None:
+        if not self.recorded:
+            return None
+        row = self.conn.execute(f"select columns from {SCHEMA}.sync_schemas where sync = %s", (self.sync,)).fetchone()
+        return dict(row[0]) if row else None
+
+    def record_columns(self, columns: dict[str, str]) -> None:
+        if self.dry_run:
+            return
+        from psycopg.types.json import Jsonb
+
+        self.conn.execute(
+            f"""insert into {SCHEMA}.sync_schemas (sync, columns) values (%s, %s)
+                on conflict (sync) do update set columns = excluded.columns, recorded_at = now()
+                where {SCHEMA}.sync_schemas.columns is distinct from excluded.columns""",
+            (self.sync, Jsonb(columns)),
+        )
 
     def remember(self, new: Iterable[pa.RecordBatch], changed: Iterable[pa.RecordBatch]) -> None:
         """After the writes: record the fingerprints of the new records (COPY) and of the

@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -65,6 +65,9 @@ def demo(
     days: Days = 45,
     end_date: EndDate = "2026-11-20",
     fmt: Format = "jsonl",
+    target: Annotated[
+        Literal["duckdb", "postgres"], typer.Option("--target", help="the warehouse: duckdb (embedded) or postgres")
+    ] = "duckdb",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -74,14 +77,15 @@ def demo(
 
     configure_logging(debug, quiet)
     started = time.perf_counter()
-    report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt)
+    report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt, target=target)
     if as_json:
         print(json.dumps(report.__dict__, default=str))
         return
     console.rule("summary")
     print_table("generated", [report.generated])
     print_table("loaded into the warehouse", report.loaded)
-    print_table(f"rows per layer ({load_settings().duckdb_path})", report.layers)
+    where = load_settings().duckdb_path if target == "duckdb" else "the Postgres warehouse"
+    print_table(f"rows per layer ({where})", report.layers)
     print_table("reverse syncs", report.syncs)
     print_table("destinations now hold", report.destinations)
     print_table("seconds per stage", [report.seconds | {"total": round(time.perf_counter() - started, 2)}])
@@ -153,15 +157,21 @@ def dbt_cmd(ctx: typer.Context) -> None:
     ROUNDTRIP_WAREHOUSE_URL (or ROUNDTRIP_POSTGRES_URL); a target other than duckdb writes its
     artifacts to target/<target>/ unless you pass --target-path."""
     import subprocess
+    from pathlib import Path
 
     from roundtrip.core.dbt import dbt_command, dbt_environment
+    from roundtrip.core.paths import PROJECT_ROOT
 
     args = list(ctx.args)
     target = _flag_value(args, "--target") or load_settings().target
     if target != "duckdb" and "--target-path" not in args and args[:1] not in (["clean"], ["deps"], ["debug"]):
         args += ["--target-path", str(load_settings().dbt_target_dir(target))]
-    command = dbt_command(args)
-    sys.exit(subprocess.run(command, env=dbt_environment()).returncode)
+    # like dbt itself: the project in the current folder (a copy, a checkout of another branch),
+    # else this installation's own
+    here = Path.cwd()
+    project = here if (here / "dbt_project.yml").exists() else PROJECT_ROOT
+    command = dbt_command(args, project_dir=project)
+    sys.exit(subprocess.run(command, cwd=project, env=dbt_environment()).returncode)
 
 
 def _flag_value(args: list[str], flag: str) -> str | None:
@@ -184,6 +194,9 @@ def bench_cmd(ctx: typer.Context) -> None:
 @app.command("settings")
 def settings_cmd(
     markdown: Annotated[bool, typer.Option("--markdown", help="the README's configuration table")] = False,
+    update_readme: Annotated[
+        bool, typer.Option("--update-readme", help="write that table into README.md between its markers")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Every ROUNDTRIP_* setting with its resolved value (secrets masked) and what it is for."""
@@ -191,6 +204,16 @@ def settings_cmd(
 
     if markdown:
         print(markdown_table())
+        return
+    if update_readme:
+        from roundtrip.core.paths import PROJECT_ROOT
+
+        readme = PROJECT_ROOT / "README.md"
+        start, end = "<!-- settings:start -->", "<!-- settings:end -->"
+        text = readme.read_text()
+        head, rest = text.split(start, 1)
+        readme.write_text(f"{head}{start}\n{markdown_table()}\n{end}{rest.split(end, 1)[1]}")
+        console.print(f"updated the configuration table of {readme}")
         return
     from pydantic import SecretStr
 

@@ -7,6 +7,7 @@ real Postgres, and every relation (models, seeds, snapshots) must hold the same 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal as D
@@ -209,6 +210,53 @@ def test_iris_codes_stay_text_through_the_marts(built_warehouse: tuple[Path, Dbt
 def test_as_of_is_the_newest_valid_event(built_warehouse: tuple[Path, DbtProject]) -> None:
     warehouse, _ = built_warehouse
     assert query_duckdb(warehouse, "select distinct as_of from marts.user_segments") == [(T("2026-11-21 19:00:00"),)]
+
+
+# Gold as of 2026-11-19 09:00:00 (docs/contract.md, "as_of"): the 18th whole, the 19th up to
+# 09:00:00 included (o-10 at 08:15, o-8 exactly at 09:00; not o-9 at 20:00), nothing of the 21st.
+PINNED_AS_OF = "2026-11-19T09:00:00"
+# fmt: off
+EXPECTED_GOLD_AS_OF = {
+    "daily_gmv_metrics": [
+        EXPECTED_DAILY_GMV_METRICS[0],
+        (NOV19, D("30.00"), 2, 2, 2, D("15.00"), 0, 2, D("-99.70")),
+    ],
+    "item_performance": [
+        *EXPECTED_ITEM_PERFORMANCE[:3],
+        (NOV19, 1, LAMP, "home", 0, 0, 0, 1, 1, D("20.00"), None, None),
+        (NOV19, 2, NOVEL, "books", 1, 0, 0, 1, 1, D("10.00"), D("0.0000"), D("1.0000")),
+    ],
+    "user_funnel_metrics": [
+        EXPECTED_USER_FUNNEL_METRICS[0],
+        (NOV19, 3, 0, 1, 0, 0, 2, 2, D("0.6667")),  # s-2's midnight view, s-10 and s-8's orders
+    ],
+    "hourly_order_patterns": [  # 6 orders up to as_of: shares of 6
+        (3, "Wednesday", 10, 1, 3, D("70.00"), 1, D("1.00"), D("16.67")),
+        (3, "Wednesday", 15, 2, 3, D("10059.99"), 1, D("2.00"), D("33.33")),
+        (3, "Wednesday", 23, 1, 1, D("20.00"), 1, D("1.00"), D("16.67")),
+        (4, "Thursday", 8, 1, 1, D("20.00"), 1, D("1.00"), D("16.67")),
+        (4, "Thursday", 9, 1, 1, D("10.00"), 1, D("1.00"), D("16.67")),
+    ],
+}
+# fmt: on
+
+
+def test_gold_counts_events_up_to_a_pinned_as_of(built_warehouse: tuple[Path, DbtProject], tmp_path: Path) -> None:
+    """Gold reads int_valid_orders / int_valid_clicks, so a pinned `as_of` cuts it like the marts."""
+    warehouse, _ = built_warehouse
+    pinned = tmp_path / "warehouse.duckdb"  # the same file name: views name their catalog
+    shutil.copyfile(warehouse, pinned)
+    project = DbtProject(tmp_path / "target", base_environment(pinned))
+    project.run(
+        "run",
+        "--select",
+        "int_as_of int_valid_orders int_valid_clicks path:models/gold",
+        "--vars",
+        f"{{as_of: '{PINNED_AS_OF}'}}",
+    )
+    assert _rows(pinned, "intermediate.int_as_of", "as_of") == [(T("2026-11-19 09:00:00"),)]
+    for model, expected in EXPECTED_GOLD_AS_OF.items():
+        assert _rows(pinned, f"gold.{model}", "*") == canonical_rows(expected), model
 
 
 @pytest.mark.postgres

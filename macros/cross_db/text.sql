@@ -76,6 +76,8 @@
     ), '') end
 {%- endmacro %}
 
+{#- BigQuery: each character's UTF-8 bytes, computed from its code point (a cast of the text to
+    BYTES would do, but the BigQuery emulator cannot cast non-ASCII text to BYTES). -#}
 {% macro bigquery__url_encode(text) -%}
     case when {{ text }} is not null then coalesce((
         select string_agg(
@@ -84,12 +86,23 @@
                 url_char,
                 (
                     select string_agg(format('%%%02X', url_byte), '' order by byte_position)
-                    from unnest(to_code_points(cast(url_char as bytes))) as url_byte with offset as byte_position
+                    from unnest(case
+                        when code_point < 128 then [code_point]
+                        when code_point < 2048 then [192 + div(code_point, 64), 128 + mod(code_point, 64)]
+                        when code_point < 65536 then [
+                            224 + div(code_point, 4096), 128 + mod(div(code_point, 64), 64), 128 + mod(code_point, 64)]
+                        else [
+                            240 + div(code_point, 262144), 128 + mod(div(code_point, 4096), 64),
+                            128 + mod(div(code_point, 64), 64), 128 + mod(code_point, 64)]
+                    end) as url_byte with offset as byte_position
                 )
             ),
             '' order by char_position
         )
-        from unnest(split({{ text }}, '')) as url_char with offset as char_position
+        from unnest(split({{ text }}, '')) as url_char with offset as char_position,
+            unnest(to_code_points(url_char)) as code_point
+        {#- split('', '') is [''], one empty string #}
+        where url_char != ''
     ), '') end
 {%- endmacro %}
 

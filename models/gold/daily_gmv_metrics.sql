@@ -1,12 +1,8 @@
+{#- One row per UTC event_date with valid, original orders up to as_of (int_valid_orders). -#}
 with
 
-orders as (
-    select * from {{ ref('orders_clean') }}
-),
-
 valid_orders as (
-    select * from orders
-    where is_valid and not is_duplicate
+    select * from {{ ref('int_valid_orders') }}
 ),
 
 first_order_dates as (

@@ -1,17 +1,12 @@
-{#- One row per (ISO day of week, UTC hour) with valid orders, over all dates. -#}
+{#- One row per (ISO day of week, UTC hour) with valid orders, over all dates up to as_of. -#}
 with
 
-orders as (
-    select * from {{ ref('orders_clean') }}
+valid_orders as (
+    select * from {{ ref('int_valid_orders') }}
 ),
 
 weekdays as (
     select * from {{ ref('weekdays') }}
-),
-
-valid_orders as (
-    select * from orders
-    where is_valid and not is_duplicate
 ),
 
 order_lines_by_hour as (

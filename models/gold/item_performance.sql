@@ -1,26 +1,23 @@
-{#- One row per (event_date, item_id) with valid clicks carrying the item or valid order lines. -#}
+{#- One row per (event_date, item_id) with valid clicks carrying the item or valid order lines,
+    up to as_of. Catalog fields straight from staging: items seen only through clicks have no
+    silver row to take them from (a declared exception of the layer rules, dbt_project.yml). -#}
 with
 
-orders as (
-    select * from {{ ref('orders_clean') }}
+valid_orders as (
+    select * from {{ ref('int_valid_orders') }}
 ),
 
-clicks as (
-    select * from {{ ref('clicks_clean') }}
+valid_clicks as (
+    select * from {{ ref('int_valid_clicks') }}
 ),
 
 items as (
     select * from {{ ref('stg_catalog__items') }}
 ),
 
-valid_orders as (
-    select * from orders
-    where is_valid and not is_duplicate
-),
-
 valid_item_clicks as (
-    select * from clicks
-    where is_valid and not is_duplicate and item_id is not null
+    select * from valid_clicks
+    where item_id is not null
 ),
 
 clicks_per_item_day as (

@@ -1,22 +1,13 @@
-{#- One row per event_date with valid clicks or valid orders: session-days through the funnel. -#}
+{#- One row per event_date with valid clicks or valid orders up to as_of: session-days through
+    the funnel. -#}
 with
 
-orders as (
-    select * from {{ ref('orders_clean') }}
-),
-
-clicks as (
-    select * from {{ ref('clicks_clean') }}
-),
-
 valid_orders as (
-    select * from orders
-    where is_valid and not is_duplicate
+    select * from {{ ref('int_valid_orders') }}
 ),
 
 valid_clicks as (
-    select * from clicks
-    where is_valid and not is_duplicate
+    select * from {{ ref('int_valid_clicks') }}
 ),
 
 session_day_steps as (

@@ -1,4 +1,4 @@
-{#- Valid, original click events up to as_of: what the marts count. One row per click event. -#}
+{#- Valid, original click events up to as_of: what gold and the marts count. One row per click event. -#}
 with
 
 clicks as (
@@ -20,7 +20,9 @@ valid_clicks as (
         clicks.event_ts,
         clicks.event_date,
         as_of.as_of,
-        as_of.as_of_date
+        as_of.as_of_date,
+        clicks.source_file,
+        clicks.source_line
     from clicks
     cross join as_of
     where clicks.is_valid and not clicks.is_duplicate and clicks.event_ts <= as_of.as_of

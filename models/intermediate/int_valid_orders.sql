@@ -1,4 +1,4 @@
-{#- Valid, original order lines up to as_of: what the marts count. One row per order line. -#}
+{#- Valid, original order lines up to as_of: what gold and the marts count. One row per order line. -#}
 with
 
 orders as (
@@ -21,7 +21,9 @@ valid_orders as (
         orders.event_ts,
         orders.event_date,
         as_of.as_of,
-        as_of.as_of_date
+        as_of.as_of_date,
+        orders.source_file,
+        orders.source_line
     from orders
     cross join as_of
     where orders.is_valid and not orders.is_duplicate and orders.event_ts <= as_of.as_of

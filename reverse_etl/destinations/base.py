@@ -1,25 +1,82 @@
-"""The interface every destination implements.
+"""The interface every destination implements, and what it is handed.
 
-DuckDB has classified every record of the model as NEW, CHANGED or UNCHANGED against the sync
-state (``reverse_etl.source``). A destination pulls the records its mode needs from the source,
-sends them, and returns exact counts of what happened on its side.
+The engine has classified every record of the model against the sync state
+(``reverse_etl.records``). A destination declares how its records are keyed and rendered
+(``shape``), says what it lost since the last run (``drift``), writes the batches of records its
+mode needs (``write``) and, after the state is updated but before the commit, deletes or swaps
+(``finish``). It sees the records only as Arrow batches and the state only through
+``StateView``; it never touches the warehouse source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import pyarrow as pa
+
 from reverse_etl.counts import SyncCounts
-from reverse_etl.source import ModelSource, Plan
-from reverse_etl.state import StateStore
+from reverse_etl.records import Plan, Records, RecordShape
+from reverse_etl.schema_change import SchemaChange
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the destination no longer holds of what the state says it holds."""
+
+    all_lost: bool = False  # the table is gone
+    lost_sql: str | None = None  # SQL on the state database selecting the lost records' row_key
+
+
+@dataclass
+class Changes:
+    """The run's records as the destination receives them: counts and batches by kind."""
+
+    records: Records
+    plan: Plan
+    gone: int = 0  # records of the state the model no longer has (mirror, replace)
+    schema_change: SchemaChange = field(default_factory=SchemaChange)
+    on_batch: Callable[[int], None] | None = None  # told the rows of each batch handed over
+
+    def batches(self, kinds: tuple[int, ...], ordered: bool = False) -> Iterator[pa.RecordBatch]:
+        for batch in self.records.records(kinds, ordered=ordered):
+            yield batch
+            if self.on_batch is not None:  # the destination asked for the next one: this one is gone
+                self.on_batch(batch.num_rows)
+
+    def arrow_schema(self) -> pa.Schema:
+        return self.records.arrow_schema()
+
+
+class StateView(Protocol):
+    """The part of the sync state a destination may use."""
+
+    def iter_gone(self, size: int) -> Iterator[list[str]]:
+        """The keys of the records gone from the model, ``size`` at a time."""
+
+    def forget_gone(self) -> int: ...
+
+    def pending_refresh(self) -> list[str]: ...
+
+    def owe_refresh(self, models: list[str]) -> None: ...
 
 
 class Destination(Protocol):
-    def send(self, source: ModelSource, plan: Plan, gone: int) -> SyncCounts:
-        """Write what the mode needs (``gone``: records of the state the model no longer has);
-        count inserted / updated / unchanged."""
+    # Postgres: the writes commit with the state in one transaction; Redis: they cannot, so the
+    # engine marks what it is about to write as in doubt first (write-ahead)
+    transactional: bool
 
-    def finish(self, state: StateStore) -> SyncCounts:
+    def shape(self, columns: list[str]) -> RecordShape:
+        """How records are keyed, fingerprinted and rendered, over the model's columns."""
+
+    def drift(self, owned: int) -> Drift:
+        """Cheaply, what of the ``owned`` records the state lists the destination lost."""
+
+    def write(self, changes: Changes) -> SyncCounts:
+        """Write what the mode needs; count inserted / updated / unchanged / healed."""
+
+    def finish(self, state: StateView) -> SyncCounts:
         """After the state is updated, before the commit: ``mirror`` deletes, ``replace`` swaps."""
 
     def after_commit(self) -> list[str]:

@@ -1,11 +1,14 @@
 """Redis destination: JSON values under a key template, sent in bulk with a TTL.
 
-DuckDB already rendered each record's key and JSON value (``reverse_etl.source``) and the sync
-state says which changed. Changed records are ``SET`` (with ``EX ttl``); unchanged ones are not
-resent, only their TTL renewed (``EXPIRE``, or ``EXISTS`` without a TTL): a key that expired or
-was evicted meanwhile is written again and counted as inserted. ``insert_only`` uses
-``SET NX``. ``mirror`` deletes the keys this sync wrote before and the model no longer has;
-keys written by anyone else are never touched.
+Everything Redis-specific lives here: the key template and the JSON value of a record are
+rendered by DuckDB from SQL this module writes (``shape``), and the sync state says which
+records changed. Changed records are ``SET`` (with ``EX ttl``); unchanged ones are not resent,
+only their TTL renewed (``EXPIRE``, or ``EXISTS`` without a TTL): a key that expired or was
+evicted meanwhile is written again and counted as ``healed`` (that check is this destination's
+drift detection, one pipelined command per key). ``insert_only`` uses ``SET NX`` and never
+heals. ``mirror`` deletes the keys this sync wrote before and the model no longer has; keys
+written by anyone else are never touched. Redis writes cannot join the state's transaction:
+the engine marks them in doubt before they are sent (write-ahead, ``reverse_etl.state``).
 
 Commands are encoded in the Redis protocol (RESP) by Arrow compute kernels, a whole batch at a
 time, and written to one connection's socket; replies are parsed by hiredis and checked one by
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from string import Formatter
 from typing import Any
 
 import hiredis
@@ -24,12 +28,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reverse_etl.counts import SyncCounts
-from reverse_etl.source import CHANGED, NEW, TARGET, UNCHANGED, VALUE, ModelSource, Plan
-from reverse_etl.spec import SyncSpec
-from reverse_etl.state import StateStore
+from reverse_etl.destinations.base import Changes, Drift, StateView
+from reverse_etl.records import (
+    CHANGED,
+    FINGERPRINT,
+    HEALED,
+    KEY,
+    NEW,
+    ROWS,
+    UNCHANGED,
+    RecordShape,
+    fingerprint,
+    json_object,
+)
+from reverse_etl.spec import SyncSpec, key_template_fields
+from roundtrip.core.sql import literal, quote
 
 log = logging.getLogger(__name__)
 PIPELINE_COMMANDS = 10_000  # commands per round trip: bounds the buffers on both sides
+TARGET, VALUE = "__rt_target", "__rt_value"  # the rendered key and JSON value of a record
+
+
+def key_template_sql(template: str) -> str:
+    """``reco:{user_id}`` as a DuckDB expression; NULL when a field is NULL."""
+    parts = []
+    for text, field_name, _, _ in Formatter().parse(template):
+        if text:
+            parts.append(literal(text))
+        if field_name:
+            parts.append(f"cast({quote(field_name)} as varchar)")
+    return " || ".join(parts)
 
 
 def bulk(value: bytes | str) -> bytes:
@@ -76,10 +104,40 @@ def _read_replies(sock: Any, reader: Any, count: int, into: list[Any]) -> None:
 
 
 class RedisDestination:
+    transactional = False
+
     def __init__(self, spec: SyncSpec, client: Any) -> None:
         self.spec = spec
         self.settings = spec.settings
         self.client = client
+
+    def shape(self, columns: list[str]) -> RecordShape:
+        """One record per key: the key rendered from the template, the value the row as a JSON
+        object, or (``value: list``) the JSON list of the key's rows in ``order_by`` order."""
+        s, template = self.settings, self.spec.target
+        target = key_template_sql(template)
+        in_key = key_template_fields(template)
+        if s.value == "object":
+            value, grouping, rows = json_object(columns), "", "1"
+        else:
+            members = [c for c in columns if c not in set(in_key)]
+            order = ", ".join(quote(c) for c in (s.order_by or [k for k in s.primary_key if k not in set(in_key)]))
+            member = f"struct_pack({', '.join(f'{quote(c)} := {quote(c)}' for c in members)})"
+            value = f"to_json(list({member} order by {order or '1'}))::varchar"
+            grouping, rows = " group by 1", "count(*)"
+        records = f"""
+            select {TARGET}, to_json({TARGET})::varchar as {KEY}, {VALUE}, {fingerprint(VALUE)} as {FINGERPRINT}, {ROWS}
+            from (select {target} as {TARGET}, {value} as {VALUE}, {rows} as {ROWS} from {{rows}}{grouping})"""
+        required = {"key template": in_key, "order_by": s.order_by or []}
+        return RecordShape(
+            state_key=f"to_json({target})::varchar",
+            records=records,
+            required=required,
+            shown={TARGET: "key", VALUE: "value"},
+        )
+
+    def drift(self, owned: int) -> Drift:
+        return Drift()  # checked key by key while unchanged keys get their TTL renewed (write)
 
     def _execute(self, parts: list[pa.Array | bytes], count: int) -> list[Any]:
         """Send ``count`` commands and return their replies (an error reply raises).
@@ -122,30 +180,31 @@ class RedisDestination:
             parts.append(b"NX")
         return self._execute(parts, len(keys))
 
-    def send(self, source: ModelSource, plan: Plan, gone: int) -> SyncCounts:
+    def write(self, changes: Changes) -> SyncCounts:
+        plan = changes.plan
         counts = SyncCounts()
         if self.settings.mode == "insert_only":
-            for batch in source.records((NEW,), ordered=False):
+            for batch in changes.batches((NEW,)):
                 counts.inserted += sum(1 for r in self._set(batch[TARGET], batch[VALUE], nx=True) if r)
-            counts.unchanged = plan.new + plan.changed + plan.unchanged - counts.inserted
+            counts.unchanged = plan.records - counts.inserted
             return counts
 
-        for batch in source.records((NEW, CHANGED), ordered=False):
+        for batch in changes.batches((NEW, CHANGED, HEALED)):
             self._set(batch[TARGET], batch[VALUE])
-        counts.inserted, counts.updated = plan.new, plan.changed
+        counts.inserted, counts.updated, counts.healed = plan.new, plan.changed, plan.healed
         ttl = self.settings.ttl_seconds
         renew: list[pa.Array | bytes] = [b"EXPIRE"] if ttl else [b"EXISTS"]
-        for batch in source.records((UNCHANGED,), ordered=False):
+        for batch in changes.batches((UNCHANGED,)):
             keys = batch[TARGET]
             alive = self._execute([*renew, keys, *([str(ttl).encode()] if ttl else [])], len(keys))
             lost = np.flatnonzero(np.array(alive) == 0)  # expired or evicted since: write again
             if len(lost):
                 self._set(keys.take(lost), batch[VALUE].take(lost))
-            counts.inserted += len(lost)
+            counts.healed += len(lost)
             counts.unchanged += len(keys) - len(lost)
         return counts
 
-    def finish(self, state: StateStore) -> SyncCounts:
+    def finish(self, state: StateView) -> SyncCounts:
         if self.settings.mode != "mirror":
             return SyncCounts()
         deleted = 0

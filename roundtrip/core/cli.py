@@ -175,6 +175,8 @@ def cell(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return escape(", ".join(str(v) for v in value))
     return escape(str(value))
 
 
@@ -193,3 +195,61 @@ def print_table(title: str, rows: list[dict[str, Any]], align: Literal["fit", "w
     for row in rows:
         table.add_row(*(cell(row.get(key)) for key in columns))
     console.print(table)
+
+
+# ---------------------------------------------------------------- progress
+
+
+class ProgressBoard:
+    """Progress of long work on stderr (rich): one line per task, advanced by counts; nothing
+    at all with ``--quiet`` or when nobody watches (stderr is not a terminal). Use as a
+    context manager; ``advance(task, n, total=None)`` is safe from any thread."""
+
+    def __init__(self, unit: str = "rows") -> None:
+        self.unit = unit
+        self.enabled = not is_quiet()
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ProgressBoard:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(self.unit),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def advance(self, task: str, n: int = 1, total: int | None = None) -> None:
+        if self._progress is None:
+            return
+        if task not in self._tasks:
+            self._tasks[task] = self._progress.add_task(escape(task), total=total)
+        elif total is not None:
+            self._progress.update(self._tasks[task], total=total)
+        self._progress.advance(self._tasks[task], n)
+
+    def done(self, task: str) -> None:
+        """Mark a task complete (its total becomes what was counted)."""
+        if self._progress is not None and task in self._tasks:
+            tid = self._tasks[task]
+            self._progress.update(tid, total=self._progress.tasks[tid].completed)

@@ -56,7 +56,7 @@ def dbt_command(
         "--project-dir",
         str(project_dir),
         "--profiles-dir",
-        str(PROFILES_DIR),
+        str(project_dir / "profiles" if (project_dir / "profiles" / "profiles.yml").exists() else PROFILES_DIR),
     ]
     if target:
         command += ["--target", target]

@@ -35,7 +35,7 @@ def _setting(default: Any, description: str, group: str, shown_default: str | No
 
 
 class Settings(BaseSettings):
-    """The project's configuration. Field ``x`` is read from ``ROUNDTRIP_X``."""
+    """The project's configuration. Field ``spark_master`` is read from ``ROUNDTRIP_SPARK_MASTER``."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, validate_default=True)
 
@@ -143,6 +143,10 @@ class Settings(BaseSettings):
         pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
     )  # fmt: skip
 
+    test_crash_at: str | None = _setting(
+        None, "tests only: kill -9 a sync run when it reaches this phase (reverse_etl.crashpoints)", "reverse_etl", ""
+    )
+
     # ------------------------------------------------------------------ spark
     spark_threshold_rows: int = _setting(
         20_000_000, "`auto`: estimated bronze rows above which the medallion runs on Spark", "spark", ge=0
@@ -168,7 +172,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: Any) -> Any:
-        """``ROUNDTRIP_X=`` (empty) means "use the default", as a shell user expects."""
+        """An empty variable (``ROUNDTRIP_APP_DB=``) means "use the default", as a shell user expects."""
         if isinstance(values, dict):
             return {k: v for k, v in values.items() if v != ""}
         return values

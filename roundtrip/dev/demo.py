@@ -57,7 +57,9 @@ def service_environment(pg: PostgresEndpoint, rd: RedisEndpoint) -> dict[str, st
     return {POSTGRES_URL_ENV: pg.url(), REDIS_URL_ENV: rd.url()}
 
 
-def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoReport:
+def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: str = "duckdb") -> DemoReport:
+    """The whole circle on ``target`` (duckdb: the embedded default; postgres: a warehouse
+    database of its own on the demo's Postgres, next to the operational one the syncs write)."""
     from loaders import jobs
     from loaders.config import load_config
     from loaders.warehouse import open_warehouse
@@ -65,10 +67,12 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
     from reverse_etl.spec import load_specs
     from roundtrip.core.dbt import run_dbt
 
+    if target not in ("duckdb", "postgres"):
+        raise RoundtripError(f"the demo runs on duckdb or postgres, not {target!r}", hint="see README, BigQuery")
     report = DemoReport()
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
+    if fresh and target == "duckdb":
         for stale in (settings.duckdb_path, settings.duckdb_path.with_suffix(".duckdb.wal")):
             stale.unlink(missing_ok=True)
     with contextlib.ExitStack() as services:
@@ -76,6 +80,9 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
             pg = services.enter_context(postgres_server(settings.services_dir))
             rd = services.enter_context(redis_server(settings.services_dir))
         os.environ.update(service_environment(pg, rd))
+        if target == "postgres":
+            os.environ["ROUNDTRIP_WAREHOUSE_URL"] = warehouse_database(pg, settings, fresh)
+        settings = load_settings()  # what the loaders, dbt and the syncs now read
 
         with _stage(report, "generate"):
             gen = generate(cfg, settings.app_db, settings.landing_dir, pg.url(), fmt)
@@ -88,8 +95,8 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
             }
 
         with _stage(report, "load"):
-            config = load_config()
-            warehouse = open_warehouse("duckdb")
+            config = load_config(settings=settings)
+            warehouse = open_warehouse(target, settings=settings)
             try:
                 results = jobs.load_all(config, warehouse)
             finally:
@@ -97,11 +104,12 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
             report.loaded = [r.as_dict() for r in results]
 
         with _stage(report, "dbt build"):
-            run_dbt(["build"], target="duckdb")
+            target_path = None if target == "duckdb" else settings.dbt_target_dir(target)
+            run_dbt(["build"], target=target, target_path=target_path)
 
         with _stage(report, "reverse syncs"):
             endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
-            specs = load_specs()
+            specs = load_specs(target=target)
             synced = run_syncs(specs, endpoints)
             failed = [f"{r.spec.name}: {r.error}" for r in synced if not r.ok]
             if failed:
@@ -109,26 +117,58 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True) -> DemoR
             report.syncs = [r.as_dict() for r in synced]
 
         with _stage(report, "summary"):
-            report.layers = warehouse_layers()
+            report.layers = warehouse_layers(target, settings)
             report.destinations = destination_state(specs, pg, rd)
     return report
 
 
-def warehouse_layers() -> list[dict[str, Any]]:
-    """Rows per table of each layer, read back from the DuckDB file."""
+def warehouse_database(pg: PostgresEndpoint, settings: Any, fresh: bool) -> str:
+    """The Postgres warehouse of a demo on ``--target postgres``: ROUNDTRIP_WAREHOUSE_URL when
+    set apart from the operational database, else a database ``warehouse`` on the demo's server
+    (the replace syncs write tables named like the marts: they must not be the marts)."""
+    import psycopg
+
+    given = settings.secret("warehouse_url")
+    if given and given != pg.url():
+        return str(given)
+    name = "warehouse"
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        if fresh:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(f'create database "{name}"')
+    return pg.url(name)
+
+
+def warehouse_layers(target: str = "duckdb", settings: Any = None) -> list[dict[str, Any]]:
+    """Rows per table of each layer, read back from the warehouse."""
+    settings = settings or load_settings()
+    order = {name: i for i, name in enumerate(LAYERS)}
+    rows = []
+    if target == "postgres":
+        import psycopg
+
+        with psycopg.connect(settings.secret("warehouse_url")) as conn:
+            tables = conn.execute(
+                """select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                   where c.relkind in ('r', 'v', 'm', 'p') and n.nspname = any(%s) order by 1, 2""",
+                (list(LAYERS),),
+            ).fetchall()
+            for schema, table in tables:
+                count = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchone()
+                rows.append({"layer": schema, "table": table, "rows": int(count[0]) if count else 0})
+        return sorted(rows, key=lambda r: (order[r["layer"]], r["table"]))
     from roundtrip.core.duckdb_extensions import connect
 
-    con = connect(load_settings().duckdb_path, read_only=True)
+    con = connect(settings.duckdb_path, read_only=True)
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
             f"where table_schema in ({', '.join(repr(s) for s in LAYERS)}) order by table_schema, table_name"
         ).fetchall()
-        rows = []
         for schema, table in tables:
             count = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()
             rows.append({"layer": schema, "table": table, "rows": int(count[0]) if count else 0})
-        order = {name: i for i, name in enumerate(LAYERS)}
         return sorted(rows, key=lambda r: (order[r["layer"]], r["table"]))
     finally:
         con.close()

@@ -397,6 +397,27 @@ class LocalPostgres:
         with psycopg.connect(self.endpoint.url("postgres"), autocommit=True) as conn:
             conn.execute(f'create database "{name}"')
 
+    def add_password_role(self, role: str, password: str, connection_limit: int = -1) -> PostgresEndpoint:
+        """A login role that must give ``password`` (scram-sha-256): the server trusts only its
+        superuser. For tests of wrong passwords and of secrets in messages."""
+        import psycopg
+        from psycopg import sql
+
+        assert self.endpoint is not None and self.folder is not None
+        with psycopg.connect(self.endpoint.url("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("create role {} login password {} connection limit {}").format(
+                    sql.Identifier(role), sql.Literal(password), sql.Literal(connection_limit)
+                )
+            )
+            conn.execute(
+                sql.SQL("grant all on database {} to {}").format(sql.Identifier(DEFAULT_DATABASE), sql.Identifier(role))
+            )
+            hba = self.folder / "pgdata" / "pg_hba.conf"
+            hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            conn.execute("select pg_reload_conf()")
+        return PostgresEndpoint(self.endpoint.host, self.endpoint.port, role, DEFAULT_DATABASE, password)
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
@@ -479,6 +500,17 @@ class LocalRedis:
                     self.stop()
                     raise ServiceError(f"Redis did not answer PING within {timeout}s; see {logfile}") from None
                 time.sleep(0.05)
+
+    def require_password(self, password: str) -> RedisEndpoint:
+        """From now on every client must AUTH with ``password`` (tests of wrong passwords)."""
+        import redis
+
+        assert self.endpoint is not None
+        client = redis.Redis.from_url(self.endpoint.url())
+        client.config_set("requirepass", password)
+        client.close()
+        self.endpoint = RedisEndpoint(self.endpoint.host, self.endpoint.port, password=password)
+        return self.endpoint
 
     @property
     def pid(self) -> int | None:

@@ -55,11 +55,13 @@ class Harness:
         finally:
             con.close()
 
-    def run(self, sync: str, dry_run: bool = False) -> SyncResult:
+    def run(self, sync: str | SyncSpec, dry_run: bool = False, **options: Any) -> SyncResult:
+        """Run a sync in this process (``options``: RunOptions fields, e.g. full_resync=True)."""
+        spec = self.specs[sync] if isinstance(sync, str) else sync
         return run_sync(
-            self.specs[sync],
+            spec,
             Endpoints(postgres_url=self.postgres.url(), redis_url=self.redis.url()),
-            RunOptions(dry_run=dry_run, dbt_project_dir=FIXTURE_PROJECT),
+            RunOptions(dry_run=dry_run, dbt_project_dir=FIXTURE_PROJECT, **options),
         )
 
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -41,7 +41,15 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
     )
     first = harness.run("crm_segments")
     assert first.status == "succeeded_with_rejects"
-    assert counts(first) == {"read": 5, "inserted": 2, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 3}
+    assert counts(first) == {
+        "read": 5,
+        "inserted": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 3,
+    }
     assert harness.sql("select user_id, email, lifetime_value::text from crm.segments order by 1") == [
         (1, "ann@example.com", "812.40"),
         (2, "bob@example.com", "20.00"),
@@ -65,7 +73,15 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
 
     before = row_versions(harness, "crm.segments", "user_id")
     second = harness.run("crm_segments")
-    assert counts(second) == {"read": 5, "inserted": 0, "updated": 0, "unchanged": 2, "deleted": 0, "rejected": 3}
+    assert counts(second) == {
+        "read": 5,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 2,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 3,
+    }
     assert row_versions(harness, "crm.segments", "user_id") == before  # not one row rewritten
 
     harness.model(
@@ -76,7 +92,15 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
     )
     third = harness.run("crm_segments")
     assert third.status == "succeeded"
-    assert counts(third) == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "deleted": 0, "rejected": 0}
+    assert counts(third) == {
+        "read": 3,
+        "inserted": 1,
+        "updated": 1,
+        "unchanged": 1,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 0,
+    }
     after = row_versions(harness, "crm.segments", "user_id")
     assert sorted(k for k in after if after[k] != before.get(k)) == [2, 4]  # only those were written
     runs = harness.sql("select run_id, status, inserted, updated, unchanged, rejected from reverse_etl.runs order by 1")
@@ -139,7 +163,15 @@ def test_mirror_deletes_only_rows_it_wrote(harness: Harness) -> None:
                                   (3, 'a', 'E', 5.5)) {THINGS}""",
     )
     result = harness.run("shop_things")  # batch_rows 2: several batches
-    assert counts(result) == {"read": 4, "inserted": 1, "updated": 0, "unchanged": 1, "deleted": 1, "rejected": 2}
+    assert counts(result) == {
+        "read": 4,
+        "inserted": 1,
+        "updated": 0,
+        "unchanged": 1,
+        "healed": 0,
+        "deleted": 1,
+        "rejected": 2,
+    }
     assert harness.sql("select shop_id, sku, title from shop.things order by 1, 2") == [
         (1, "a", "A"),
         (2, "b", "D"),  # its key was rejected this run: the row we wrote before stays as it was
@@ -174,7 +206,15 @@ def test_dry_run_writes_nothing_and_predicts_the_run(harness: Harness) -> None:
     plan = harness.run("shop_things", dry_run=True)
     assert snapshot() == before
     assert plan.status == "dry_run" and plan.run_id is None
-    assert counts(plan) == {"read": 3, "inserted": 0, "updated": 1, "unchanged": 0, "deleted": 1, "rejected": 2}
+    assert counts(plan) == {
+        "read": 3,
+        "inserted": 0,
+        "updated": 1,
+        "unchanged": 0,
+        "healed": 0,
+        "deleted": 1,
+        "rejected": 2,
+    }
     assert plan.changes == [
         {"action": "update", "key": {"shop_id": 1, "sku": "a"}, "row": {"shop_id": 1, "sku": "a", "title": "A2", "price": pytest.approx(1.5)}}
     ]  # fmt: skip
@@ -242,7 +282,15 @@ def test_insert_only_two_concurrent_runs_queue_each_trigger_once(harness: Harnes
                                   ('t2', 2, 'win_back', '{{}}'), ('t4', 4, 'welcome', '{{}}')) {TRIGGERS}""",
     )
     again = harness.run("queue_a")
-    assert counts(again) == {"read": 3, "inserted": 1, "updated": 0, "unchanged": 2, "deleted": 0, "rejected": 0}
+    assert counts(again) == {
+        "read": 3,
+        "inserted": 1,
+        "updated": 0,
+        "unchanged": 2,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 0,
+    }
     assert harness.sql("select trigger_id, payload, status from crm.email_queue order by 1") == [
         ("t1", '{"q":"shoes"}', "sent"),  # never resent, never updated
         ("t2", "{}", "pending"),
@@ -285,7 +333,15 @@ def test_transient_errors_are_retried_with_the_same_run(harness: Harness) -> Non
     harness.model("things", f"select * from (values (1, 'a', 'A2', 1.5), (1, 'b', 'B', 2)) {THINGS}")
     result = harness.run("shop_things")
     assert result.status == "succeeded" and result.attempts == 2
-    assert counts(result) == {"read": 2, "inserted": 1, "updated": 1, "unchanged": 0, "deleted": 0, "rejected": 0}
+    assert counts(result) == {
+        "read": 2,
+        "inserted": 1,
+        "updated": 1,
+        "unchanged": 0,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 0,
+    }
     assert harness.sql("select sku, title from shop.things order by 1") == [("a", "A2"), ("b", "B")]
     assert harness.sql("select attempts, status, inserted, updated from reverse_etl.runs where run_id = %s", (result.run_id,)) == [
         (2, "succeeded", 1, 1)
@@ -306,5 +362,5 @@ def test_terminal_errors_fail_at_once_and_leave_table_and_state_as_they_were(har
     ]  # fmt: skip
     # the state was rolled back with the rows: the next run sends the same changes again
     assert counts(harness.run("shop_things")) == {
-        "read": 2, "inserted": 1, "updated": 1, "unchanged": 0, "deleted": 1, "rejected": 0,
+        "read": 2, "inserted": 1, "updated": 1, "unchanged": 0, "healed": 0, "deleted": 1, "rejected": 0,
     }  # fmt: skip

@@ -32,7 +32,15 @@ def test_mirror_list_values_ttl_and_no_resend(harness: Harness, redis_client: re
                                   (4, 13, 0.2, 1), (4, 14, 0.1, 1)) {RECOS}""",
     )
     first = harness.run("reco")  # batch_rows 3
-    assert counts(first) == {"read": 6, "inserted": 3, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 2}
+    assert counts(first) == {
+        "read": 6,
+        "inserted": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 2,
+    }
     assert sorted(redis_client.keys("reco:*")) == [b"reco:1", b"reco:2", b"reco:3"]
     assert json.loads(redis_client.get("reco:1")) == [
         {"item_id": 11, "score": 0.9, "recommendation_rank": 1},
@@ -46,14 +54,31 @@ def test_mirror_list_values_ttl_and_no_resend(harness: Harness, redis_client: re
     redis_client.delete("reco:3")  # evicted: written again
     sets = set_calls(redis_client)
     second = harness.run("reco")
-    assert counts(second) == {"read": 6, "inserted": 1, "updated": 0, "unchanged": 2, "deleted": 0, "rejected": 2}
+    # reco:3 was evicted: the state said Redis held it, Redis did not: written again, counted healed
+    assert counts(second) == {
+        "read": 6,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 2,
+        "healed": 1,
+        "deleted": 0,
+        "rejected": 2,
+    }
     assert set_calls(redis_client) - sets == 1  # only reco:3 was sent
     assert redis_client.ttl("reco:2") > 86_000 and redis_client.exists("reco:3")
 
     redis_client.set("reco:99", "written by the app")
     harness.model("recos", f"select * from (values (1, 10, 0.5, 2), (1, 11, 0.9, 1), (2, 10, 0.4, 1)) {RECOS}")
     third = harness.run("reco")
-    assert counts(third) == {"read": 3, "inserted": 0, "updated": 1, "unchanged": 1, "deleted": 1, "rejected": 0}
+    assert counts(third) == {
+        "read": 3,
+        "inserted": 0,
+        "updated": 1,
+        "unchanged": 1,
+        "healed": 0,
+        "deleted": 1,
+        "rejected": 0,
+    }
     assert sorted(redis_client.keys("reco:*")) == [b"reco:1", b"reco:2", b"reco:99"]
     assert json.loads(redis_client.get("reco:2")) == [{"item_id": 10, "score": 0.4, "recommendation_rank": 1}]
     assert redis_client.get("reco:99") == b"written by the app"
@@ -76,5 +101,13 @@ def test_object_values_without_ttl(harness: Harness, redis_client: redis.Redis) 
     assert redis_client.ttl("profile:1") == -1  # no TTL declared
     redis_client.delete("profile:2")
     again = harness.run("profile_cache")
-    assert counts(again) == {"read": 2, "inserted": 1, "updated": 0, "unchanged": 1, "deleted": 0, "rejected": 0}
+    assert counts(again) == {
+        "read": 2,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 1,
+        "healed": 1,
+        "deleted": 0,
+        "rejected": 0,
+    }
     assert redis_client.exists("profile:2")

@@ -32,7 +32,15 @@ def counts(result: SyncResult) -> dict[str, int]:
 def test_replace_swaps_refreshes_views_and_skips_when_nothing_changed(harness: Harness) -> None:
     harness.model("items_export", V1)
     first = harness.run("serving_items")
-    assert counts(first) == {"read": 3, "inserted": 3, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 0}
+    assert counts(first) == {
+        "read": 3,
+        "inserted": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 0,
+    }
     assert first.refreshed == ["items_mv"]  # all_item_ids_mv also reads retired items: not loaded yet
     mv = "select item_id, title, price::text from serving.items_mv order by 1"
     assert harness.sql(mv) == [(1, "lamp", "10.00"), (2, "desk", "99.00"), (3, "chair", "45.50")]
@@ -40,13 +48,29 @@ def test_replace_swaps_refreshes_views_and_skips_when_nothing_changed(harness: H
 
     versions = harness.sql("select item_id, xmin::text from marts.items_export order by 1")
     second = harness.run("serving_items")
-    assert counts(second) == {"read": 3, "inserted": 0, "updated": 0, "unchanged": 3, "deleted": 0, "rejected": 0}
+    assert counts(second) == {
+        "read": 3,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 3,
+        "healed": 0,
+        "deleted": 0,
+        "rejected": 0,
+    }
     assert second.refreshed == []
     assert harness.sql("select item_id, xmin::text from marts.items_export order by 1") == versions  # untouched
 
     harness.model("items_export", V2)
     third = harness.run("serving_items")
-    assert counts(third) == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "deleted": 1, "rejected": 0}
+    assert counts(third) == {
+        "read": 3,
+        "inserted": 1,
+        "updated": 1,
+        "unchanged": 1,
+        "healed": 0,
+        "deleted": 1,
+        "rejected": 0,
+    }
     assert harness.sql(mv) == [(1, "lamp", "12.00"), (3, "chair", "45.50"), (4, "rug", "30.00")]
     assert harness.sql("select 'marts.items_export'::regclass::oid") == oid  # same table: views stay valid
 
@@ -117,7 +141,15 @@ def test_a_replace_killed_midway_leaves_the_old_table_serving(harness: Harness, 
     assert killed.status == "abandoned"  # still 'running' in the table, but nobody holds its lock
 
     resumed = harness.run("serving_items")
-    assert counts(resumed) == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "deleted": 1, "rejected": 0}
+    assert counts(resumed) == {
+        "read": 3,
+        "inserted": 1,
+        "updated": 1,
+        "unchanged": 1,
+        "healed": 0,
+        "deleted": 1,
+        "rejected": 0,
+    }
     assert harness.sql("select item_id from serving.items_mv order by 1") == [(1,), (3,), (4,)]
     assert harness.sql("select status from reverse_etl.runs where run_id = %s", (killed.run_id,)) == [("abandoned",)]
 

@@ -1,8 +1,10 @@
-"""Sync specs from a real dbt manifest, and the rows the DuckDB source hands to the engine."""
+"""Sync specs from a real dbt manifest, and the records the engine classifies from the DuckDB
+source, in the shape each destination declares."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -11,9 +13,12 @@ import pytest
 import redis
 from pydantic import ValidationError
 
+from reverse_etl.destinations.postgres import PostgresDestination
+from reverse_etl.destinations.redis import TARGET, VALUE, RedisDestination
 from reverse_etl.errors import SyncError, TransientSyncError, is_transient, translate
-from reverse_etl.source import FINGERPRINT, KEY, REASON, ROW_KEY, ROWS, TARGET, VALUE, ModelSource
-from reverse_etl.spec import SyncSettings, load_specs
+from reverse_etl.records import FINGERPRINT, KEY, REASON, ROW_KEY, ROWS, Records, Scratch
+from reverse_etl.sources.duckdb import DuckDBSource
+from reverse_etl.spec import SyncSettings, SyncSpec, load_specs, load_syncs
 
 from .conftest import Harness
 
@@ -42,6 +47,22 @@ def test_invalid_meta_names_the_exposure(fixture_manifest: Path, tmp_path: Path)
     broken.write_text(json.dumps(manifest))
     with pytest.raises(SyncError, match=r"exposure 'reco': invalid meta.sync[\s\S]*inside the primary key"):
         load_specs(broken)
+    # one invalid exposure fails alone: the others are still there to run
+    specs, invalid = load_syncs(broken)
+    assert [i.name for i in invalid] == ["reco"] and "inside the primary key" in invalid[0].reason
+    assert "crm_segments" in {s.name for s in specs} and "reco" not in {s.name for s in specs}
+
+
+def test_a_manifest_built_for_another_warehouse_is_refused(fixture_manifest: Path, tmp_path: Path) -> None:
+    manifest = json.loads(fixture_manifest.read_text())
+    manifest["metadata"]["adapter_type"] = "postgres"
+    other = tmp_path / "manifest.json"
+    other.write_text(json.dumps(manifest))
+    with pytest.raises(SyncError, match="built for target postgres, but the syncs read from duckdb") as caught:
+        load_syncs(other, target="duckdb")
+    assert caught.value.hint is not None and "roundtrip dbt parse --target duckdb" in caught.value.hint
+    specs, _ = load_syncs(other, target="postgres")
+    assert {s.warehouse for s in specs} == {"postgres"}
 
 
 @pytest.mark.parametrize(
@@ -80,9 +101,21 @@ def test_driver_errors_are_sorted_into_transient_and_terminal() -> None:
 @pytest.fixture
 def offline_harness(data_dir: Path, fixture_manifest: Path) -> Harness:
     """The warehouse and specs only: source tests need no server."""
-    from reverse_etl.spec import load_specs
-
     return Harness(data_dir / "warehouse.duckdb", None, None, {s.name: s for s in load_specs(fixture_manifest)})  # type: ignore[arg-type]
+
+
+def classified(harness: Harness, spec: SyncSpec) -> Iterator[Records]:
+    """The spec's records from the DuckDB source, shaped for its destination, with no state."""
+    with Scratch("256MB") as scratch:
+        assert spec.source is not None
+        relation = DuckDBSource(harness.warehouse).relation(scratch.con, scratch.db, spec.source, None)
+        records = Records(scratch, spec, relation, "test")
+        shaper = (
+            PostgresDestination(spec, None) if spec.settings.destination == "postgres" else RedisDestination(spec, None)
+        )
+        records.use(shaper.shape(records.columns))
+        records.load_state(None, None)  # no state yet: every record is new
+        yield records
 
 
 def test_source_streams_bounded_batches_and_flags_bad_keys(offline_harness: Harness) -> None:
@@ -91,11 +124,10 @@ def test_source_streams_bounded_batches_and_flags_bad_keys(offline_harness: Harn
         """select * from (values (1, 'a', 'A', 1.5), (1, 'b', 'B', 2.5), (2, 'a', 'C', 3.5), (2, 'b', 'D', 1),
                                  (3, 'a', 'E', 1), (3, 'a', 'F', 2), (null, 'x', 'G', 3)) t(shop_id, sku, label, price)""",
     )
-    with ModelSource(offline_harness.specs["shop_things"]) as source:  # batch_rows: 2
-        source.load_state(None, None)  # no state yet: every record is new
-        plan = source.classify()
-        rejected = [b.to_pylist() for b in source.rejected()]
-        batches = list(source.records())
+    for records in classified(offline_harness, offline_harness.specs["shop_things"]):  # batch_rows: 2
+        plan = records.classify()
+        rejected = [b.to_pylist() for b in records.rejected()]
+        batches = list(records.records())
     assert (plan.new, plan.changed, plan.unchanged, plan.rows) == (4, 0, 0, 4)
     assert [len(b) for b in rejected] == [2, 1]
     flat = [r for b in rejected for r in b]
@@ -121,10 +153,9 @@ def test_source_groups_redis_list_values_in_order(offline_harness: Harness) -> N
         "recos",
         "select * from (values (1, 10, 0.5, 2), (1, 11, 0.9, 1), (2, 12, 0.3, 1)) t(user_id, item_id, score, recommendation_rank)",
     )
-    with ModelSource(offline_harness.specs["reco"]) as source:
-        source.load_state(None, None)
-        source.classify()
-        rows = [r for b in source.records() for r in b.to_pylist()]
+    for records in classified(offline_harness, offline_harness.specs["reco"]):
+        records.classify()
+        rows = [r for b in records.records() for r in b.to_pylist()]
     assert [(r[TARGET], json.loads(r[KEY]), r[ROWS]) for r in rows] == [
         ("reco:1", "reco:1", 2),
         ("reco:2", "reco:2", 1),
@@ -138,4 +169,4 @@ def test_source_groups_redis_list_values_in_order(offline_harness: Harness) -> N
 def test_missing_key_column_is_a_clear_error(offline_harness: Harness) -> None:
     offline_harness.model("things", "select 1 as shop_id, 'A' as label, 1.0 as price, 'x' as sku_code")
     with pytest.raises(SyncError, match=r"sync shop_things: .*cannot read model things.*sku"):
-        ModelSource(offline_harness.specs["shop_things"]).__enter__()
+        next(classified(offline_harness, offline_harness.specs["shop_things"]))

@@ -1,0 +1,36 @@
+"""A Postgres warehouse (dbt's ``postgres`` target): the model's columns are copied into the
+run's scratch DuckDB by DuckDB's postgres scanner (binary COPY, streamed, no Python rows)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from reverse_etl.spec import ModelRef
+from roundtrip.core.redact import redact
+from roundtrip.core.sql import literal, quote
+
+log = logging.getLogger(__name__)
+ALIAS = "rt_pg_warehouse"
+
+
+class PostgresSource:
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def relation(self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None) -> str:
+        con.execute("load postgres")
+        attached = {r[0] for r in con.execute("select database_name from duckdb_databases()").fetchall()}
+        if ALIAS not in attached:
+            con.execute(f"attach {literal(self.url)} as {ALIAS} (type postgres, read_only)")
+        # dbt on Postgres cannot reach across databases: the relation is schema.table in ours
+        remote = f"{ALIAS}.{quote(model.schema_)}.{quote(model.identifier)}"
+        selected = ", ".join(quote(c) for c in columns) if columns else "*"
+        copy = f"{quote(scratch)}.model"
+        con.execute(f"create or replace table {copy} as select {selected} from {remote}")
+        return copy
+
+    def describe(self, model: ModelRef) -> str:
+        return f"{redact(self.url)} {model.schema_}.{model.identifier}"
