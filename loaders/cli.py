@@ -1,12 +1,16 @@
 """``python -m loaders``: copy app data into the warehouse, and warehouse tables out as Parquet.
 
 Every command prints what it did (rows read, inserted, updated, unchanged, deleted, rejected,
-files, seconds) as a table, or as JSON lines with ``--json``.
+held back, files, seconds) as a table, or as JSON lines with ``--json``.
+
+Exit status: 0 done; 2 done, but some lines, files or values were held back (``files``:
+``python -m loaders quarantine`` lists them); 1 failed (one line on stderr: what and why).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -15,7 +19,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from loaders import jobs
+from loaders import jobs, state
 from loaders.config import FileStreamConfig, LoadersConfig, load_config
 from loaders.errors import LoaderError
 from loaders.warehouse import Warehouse, open_warehouse
@@ -27,11 +31,13 @@ from roundtrip.core.cli import (
     WaitOpt,
     configure_logging,
     console,
+    err_console,
     print_table,
     run_cli,
 )
 
 app = typer.Typer(help="Load app data into the warehouse; export warehouse tables as Parquet.", no_args_is_help=True)
+EXIT_HELD_BACK = 2
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="loaders.yml (default: loaders/loaders.yml)")]
 FullRefreshOpt = Annotated[bool, typer.Option("--full-refresh", help="ignore stored watermarks: read everything")]
@@ -155,6 +161,45 @@ def files(
         wait,
     )
     _report("files -> warehouse", rows, as_json)
+    held = {str(r["source"]): int(r["held_back"]) + int(r["rejected"]) for r in rows}  # type: ignore[call-overload]
+    if any(held.values()):
+        if not as_json:
+            for source, count in held.items():
+                if count:
+                    err_console.print(f"{source}: {count:,} line(s), file(s) or value(s) held back")
+            err_console.print("see them with: python -m loaders quarantine")
+        sys.exit(EXIT_HELD_BACK)  # as reverse_etl does for rejected rows
+
+
+@app.command()
+def quarantine(
+    stream: Annotated[Optional[str], typer.Option(help="only this stream (default: all)")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many rows (0: all)", min=0)] = 100,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What `files` held back: lines and files that could not be read, values that did not
+    parse, with file, line, byte offset, reason and raw text."""
+    configure_logging(debug, quiet)
+
+    def work(wh: Warehouse, cfg: LoadersConfig) -> list[dict[str, Any]]:
+        found = state.read_held_back(wh, stream)
+        return found[:limit] if limit else found
+
+    rows = _run(target, work, config, wait)
+    if as_json:
+        _report("", rows, as_json)
+        return
+    shown = [{**r, "raw_text": _short(r["raw_text"]), "held_at": None} for r in rows]
+    print_table("held back", [{k: v for k, v in r.items() if k != "held_at"} for r in shown])
+
+
+def _short(text: object, width: int = 80) -> object:
+    return text if not isinstance(text, str) or len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()

@@ -22,7 +22,9 @@ from roundtrip.core.settings import Settings, env_name, load_settings
 
 _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
-TimestampKind = Literal["epoch_s", "epoch_ms", "iso"]
+# SQLite columns read as time: epoch seconds / milliseconds or ISO-8601 text -> UTC timestamps,
+# ISO dates (YYYY-MM-DD) -> dates
+TimestampKind = Literal["epoch_s", "epoch_ms", "iso", "date"]
 _FILE_TYPE = re.compile(
     r"bigint|integer|double|boolean|date|timestamp|timestamptz|varchar|decimal\(\s*\d+\s*,\s*\d+\s*\)"
 )
@@ -36,7 +38,7 @@ class SqliteTableConfig(_Strict):
     name: str
     primary_key: list[str]
     cursor: str | None = None  # incremental when set: only rows with cursor > stored watermark
-    timestamps: dict[str, TimestampKind] = Field(default_factory=dict)
+    timestamps: dict[str, TimestampKind] = Field(default_factory=dict)  # column -> how to read it
     delete_propagation: bool = False  # delete warehouse rows whose key left the source
 
 
@@ -74,6 +76,9 @@ class FileStreamConfig(_Strict):
     as_text: bool = True
     # optional coercion, column -> DuckDB type; unparseable values go to _roundtrip.file_rejects
     types: dict[str, str] = Field(default_factory=dict)
+    # a file gone from the landing folder: `keep` its rows in the table (bronze is a history), or
+    # `drop` them with it (transactional strategy; catalog always mirrors the folder)
+    deleted_files: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _contract_columns(self) -> FileStreamConfig:
@@ -81,6 +86,8 @@ class FileStreamConfig(_Strict):
             if self.columns is not None:
                 raise ValueError("give either `contract` or `columns`, not both")
             self.columns = list(BRONZE_FIELDS[self.contract])
+        if not self.as_text and self.format != "parquet":
+            raise ValueError("`as_text: false` keeps Parquet's types; JSON lines and CSV are text (use `types`)")
         return self
 
     @field_validator("types")

@@ -1,14 +1,17 @@
 """Load jobs: wire a source reader to a warehouse, keep watermarks and the file manifest.
 
 Each job commits a table's rows together with the bookkeeping that describes them (watermark,
-manifest rows, rejects) in one warehouse transaction, and returns counts that are true.
+manifest rows, held-back lines, rejects) in one warehouse transaction, and returns counts that
+are true.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,13 +19,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from loaders import state
-from loaders.config import FileStreamConfig, LoadersConfig, SqliteSourceConfig, SqlSourceConfig
+from loaders.config import FileStreamConfig, LoadersConfig, SqliteSourceConfig, SqliteTableConfig, SqlSourceConfig
 from loaders.sources import files as file_source
 from loaders.sources import sql as sql_source
 from loaders.sources import sqlite as sqlite_source
+from loaders.sources.lines import HeldBack
 from loaders.warehouse.base import LOADED_AT, Warehouse, WriteResult
 
 log = logging.getLogger(__name__)
+
+# the transactional strategy commits files together until they hold this many rows: a commit per
+# small file costs more than reading it (DuckDB writes row groups straight to the file only for
+# big inserts), and a crash still keeps every group committed before it
+GROUP_ROWS = 500_000
 
 
 @dataclass
@@ -31,9 +40,11 @@ class TableReport:
     table: str
     read: int = 0
     result: WriteResult = field(default_factory=WriteResult)
-    rejected: int = 0
+    rejected: int = 0  # rows held back for a value that does not parse as its declared type
+    held_back: int = 0  # lines (and whole files) that could not be read, now in the quarantine
     files_loaded: int = 0
     files_skipped: int = 0
+    files_moved: int = 0  # renamed or moved files recognized by their content: not loaded again
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -46,14 +57,16 @@ class TableReport:
             "unchanged": self.result.unchanged,
             "deleted": self.result.deleted,
             "rejected": self.rejected,
+            "held_back": self.held_back,
             "files_loaded": self.files_loaded,
             "files_skipped": self.files_skipped,
+            "files_moved": self.files_moved,
             "seconds": round(self.seconds, 3),
         }
 
 
 def _stamp(data: pa.Table, loaded_at: datetime) -> pa.Table:
-    return data.append_column(LOADED_AT, pa.array([loaded_at] * data.num_rows, pa.timestamp("us", tz="UTC")))
+    return data.append_column(LOADED_AT, pa.repeat(pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), data.num_rows))
 
 
 @dataclass
@@ -67,14 +80,44 @@ class _Highest:
             self.value = candidate
 
 
-def _tracked(
-    batches: Iterator[tuple[pa.Table, object | None]], report: TableReport, highest: _Highest, loaded_at: datetime
-) -> Iterator[pa.Table]:
-    """Stamp each batch on its way to the warehouse, counting rows and keeping the highest cursor."""
-    for batch, cursor_max in batches:
-        report.read += batch.num_rows
-        highest.offer(cursor_max)
-        yield _stamp(batch, loaded_at)
+Batches = Iterator[tuple[pa.Table, object | None]]  # rows, the largest cursor value among them
+
+
+def _load_table(
+    report: TableReport,
+    warehouse: Warehouse,
+    target_schema: str,
+    table: str,
+    primary_key: list[str],
+    cursor: str | None,
+    read: Callable[[object | None], Batches],
+    full_refresh: bool,
+    after_merge: Callable[[], int] | None = None,
+) -> TableReport:
+    """One table of a database source: rows since the stored watermark (all of them without a
+    cursor or with ``full_refresh``) -> staging + one MERGE on the keys; ``after_merge`` (delete
+    propagation) runs in the same transaction, and so does the new watermark."""
+    started = time.perf_counter()
+    key = f"{report.source}:{table}"
+    since = None if full_refresh or not cursor else state.get_watermark(warehouse, key)
+    loaded_at = state.now()
+    highest = _Highest(since)
+
+    def stamped() -> Iterator[pa.Table]:
+        for batch, cursor_max in read(since):
+            report.read += batch.num_rows
+            highest.offer(cursor_max)
+            yield _stamp(batch, loaded_at)
+
+    with warehouse.transaction():
+        report.result += warehouse.merge(target_schema, table, stamped(), primary_key)
+        if after_merge is not None:
+            report.result.deleted += after_merge()
+        if cursor and highest.value is not None:
+            state.set_watermark(warehouse, key, highest.value)
+    report.seconds = time.perf_counter() - started
+    log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
+    return report
 
 
 def load_sqlite(
@@ -82,52 +125,45 @@ def load_sqlite(
 ) -> list[TableReport]:
     """Every configured table: staging + one MERGE on the keys, incremental by cursor, optional
     delete propagation; the watermark commits in the same transaction as the rows it covers."""
-    reports = []
     path = Path(source.path)
-    for table in source.tables:
-        started = time.perf_counter()
-        report = TableReport(f"sqlite:{name}", f"{source.target_schema}.{table.name}")
-        key = f"sqlite:{name}:{table.name}"
-        since = None if full_refresh or not table.cursor else state.get_watermark(warehouse, key)
-        loaded_at = state.now()
-        highest = _Highest(since)
+    return [
+        _load_table(
+            TableReport(f"sqlite:{name}", f"{source.target_schema}.{table.name}"),
+            warehouse,
+            source.target_schema,
+            table.name,
+            table.primary_key,
+            table.cursor,
+            functools.partial(sqlite_source.read_batches, path, table),
+            full_refresh,
+            functools.partial(_propagate_deletes, path, table, source.target_schema, warehouse)
+            if table.delete_propagation
+            else None,
+        )
+        for table in source.tables
+    ]
 
-        batches = _tracked(sqlite_source.read_batches(path, table, since), report, highest, loaded_at)
-        with warehouse.transaction():
-            report.result += warehouse.merge(source.target_schema, table.name, batches, table.primary_key)
-            if table.delete_propagation:
-                keys = sqlite_source.read_keys(path, table)
-                report.result.deleted += warehouse.delete_missing(
-                    source.target_schema, table.name, table.primary_key, [keys]
-                )
-            if table.cursor and highest.value is not None:
-                state.set_watermark(warehouse, key, highest.value)
-        report.seconds = time.perf_counter() - started
-        log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
-        reports.append(report)
-    return reports
+
+def _propagate_deletes(path: Path, table: SqliteTableConfig, schema: str, warehouse: Warehouse) -> int:
+    keys = sqlite_source.read_keys(path, table)
+    return warehouse.delete_missing(schema, table.name, table.primary_key, [keys])
 
 
 def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refresh: bool = False) -> list[TableReport]:
     """Tables of a SQL database (Postgres, MySQL/MariaDB, SQLite): full, or incremental by cursor."""
-    reports = []
-    for table in source.tables:
-        started = time.perf_counter()
-        report = TableReport(f"sql:{name}", f"{source.target_schema}.{table.name}")
-        key = f"sql:{name}:{table.name}"
-        since = None if full_refresh or not table.cursor else state.get_watermark(warehouse, key)
-        loaded_at = state.now()
-        highest = _Highest(since)
-
-        batches = _tracked(sql_source.read_table(source, table, since), report, highest, loaded_at)
-        with warehouse.transaction():
-            report.result += warehouse.merge(source.target_schema, table.name, batches, table.primary_key)
-            if table.cursor and highest.value is not None:
-                state.set_watermark(warehouse, key, highest.value)
-        report.seconds = time.perf_counter() - started
-        log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
-        reports.append(report)
-    return reports
+    return [
+        _load_table(
+            TableReport(f"sql:{name}", f"{source.target_schema}.{table.name}"),
+            warehouse,
+            source.target_schema,
+            table.name,
+            table.primary_key,
+            table.cursor,
+            functools.partial(sql_source.read_table, source, table),
+            full_refresh,
+        )
+        for table in source.tables
+    ]
 
 
 def load_all(config: LoadersConfig, warehouse: Warehouse) -> list[TableReport]:
@@ -140,51 +176,244 @@ def load_all(config: LoadersConfig, warehouse: Warehouse) -> list[TableReport]:
 
 
 def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> TableReport:
-    """``transactional``: append new files, one transaction per file; a changed file replaces
-    exactly its own rows; a re-run loads nothing.
+    """``transactional``: new files, one transaction per file; a changed file replaces exactly
+    its own rows; a renamed file is recognized by its content (its rows follow it, nothing is
+    loaded twice); a file gone from the folder keeps or drops its rows (``deleted_files``); a
+    re-run loads nothing.
 
     ``catalog``: the current set of files is the whole truth, swapped in atomically (an empty
     source empties the table); an unchanged set loads nothing.
+
+    Either way, a line that cannot be read is held back in the quarantine and the rest of its
+    file loads; a file that cannot be read at all is held back whole and the others load. A
+    held-back file is read again only when its content changes.
     """
     started = time.perf_counter()
     report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}")
-    files = file_source.list_files(stream)
+    listing = file_source.list_files(stream)
     seen = state.read_manifest(warehouse, name)
+    if stream.columns is not None:  # the table has its declared columns, rows or not (dbt reads them)
+        warehouse.ensure_table(
+            stream.target_schema, stream.table, _stamp(file_source.empty_table(stream), state.now()).schema
+        )
     if stream.strategy == "catalog":
-        _load_catalog(name, stream, warehouse, files, seen, report)
+        _load_catalog(name, stream, warehouse, listing.files, seen, report)
     else:
-        _load_transactional(name, stream, warehouse, files, seen, report)
+        _Transactional(name, stream, warehouse, report, listing, seen).run()
     report.seconds = time.perf_counter() - started
     log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
+    if report.held_back:
+        log.warning(
+            "%s: %d line(s) or file(s) held back (python -m loaders quarantine --stream %s)",
+            report.source,
+            report.held_back,
+            name,
+        )
     return report
 
 
-def _load_transactional(
-    name: str,
-    stream: FileStreamConfig,
-    warehouse: Warehouse,
-    files: list[file_source.SourceFile],
-    seen: dict[str, state.ManifestEntry],
-    report: TableReport,
-) -> None:
-    todo = [f for f in files if f.path not in seen or seen[f.path].fingerprint != f.fingerprint]
-    report.files_skipped = len(files) - len(todo)
-    with file_source.reader() as con:
-        for source_file in todo:
-            loaded_at = state.now()
-            data, rejects = file_source.read_file(con, source_file, stream, name, loaded_at)
-            with warehouse.transaction():
-                if source_file.path in seen:  # changed since its last load: its old rows go
-                    report.result.deleted += warehouse.delete_where(
-                        stream.target_schema, stream.table, file_source.SOURCE_FILE, [source_file.path]
-                    )
-                report.result.inserted += warehouse.append(
-                    stream.target_schema, stream.table, [_stamp(data, loaded_at)]
-                )
-                report.rejected += state.record_rejects(warehouse, rejects)
-                state.record_files(warehouse, name, [_entry(source_file, data.num_rows, loaded_at)])
-            report.read += data.num_rows + rejects.num_rows
-            report.files_loaded += 1
+@dataclass
+class _Transactional:
+    """The transactional strategy for one run of a stream. Files are read one at a time; their
+    rows, manifest rows and held-back lines are written together, in transactions of about
+    GROUP_ROWS rows (one statement per table and group, not per file); whatever changes rows
+    already in the warehouse (a changed file's old rows, a move) is written in order first."""
+
+    name: str
+    stream: FileStreamConfig
+    warehouse: Warehouse
+    report: TableReport
+    listing: file_source.Listing
+    seen: dict[str, state.ManifestEntry]
+    _rows: list[pa.Table] = field(default_factory=list)
+    _row_count: int = 0
+    _entries: dict[str, state.ManifestEntry] = field(default_factory=dict)
+    _quarantine: list[pa.Table] = field(default_factory=list)
+    _rejects: list[pa.Table] = field(default_factory=list)
+
+    def run(self) -> None:
+        present = {f.path for f in self.listing.files}
+        files = self.listing.files
+        with file_source.reader() as con:
+            done = 0
+            while done < len(files):
+                with self.warehouse.transaction():  # a group: committed together
+                    while done < len(files) and self._row_count < GROUP_ROWS:
+                        self._one(con, files[done], present)
+                        done += 1
+                    self._flush()
+            with self.warehouse.transaction():
+                if self.listing.folder_exists:
+                    for path in [p for p in self.seen if p not in present]:
+                        self._gone(self.seen[path])
+                elif self.seen:
+                    log.warning("%s: %s cannot be listed; the manifest is left as it is", self.name, self.stream.path)
+                # a copy whose original just went (and took its rows with it) loads now
+                for source_file in files:
+                    entry = self.seen.get(source_file.path)
+                    if entry is not None and entry.status == state.DUPLICATE and not self._original_holds(entry):
+                        self._one(con, source_file, present)
+                self._flush()
+
+    # ------------------------------------------------------------ one file
+
+    def _original_holds(self, entry: state.ManifestEntry) -> bool:
+        """A duplicate's original still has the rows of this content."""
+        original = self.seen.get(entry.original_path or "")
+        return (
+            original is not None and original.status in state.HAS_ROWS and original.content_hash == entry.content_hash
+        )
+
+    def _one(self, con: object, source_file: file_source.SourceFile, present: set[str]) -> None:
+        entry = self.seen.get(source_file.path)
+        unchanged = entry is not None and entry.fingerprint == source_file.fingerprint
+        if entry is not None and unchanged and (entry.status != state.DUPLICATE or self._original_holds(entry)):
+            if entry.status == state.DELETED:  # back, unchanged: its rows are still there
+                self._record(dataclasses.replace(entry, status=state.LOADED))
+            self.report.files_skipped += 1
+            return
+        if self._same_content(source_file, entry, present):
+            return
+        self._load(con, source_file, entry)
+
+    def _same_content(
+        self, source_file: file_source.SourceFile, entry: state.ManifestEntry | None, present: set[str]
+    ) -> bool:
+        """A file whose bytes are already loaded under another path (moved: its rows follow it;
+        copied: not loaded again), or under this path (rewritten with the same bytes)."""
+        if source_file.size == 0:
+            return False
+        candidates = [
+            e
+            for e in self.seen.values()
+            if e.status in state.HAS_ROWS and e.size == source_file.size and e.content_hash
+        ]
+        if not candidates:
+            return False
+        content = file_source.content_hash(source_file, self.stream)
+        if entry is not None and entry.status in state.HAS_ROWS and entry.content_hash == content:
+            self._record(dataclasses.replace(entry, fingerprint=source_file.fingerprint, status=state.LOADED))
+            self.report.files_skipped += 1
+            return True
+        matches = sorted(
+            (e for e in candidates if e.path != source_file.path and e.content_hash == content),
+            key=lambda e: e.path in present,  # a file that is gone first: then it moved
+        )
+        if not matches:
+            return False
+        original = matches[0]
+        if entry is not None:
+            self._drop_rows(entry)
+        if original.path in present:
+            log.warning("%s: %s has the content of %s: not loaded again", self.name, source_file.path, original.path)
+            self.report.files_skipped += 1
+            new = state.ManifestEntry(
+                source_file.path,
+                source_file.size,
+                source_file.fingerprint,
+                0,
+                state.now(),
+                content,
+                state.DUPLICATE,
+                0,
+                original.path,
+            )
+        else:
+            self._flush()
+            moved = self.warehouse.update_where(
+                self.stream.target_schema, self.stream.table, file_source.SOURCE_FILE, original.path, source_file.path
+            )
+            state.move_held_back(self.warehouse, self.name, original.path, source_file.path)
+            state.forget_files(self.warehouse, self.name, [original.path])
+            del self.seen[original.path]
+            log.info("%s: %s moved to %s (its %d rows follow it)", self.name, original.path, source_file.path, moved)
+            self.report.files_moved += 1
+            new = dataclasses.replace(
+                original,
+                path=source_file.path,
+                fingerprint=source_file.fingerprint,
+                status=state.MOVED,
+                original_path=original.path,
+            )
+        self._record(new)
+        return True
+
+    def _load(self, con: object, source_file: file_source.SourceFile, entry: state.ManifestEntry | None) -> None:
+        loaded_at = state.now()
+        read = file_source.read_file(con, source_file, self.stream, self.name, loaded_at)
+        held = read.held_back
+        if read.unreadable is not None:
+            held = [HeldBack(None, None, read.unreadable, b"", source_file.size)]
+        if entry is not None:  # changed since its last load: its old rows go
+            self._drop_rows(entry)
+        rows = 0
+        if read.unreadable is None:
+            rows = read.data.num_rows
+            self._rows.append(_stamp(read.data, loaded_at))
+            self._row_count += rows
+        quarantine = state.quarantine_rows(self.name, source_file.path, source_file.fingerprint, held, loaded_at)
+        self._quarantine.append(quarantine)
+        self.report.held_back += quarantine.num_rows
+        rejected = read.rejects.num_rows if read.rejects is not None else 0
+        if read.rejects is not None and rejected:
+            self._rejects.append(read.rejects)
+            self.report.rejected += rejected
+        status = state.HELD_BACK if read.unreadable is not None else state.LOADED
+        self._record(
+            state.ManifestEntry(
+                source_file.path,
+                source_file.size,
+                source_file.fingerprint,
+                rows,
+                loaded_at,
+                read.content_hash,
+                status,
+                len(held),
+            )
+        )
+        self.report.read += rows + rejected + len(held)
+        self.report.files_loaded += 1
+
+    # ------------------------------------------------------------ writes
+
+    def _record(self, entry: state.ManifestEntry) -> None:
+        self._entries[entry.path] = entry
+        self.seen[entry.path] = entry
+
+    def _flush(self) -> None:
+        """Write what is pending (inside the open transaction)."""
+        if self._rows:
+            data = pa.concat_tables(self._rows, promote_options="default")  # no copy
+            self.report.result.inserted += self.warehouse.append(self.stream.target_schema, self.stream.table, [data])
+        for table, rows in ((state.QUARANTINE_TABLE, self._quarantine), (state.REJECTS_TABLE, self._rejects)):
+            rows = [r for r in rows if r.num_rows]
+            if rows:
+                self.warehouse.append(state.STATE_SCHEMA, table, [pa.concat_tables(rows)])
+        state.record_files(self.warehouse, self.name, list(self._entries.values()))
+        self._rows, self._row_count, self._entries, self._quarantine, self._rejects = [], 0, {}, [], []
+
+    def _drop_rows(self, entry: state.ManifestEntry) -> None:
+        """A file's rows, held-back lines and rejected values leave the warehouse."""
+        self._flush()
+        if entry.status in state.HAS_ROWS:
+            self.report.result.deleted += self.warehouse.delete_where(
+                self.stream.target_schema, self.stream.table, file_source.SOURCE_FILE, [entry.path]
+            )
+        state.forget_held_back(self.warehouse, self.name, [entry.path])
+
+    def _gone(self, entry: state.ManifestEntry) -> None:
+        """A file no longer in the folder: ``deleted_files: keep`` keeps its rows (the manifest
+        says it is deleted), ``drop`` deletes them; a file without rows is simply forgotten."""
+        if entry.status in state.HAS_ROWS and self.stream.deleted_files == "keep":
+            if entry.status != state.DELETED:
+                log.info("%s: %s is gone; its %d rows are kept", self.name, entry.path, entry.rows)
+                self._record(dataclasses.replace(entry, status=state.DELETED))
+            return
+        self._drop_rows(entry)
+        state.forget_files(self.warehouse, self.name, [entry.path])
+        if entry.status in state.HAS_ROWS:
+            log.info("%s: %s is gone; its rows were deleted (deleted_files: drop)", self.name, entry.path)
+        del self.seen[entry.path]
 
 
 def _load_catalog(
@@ -201,30 +430,75 @@ def _load_catalog(
         return
     loaded_at = state.now()
     entries: list[state.ManifestEntry] = []
+    held_back: list[pa.Table] = []
     all_rejects: list[pa.Table] = []
+    contents: dict[str, str] = {}
     with file_source.reader() as con:
 
         def batches() -> Iterator[pa.Table]:
-            if not files:  # still the stream's columns: an empty source empties the table
-                yield _stamp(file_source.empty_table(stream), loaded_at)
+            loaded = False
             for source_file in files:
-                data, rejects = file_source.read_file(con, source_file, stream, name, loaded_at)
-                report.read += data.num_rows + rejects.num_rows
-                all_rejects.append(rejects)
-                entries.append(_entry(source_file, data.num_rows, loaded_at))
-                yield _stamp(data, loaded_at)
+                read = file_source.read_file(con, source_file, stream, name, loaded_at)
+                content = read.content_hash or ""
+                if source_file.size and content in contents:  # the same bytes twice in one set: once
+                    log.warning(
+                        "%s: %s has the content of %s: not loaded again", name, source_file.path, contents[content]
+                    )
+                    entries.append(
+                        state.ManifestEntry(
+                            source_file.path,
+                            source_file.size,
+                            source_file.fingerprint,
+                            0,
+                            loaded_at,
+                            content,
+                            state.DUPLICATE,
+                            0,
+                            contents[content],
+                        )
+                    )
+                    continue
+                contents[content] = source_file.path
+                held = read.held_back
+                if read.unreadable is not None:
+                    held = [HeldBack(None, None, read.unreadable, b"", source_file.size)]
+                held_back.append(
+                    state.quarantine_rows(name, source_file.path, source_file.fingerprint, held, loaded_at)
+                )
+                if read.rejects is not None:
+                    all_rejects.append(read.rejects)
+                rows = read.data.num_rows if read.unreadable is None else 0
+                report.read += rows + len(held) + (read.rejects.num_rows if read.rejects is not None else 0)
+                status = state.HELD_BACK if read.unreadable is not None else state.LOADED
+                entries.append(
+                    state.ManifestEntry(
+                        source_file.path,
+                        source_file.size,
+                        source_file.fingerprint,
+                        rows,
+                        loaded_at,
+                        content,
+                        status,
+                        len(held),
+                    )
+                )
+                if read.unreadable is None:
+                    loaded = True
+                    yield _stamp(read.data, loaded_at)
+            if not loaded:  # still the stream's columns: an empty source empties the table
+                yield _stamp(file_source.empty_table(stream), loaded_at)
 
         with warehouse.transaction():
             report.result.inserted = warehouse.replace(stream.target_schema, stream.table, batches())
             report.result.deleted = sum(e.rows for e in seen.values())
+            for table in (state.QUARANTINE_TABLE, state.REJECTS_TABLE):
+                warehouse.delete_where(state.STATE_SCHEMA, table, "stream", [name])
             for rejects in all_rejects:
                 report.rejected += state.record_rejects(warehouse, rejects)
+            for rows in held_back:
+                report.held_back += state.record_quarantine(warehouse, rows)
             state.replace_manifest(warehouse, name, entries)
     report.files_loaded = len(files)
 
 
-def _entry(source_file: file_source.SourceFile, rows: int, loaded_at: datetime) -> state.ManifestEntry:
-    return state.ManifestEntry(source_file.path, source_file.size, source_file.fingerprint, rows, loaded_at)
-
-
-__all__ = ["TableReport", "load_files", "load_sql", "load_sqlite"]
+__all__ = ["TableReport", "load_all", "load_files", "load_sql", "load_sqlite"]

@@ -1,8 +1,12 @@
 """The loaders' own bookkeeping, kept as tables in the warehouse's ``_roundtrip`` schema.
 
 - ``loader_state``: one watermark per (source, table), as typed JSON.
-- ``file_manifest``: one row per loaded file (stream, path, size, fingerprint, rows, loaded_at).
-- ``file_rejects``: values a file stream could not coerce, with file and line.
+- ``file_manifest``: one row per file of a stream's landing folder that the loader has seen
+  (path, size, fingerprint, content hash, status, rows, lines held back, and for a moved or
+  duplicate file the path of the same content).
+- ``file_quarantine``: lines (and whole files) that could not be read, with file, physical
+  line, byte offset, reason and raw text.
+- ``file_rejects``: values a file stream could not coerce to its declared type, with file and line.
 
 They are written through the same ``Warehouse`` calls as the data, inside the same
 transaction, so a watermark or a manifest row never claims rows that were not committed.
@@ -17,11 +21,21 @@ from decimal import Decimal
 
 import pyarrow as pa
 
+from loaders.sources.lines import HeldBack, raw_text
 from loaders.warehouse.base import STATE_SCHEMA, Warehouse
 
 STATE_TABLE = "loader_state"
 MANIFEST_TABLE = "file_manifest"
+QUARANTINE_TABLE = "file_quarantine"
 REJECTS_TABLE = "file_rejects"
+
+# file_manifest.status
+LOADED = "loaded"  # its rows are in the table (lines that could not be read are in the quarantine)
+HELD_BACK = "held_back"  # the whole file could not be read: no row, one quarantine row
+MOVED = "moved"  # loaded from `original_path`, then renamed: its rows now carry this path
+DUPLICATE = "duplicate"  # the same content as `original_path`, which is still there: not loaded again
+DELETED = "deleted"  # gone from the landing folder; its rows were kept (deleted_files: keep)
+HAS_ROWS = (LOADED, MOVED, DELETED)
 
 _TS = pa.timestamp("us", tz="UTC")
 MANIFEST_SCHEMA = pa.schema(
@@ -32,6 +46,23 @@ MANIFEST_SCHEMA = pa.schema(
         ("fingerprint", pa.string()),
         ("rows", pa.int64()),
         ("loaded_at", _TS),
+        ("content_hash", pa.string()),
+        ("status", pa.string()),
+        ("held_back", pa.int64()),
+        ("original_path", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("stream", pa.string()),
+        ("source_file", pa.string()),
+        ("fingerprint", pa.string()),
+        ("source_line", pa.int64()),  # physical line, 1-based; NULL: the whole file
+        ("byte_offset", pa.int64()),
+        ("reason", pa.string()),
+        ("raw_text", pa.string()),  # at most 1,000 bytes of the line, invalid UTF-8 as \xNN
+        ("raw_bytes", pa.int64()),  # the line's full size
+        ("held_at", _TS),
     ]
 )
 REJECTS_SCHEMA = pa.schema(
@@ -104,6 +135,10 @@ class ManifestEntry:
     fingerprint: str  # content checksum, or the object store's generation / ETag
     rows: int
     loaded_at: datetime
+    content_hash: str | None = None  # "md5:<hex>": the same bytes under any name
+    status: str = LOADED
+    held_back: int = 0  # lines of the file in the quarantine
+    original_path: str | None = None  # MOVED: where it was loaded from; DUPLICATE: the file it copies
 
 
 def read_manifest(warehouse: Warehouse, stream: str) -> dict[str, ManifestEntry]:
@@ -111,7 +146,17 @@ def read_manifest(warehouse: Warehouse, stream: str) -> dict[str, ManifestEntry]
     if table is None:
         return {}
     return {
-        row["path"]: ManifestEntry(row["path"], row["size"], row["fingerprint"], row["rows"], row["loaded_at"])
+        row["path"]: ManifestEntry(
+            row["path"],
+            row["size"],
+            row["fingerprint"],
+            row["rows"],
+            row["loaded_at"],
+            row.get("content_hash") or (row["fingerprint"] if str(row["fingerprint"]).startswith("md5:") else None),
+            row.get("status") or LOADED,  # written before statuses existed: loaded
+            row.get("held_back") or 0,
+            row.get("original_path"),
+        )
         for row in table.to_pylist()
         if row["stream"] == stream
     }
@@ -130,10 +175,47 @@ def record_files(warehouse: Warehouse, stream: str, entries: list[ManifestEntry]
         warehouse.merge(STATE_SCHEMA, MANIFEST_TABLE, [_manifest_rows(stream, entries)], ["stream", "path"])
 
 
+def forget_files(warehouse: Warehouse, stream: str, paths: list[str]) -> None:
+    """Remove these files' manifest rows."""
+    warehouse.delete_where(STATE_SCHEMA, MANIFEST_TABLE, "path", paths, scope={"stream": stream})
+
+
 def replace_manifest(warehouse: Warehouse, stream: str, entries: list[ManifestEntry]) -> None:
     """The stream's manifest becomes exactly ``entries`` (catalog strategy)."""
     warehouse.delete_where(STATE_SCHEMA, MANIFEST_TABLE, "stream", [stream])
     warehouse.append(STATE_SCHEMA, MANIFEST_TABLE, [_manifest_rows(stream, entries)])
+
+
+# ------------------------------------------------------------------ quarantine and rejects
+
+
+def quarantine_rows(
+    stream: str, source_file: str, fingerprint: str, held: list[HeldBack], held_at: datetime
+) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "stream": stream,
+                "source_file": source_file,
+                "fingerprint": fingerprint,
+                "source_line": h.line,
+                "byte_offset": h.offset,
+                "reason": h.reason,
+                "raw_text": raw_text(h.raw),
+                "raw_bytes": h.size,
+                "held_at": held_at,
+            }
+            for h in held
+        ],
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def record_quarantine(warehouse: Warehouse, rows: pa.Table) -> int:
+    """Append held-back lines (``QUARANTINE_SCHEMA``)."""
+    if rows.num_rows:
+        warehouse.append(STATE_SCHEMA, QUARANTINE_TABLE, [rows])
+    return rows.num_rows
 
 
 def record_rejects(warehouse: Warehouse, rejects: pa.Table) -> int:
@@ -141,3 +223,51 @@ def record_rejects(warehouse: Warehouse, rejects: pa.Table) -> int:
     if rejects.num_rows:
         warehouse.append(STATE_SCHEMA, REJECTS_TABLE, [rejects])
     return rejects.num_rows
+
+
+def forget_held_back(warehouse: Warehouse, stream: str, source_files: list[str]) -> None:
+    """A file reloaded or gone: its quarantine rows and rejected values go with its old rows."""
+    for table in (QUARANTINE_TABLE, REJECTS_TABLE):
+        warehouse.delete_where(STATE_SCHEMA, table, "source_file", source_files, scope={"stream": stream})
+
+
+def move_held_back(warehouse: Warehouse, stream: str, old: str, new: str) -> None:
+    """A moved file's held-back lines and values follow it."""
+    for table in (QUARANTINE_TABLE, REJECTS_TABLE):
+        warehouse.update_where(STATE_SCHEMA, table, "source_file", old, new, scope={"stream": stream})
+
+
+def read_held_back(warehouse: Warehouse, stream: str | None = None) -> list[dict[str, object]]:
+    """Every held-back line, file and value (of one stream, or all), oldest file first: what
+    ``python -m loaders quarantine`` prints."""
+    found: list[dict[str, object]] = []
+    quarantine = warehouse.read_table(STATE_SCHEMA, QUARANTINE_TABLE)
+    for row in quarantine.to_pylist() if quarantine is not None else []:
+        found.append(
+            {
+                "stream": row["stream"],
+                "file": row["source_file"],
+                "line": row["source_line"],
+                "byte_offset": row["byte_offset"],
+                "kind": "line" if row["source_line"] is not None else "file",
+                "reason": row["reason"],
+                "raw_text": row["raw_text"],
+                "held_at": row["held_at"],
+            }
+        )
+    rejects = warehouse.read_table(STATE_SCHEMA, REJECTS_TABLE)
+    for row in rejects.to_pylist() if rejects is not None else []:
+        found.append(
+            {
+                "stream": row["stream"],
+                "file": row["source_file"],
+                "line": row["source_line"],
+                "byte_offset": None,
+                "kind": "value",
+                "reason": f"{row['column_name']} = {row['value']!r} is not a {row['expected_type']}",
+                "raw_text": row["value"],
+                "held_at": row["rejected_at"],
+            }
+        )
+    found = [r for r in found if stream is None or r["stream"] == stream]
+    return sorted(found, key=lambda r: (str(r["stream"]), str(r["file"]), r["line"] or 0, str(r["kind"])))

@@ -25,11 +25,31 @@
     {{ return(dbt.is_incremental()) }}
 {% endmacro %}
 
-{#- The file bookkeeping of an incremental event-records build (orders_clean, clicks_clean), as
-    CTEs over `keys`: a CTE with source_file, loaded_at and ingestion_id of every bronze record.
-    `reloaded_files`: files silver does not have yet, or whose rows were loaded again since it
-    built them; `reloaded_ingestion_ids`: the ids in those files now and before the reload. -#}
-{% macro reloaded_files_ctes(keys) %}
+{#- The records an event-records model (orders_clean, clicks_clean) builds, as CTEs ending in
+    `<records>_in_scope`: the rows of `records` (a CTE over `source_model`) with `is_rebuilt`.
+
+    A full build takes every record. An incremental build replaces whole landed files
+    (delete+insert on source_file) and rebuilds every file whose rows can change: files silver
+    does not have or whose rows were loaded again since it built them; files holding another
+    copy of one of their ingestion ids, now or before the reload (a late or an earlier copy
+    moves the original); the ids of files that left bronze (moved or dropped by the loader:
+    their copies elsewhere may become originals); and, when given, `extra_rebuild`, a query of
+    more source_files (over `extra_ctes`, with `<records>_keys` and `built_files` in scope). It
+    also reads, without rebuilding, the files holding other copies of those ids (to rank them).
+    `key_columns`: columns of `<records>_keys` beyond source_file, loaded_at and ingestion_id. -#}
+{% macro event_records_in_scope(records, source_model, key_columns=[], extra_ctes='', extra_rebuild='') %}
+{%- set keys = records ~ '_keys' %}
+{% if is_incremental() %}
+{{ keys }} as (
+    -- what decides which records to rebuild, cheap to read in full (no parsing)
+    select
+        source_file,
+        loaded_at,
+        ingestion_id{% for column in key_columns %},
+        {{ column }}{% endfor %}
+    from {{ source_model }}
+),
+
 bronze_files as (
     select
         source_file,
@@ -53,6 +73,16 @@ reloaded_files as (
     where built_files.source_file is null or bronze_files.loaded_at > built_files.loaded_at
 ),
 
+changed_files as (
+    -- reloaded, or gone from bronze (their rows leave silver in the post-hook)
+    select source_file from reloaded_files
+    union distinct
+    select built_files.source_file
+    from built_files
+    left join bronze_files on built_files.source_file = bronze_files.source_file
+    where bronze_files.source_file is null
+),
+
 reloaded_ingestion_ids as (
     -- a changed file may have lost some of its ids: the rows that had them move too
     select {{ keys }}.ingestion_id
@@ -61,13 +91,21 @@ reloaded_ingestion_ids as (
     union distinct
     select previous_build.ingestion_id
     from {{ this }} as previous_build
-    inner join reloaded_files on previous_build.source_file = reloaded_files.source_file
-)
-{%- endmacro %}
+    inner join changed_files on previous_build.source_file = changed_files.source_file
+),
+{{ extra_ctes }}
+files_to_rebuild as (
+    select source_file from reloaded_files
+    union distinct
+    select {{ keys }}.source_file
+    from {{ keys }}
+    inner join reloaded_ingestion_ids on {{ keys }}.ingestion_id = reloaded_ingestion_ids.ingestion_id
+    {%- if extra_rebuild %}
+    union distinct
+    {{ extra_rebuild }}
+    {%- endif %}
+),
 
-{#- `files_to_read`: the files in `files_to_rebuild`, and the files holding other copies of
-    their ingestion ids (needed to rank the copies). -#}
-{% macro files_to_read_cte(keys) %}
 files_to_read as (
     select source_file from files_to_rebuild
     union distinct
@@ -75,5 +113,35 @@ files_to_read as (
     from {{ keys }} as copies
     inner join {{ keys }} as rebuilt on copies.ingestion_id = rebuilt.ingestion_id
     inner join files_to_rebuild on rebuilt.source_file = files_to_rebuild.source_file
+),
+
+{{ records }}_in_scope as (
+    -- joins on the landing file only, so that only these files are parsed
+    select
+        {{ records }}.*,
+        files_to_rebuild.source_file is not null as is_rebuilt
+    from {{ records }}
+    inner join files_to_read on {{ records }}.source_file = files_to_read.source_file
+    left join files_to_rebuild on {{ records }}.source_file = files_to_rebuild.source_file
 )
+{% else %}
+{{ records }}_in_scope as (
+    select
+        *,
+        true as is_rebuilt
+    from {{ records }}
+)
+{% endif %}
 {%- endmacro %}
+
+{#- Post-hook of an incremental event-records build: rows of landed files that left bronze (the
+    loader moved their rows to the file's new path, or dropped them with the file) leave silver. -#}
+{% macro delete_files_gone_from_bronze(source_model) %}
+    {% if is_incremental() %}
+        delete from {{ this }}
+        where not exists (
+            select 1 from {{ source_model }} as bronze
+            where bronze.source_file = {{ this }}.source_file
+        )
+    {% endif %}
+{% endmacro %}

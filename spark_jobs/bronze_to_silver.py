@@ -149,6 +149,7 @@ def transform_orders(orders: DataFrame, items: DataFrame, window: DateWindow) ->
         c("event_ts").alias("event_ts_raw"),
         parse_iso_timestamp(c("event_ts")).alias("event_ts"),
         parse_iso_timestamp(c("ingested_at")).alias("ingested_at"),
+        c(storage.MISSING_FIELDS).alias("missing_fields"),
     )
     catalog = items.select("item_id", "item_title", "category", F.lit(True).alias("_in_catalog"))
     enriched = (
@@ -166,6 +167,7 @@ def transform_orders(orders: DataFrame, items: DataFrame, window: DateWindow) ->
         ("invalid_quantity", c("quantity").isNull() | (c("quantity") <= 0)),
         ("invalid_price", c("unit_price").isNull() | (c("unit_price") <= 0) | (c("unit_price") >= MAX_UNIT_PRICE)),
         ("unknown_item", c("item_id").isNotNull() & c("_in_catalog").isNull()),
+        ("missing_fields", c("missing_fields").isNotNull()),
     ]
     return _finish(enriched, rules, ORDERS_CLEAN, window)
 
@@ -183,6 +185,7 @@ def transform_clicks(clicks: DataFrame, window: DateWindow) -> DataFrame:
         c("event_ts").alias("event_ts_raw"),
         parse_iso_timestamp(c("event_ts")).alias("event_ts"),
         parse_iso_timestamp(c("ingested_at")).alias("ingested_at"),
+        c(storage.MISSING_FIELDS).alias("missing_fields"),
     )
     flagged = flag_duplicates(typed, CLICK_TIE_BREAK).withColumn("event_date", c("event_ts").cast("date"))
     is_search = c("event_type").isNotNull() & (c("event_type") == "search")
@@ -193,6 +196,7 @@ def transform_clicks(clicks: DataFrame, window: DateWindow) -> DataFrame:
         ("invalid_event_type", c("event_type").isNull() | ~c("event_type").isin(*EVENT_TYPES)),
         ("invalid_event_ts", c("event_ts").isNull()),
         ("missing_item_id", c("item_id").isNull() & ~is_search),
+        ("missing_fields", c("missing_fields").isNotNull()),
     ]
     return _finish(flagged, rules, CLICKS_CLEAN, window)
 

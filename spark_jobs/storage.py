@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from roundtrip.core.contract import MISSING_FIELDS
 from spark_jobs.config import BronzeFormat, CatalogSource, DateWindow
 from spark_jobs.errors import SparkJobError
 
@@ -59,26 +60,82 @@ def spark_errors(what: str) -> Iterator[None]:
 
 def read_bronze(spark: SparkSession, path: str, fmt: BronzeFormat, columns: Sequence[str]) -> DataFrame:
     """Every file under ``path`` (all ``dt=`` folders), every field as text, as the warehouse's
-    file loader reads them. JSON numbers keep their text ('12.5' stays '12.5'); a malformed
-    record fails the run, naming its file."""
+    file loader reads them, plus ``_missing_fields``. JSON numbers keep their text ('12.5'
+    stays '12.5'). What the loader holds back is skipped here: a JSON line that is not one
+    record (``records_from_lines``), a CSV record with the wrong number of fields."""
     text_schema = StructType([StructField(c, StringType()) for c in columns])
     reader = spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", _GLOBS[fmt])
     with spark_errors(f"reading bronze {path}"):
         if fmt == "jsonl":
-            return reader.schema(text_schema).option("mode", "FAILFAST").json(path)
+            return records_from_lines(reader.option("lineSep", "\n").text(path), columns)
         if fmt == "csv":
             return (
                 reader.schema(text_schema)
-                .options(header=True, enforceSchema=False, mode="FAILFAST", multiLine=True, escape='"')
+                .options(header=True, enforceSchema=False, mode="DROPMALFORMED", multiLine=True, escape='"')
                 .csv(path)
+                .withColumn(MISSING_FIELDS, F.lit(None).cast("string"))
             )
         raw = reader.parquet(path)
     unexpected = [c for c in raw.columns if c not in columns]
     if unexpected:
         raise SparkJobError(f"{path}: unexpected column(s) {unexpected}; expected {list(columns)}")
+    missing = ",".join(c for c in columns if c not in raw.columns) or None
     return raw.select(
-        *[(F.col(c).cast("string") if c in raw.columns else F.lit(None).cast("string")).alias(c) for c in columns]
+        *[(F.col(c).cast("string") if c in raw.columns else F.lit(None).cast("string")).alias(c) for c in columns],
+        F.lit(missing).cast("string").alias(MISSING_FIELDS),
     )
+
+
+# a \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the other way round: DuckDB
+# refuses the line, Jackson would read it as '?'
+_LONE_SURROGATE = (
+    r"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+# RFC 8259 only, as the loader: no NaN / Infinity, no single quotes, no comments, no raw controls
+_STRICT_JSON = {
+    "mode": "PERMISSIVE",
+    "allowNonNumericNumbers": "false",
+    "allowSingleQuotes": "false",
+    "allowComments": "false",
+    "allowUnquotedControlChars": "false",
+    "columnNameOfCorruptRecord": "_corrupt_record",
+}
+
+
+def records_from_lines(lines: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """JSON lines (a ``value`` column of text lines) -> the records, as the file loader keeps
+    them (loaders/sources/jsonl.py): a line is a record when it is valid UTF-8 without a NUL
+    byte and one JSON object, with no field twice, none outside ``columns``, no lone surrogate
+    escape and no NUL character in a value. A byte-order mark at the start of a line is not
+    data; blank lines are not records. ``_missing_fields``: the columns the object lacks."""
+    schema = StructType(
+        [*(StructField(c, StringType()) for c in columns), StructField("_corrupt_record", StringType())]
+    )
+    fields = F.array(*[F.lit(c) for c in columns])
+    line = F.regexp_replace(F.col("value"), "^\ufeff", "")
+    # UTF-8 is checked on the bytes as read (a regexp_replace would have replaced bad bytes)
+    text = lines.select(F.is_valid_utf8("value").alias("utf8"), line.alias("line"))
+    parsed = text.select(
+        "utf8",
+        "line",
+        F.json_object_keys("line").alias("keys"),
+        F.from_json("line", schema, _STRICT_JSON).alias("record"),
+    )
+    values = [F.col("record").getField(c) for c in columns]
+    is_record = (
+        F.col("utf8")
+        & ~F.col("line").contains("\u0000")
+        & F.col("keys").isNotNull()
+        & F.col("record").getField("_corrupt_record").isNull()
+        & (F.expr("json_array_length('[' || line || ']')") == 1)  # nothing after the object
+        & (F.size("keys") == F.size(F.array_distinct("keys")))
+        & F.forall("keys", lambda key: F.array_contains(fields, key))
+        & ~F.col("line").rlike(_LONE_SURROGATE)
+        & ~F.exists(F.array(*values), lambda value: F.coalesce(value.contains("\u0000"), F.lit(False)))
+    )
+    missing = F.nullif(F.concat_ws(",", *[F.when(~F.array_contains("keys", c), F.lit(c)) for c in columns]), F.lit(""))
+    return parsed.where(is_record).select(*[v.alias(c) for v, c in zip(values, columns)], missing.alias(MISSING_FIELDS))
 
 
 def read_catalog(spark: SparkSession, source: CatalogSource) -> DataFrame:

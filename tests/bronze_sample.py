@@ -1,7 +1,7 @@
 """A hand-written bronze set: a few dozen raw rows with every defect the data contract handles.
 
-Redeliveries (later, earlier, and tied copies), NULL ingestion ids, every validation code, numbers
-that do not parse, timestamps with offsets that cross midnight, without offset and with fractions,
+Redeliveries (later, earlier, and tied copies), NULL ingestion ids, every validation code, records
+that lack a field entirely (not the same as null), numbers that do not parse, timestamps with offsets that cross midnight, without offset and with fractions,
 unknown items, unicode and quotes, and no order on 2026-11-20 (growth after a missing day).
 
 Events are grouped by landed file, so that a test can load them in increments like the file loader
@@ -83,6 +83,8 @@ ORDER_FILES: dict[str, list[tuple[str | None, ...]]] = {
             "2026-11-18T15:30:00.5Z",
             "2026-11-18T15:30:01Z",
         ),
+        # sent without a currency field at all (MISSING_FIELDS): not the same as a null currency
+        ("orders-0-14", "o-15", "12", "5", "s-15", "1", "30.00", None, "2026-11-18T16:00:00Z", "2026-11-18T16:00:01Z"),
     ],
     "orders/dt=2026-11-19/part-0.jsonl": [
         ("orders-1-1", "o-8", "11", "2", "s-8", "1", "10.00", "EUR", "2026-11-19T09:00:00Z", "2026-11-19T09:00:05Z"),
@@ -193,6 +195,8 @@ CLICK_FILES: dict[str, list[tuple[str | None, ...]]] = {
         ("clicks-0-15", "e-16", "s-3", "12", "5", "view", None, "2026-11-18T14:10:00Z", "2026-11-18T14:10:01Z"),
         ("clicks-0-17", "e-17", "s-3", "12", "5", "add_to_cart", None, "2026-11-18T14:11:00Z", "2026-11-18T14:11:01Z"),
         ("clicks-0-18", "e-18", "s-3", "12", "1", "view", None, "2026-11-18T14:20:00Z", "2026-11-18T14:20:01Z"),
+        # sent without query and ingestion_id fields (MISSING_FIELDS)
+        (None, "e-19", "s-3", "12", "1", "view", None, "2026-11-18T14:21:00Z", "2026-11-18T14:21:01Z"),
     ],
     "clicks/dt=2026-11-21/part-0.jsonl": [
         (
@@ -220,6 +224,13 @@ CLICK_FILES: dict[str, list[tuple[str | None, ...]]] = {
         ("clicks-3-3", "e-23", "s-21", "13", "3", "view", None, "2026-11-21T17:31:00Z", "2026-11-21T17:31:01Z"),
         ("clicks-3-4", "e-24", "s-22", "10", "999", "view", None, "2026-11-21T19:00:00Z", "2026-11-21T19:00:01Z"),
     ],
+}
+
+
+# (file, line) -> the contract fields the record lacked entirely (the loader's `_missing_fields`)
+MISSING_FIELDS: dict[tuple[str, int], str] = {
+    ("orders/dt=2026-11-18/part-0.jsonl", 14): "currency",
+    ("clicks/dt=2026-11-18/part-0.jsonl", 19): "ingestion_id,query",
 }
 
 
@@ -267,7 +278,15 @@ def event_rows(
     for name, records in files.items():
         for line, record in enumerate(records, start=1):
             fields_and_values = dict(zip(fields, record, strict=True))
-            rows.append({**fields_and_values, "_source_file": name, "_source_line": line, "_loaded_at": loaded_at})
+            rows.append(
+                {
+                    **fields_and_values,
+                    "_source_file": name,
+                    "_source_line": line,
+                    "_loaded_at": loaded_at,
+                    "_missing_fields": MISSING_FIELDS.get((name, line)),
+                }
+            )
     return rows
 
 

@@ -56,12 +56,14 @@ RAW_TABLES: dict[tuple[str, str], list[tuple[str, str]]] = {
         ("_source_file", "varchar"),
         ("_source_line", "bigint"),
         ("_loaded_at", "timestamptz"),
+        ("_missing_fields", "varchar"),
     ],
     ("bronze", "clicks"): [
         *((name, "varchar") for name in CLICK_FIELDS),
         ("_source_file", "varchar"),
         ("_source_line", "bigint"),
         ("_loaded_at", "timestamptz"),
+        ("_missing_fields", "varchar"),
     ],
 }
 
@@ -311,10 +313,10 @@ class Warehouse:
             copy_raw_tables_to_postgres(self.duckdb_path, self.postgres_url)
 
 
-def query_duckdb(duckdb_path: Path, sql: str) -> list[tuple[Any, ...]]:
+def query_duckdb(duckdb_path: Path, sql: str, read_only: bool = True) -> list[tuple[Any, ...]]:
     from roundtrip.core.duckdb_extensions import connect
 
-    con = connect(duckdb_path, read_only=True)
+    con = connect(duckdb_path, read_only=read_only)
     try:
         return con.execute(sql).fetchall()
     finally:

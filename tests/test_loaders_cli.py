@@ -84,3 +84,74 @@ def test_cli_loads_exports_and_reimports_with_true_counts(tmp_path: Path) -> Non
         ]
     finally:
         con.close()
+
+
+HOLDER = (
+    "import duckdb, sys, time\n"
+    "con = duckdb.connect(sys.argv[1])\n"
+    "print('holding', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+)
+
+
+def _hold(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process with the DuckDB file open (as `dbt build` would), for ``seconds``."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def _files(data: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
+    env["ROUNDTRIP_DATA_DIR"] = str(data)
+    return subprocess.run(
+        [sys.executable, "-m", "loaders", "files", "--config", str(config), "--target", "duckdb", "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_busy_warehouse_is_one_line_naming_the_holder_and_wait_waits_for_it(tmp_path: Path) -> None:
+    import time
+
+    data = tmp_path / "data"
+    (data / "landing" / "orders").mkdir(parents=True)
+    (data / "landing" / "orders" / "o.jsonl").write_text('{"order_id": "1"}\n')
+    config = tmp_path / "loaders.yml"
+    config.write_text(CONFIG)
+    warehouse = data / "warehouse.duckdb"
+
+    holder = _hold(warehouse, 60)
+    try:
+        busy = _files(data, config)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert busy.returncode == 1
+    assert "Traceback" not in busy.stderr and busy.stdout == ""
+    errors = [line for line in busy.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1  # one line, however long the path and the holder's command
+    assert errors[0].startswith(
+        f"error: warehouse {warehouse} is in use by PID {holder.pid} (python -c import duckdb, sys, time con = "
+    )
+    assert "hint: retry when it ends, or pass --wait SECONDS" in busy.stderr
+
+    holder = _hold(warehouse, 3)
+    started = time.monotonic()
+    try:
+        waited = _files(data, config, "--wait", "60")
+    finally:
+        holder.wait()
+    assert waited.returncode == 0, waited.stderr
+    assert time.monotonic() - started >= 2
+    [report] = [json.loads(line) for line in waited.stdout.splitlines()]
+    assert report["inserted"] == 1
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.execute("select order_id from bronze.orders").fetchall() == [("1",)]
+    finally:
+        con.close()

@@ -11,7 +11,6 @@ import pytest
 
 from loaders import jobs, state
 from loaders.config import FileStreamConfig
-from loaders.errors import LoaderError
 from loaders.warehouse import Warehouse
 from tests.loader_fixtures import rows_by_key
 
@@ -87,7 +86,7 @@ def test_catalog_strategy_swaps_in_the_current_files_and_an_empty_source_empties
     (landing / "part-1.csv").unlink()
     report = jobs.load_files(schema_name, stream, warehouse)
     assert (report.result.inserted, report.result.deleted) == (1, 3)
-    assert _loaded(warehouse, schema_name) == [("part-2.csv", "c3", 1, "été")]
+    assert _loaded(warehouse, schema_name) == [("part-2.csv", "c3", 2, "été")]  # the physical line
 
     (landing / "part-2.csv").unlink()
     jobs.load_files(schema_name, stream, warehouse)
@@ -136,18 +135,24 @@ def test_unparseable_values_are_rejected_with_file_and_line_and_the_rest_loads(
     assert found == [("t.jsonl", 3, "quantity", "two"), ("t.jsonl", 4, "price", "12.345x")]
 
 
-def test_two_columns_that_sanitize_alike_are_an_error(tmp_path: Path) -> None:
+def test_two_columns_that_sanitize_alike_hold_the_file_back(tmp_path: Path) -> None:
     from loaders.warehouse.duckdb import DuckDBWarehouse
 
     _write(tmp_path / "in" / "x.csv", b"Order ID,order_id\n1,2\n")
+    _write(tmp_path / "in" / "y.csv", b"Order ID,other\n3,4\n")
     stream = FileStreamConfig(path=str(tmp_path / "in"), format="csv", table="x")
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
     try:
-        with pytest.raises(LoaderError, match=r"x\.csv: columns 'Order ID' and 'order_id' both become 'order_id'"):
-            jobs.load_files("x", stream, warehouse)
-        assert warehouse.read_table("bronze", "x") is None
+        report = jobs.load_files("x", stream, warehouse)
+        rows = rows_by_key(warehouse, "bronze", "x", "order_id", drop=("_loaded_at",))
+        held = state.read_held_back(warehouse, "x")
     finally:
         warehouse.close()
+    assert (report.held_back, report.result.inserted) == (1, 1)
+    assert [(Path(str(r["_source_file"])).name, r["order_id"], r["other"]) for r in rows] == [("y.csv", "3", "4")]
+    assert [(Path(str(h["file"])).name, h["line"], h["reason"]) for h in held] == [
+        ("x.csv", None, "cannot read as csv: header: columns 'Order ID' and 'order_id' both become 'order_id'")
+    ]
 
 
 def test_column_names_are_sanitized(tmp_path: Path) -> None:
@@ -266,3 +271,91 @@ def test_json_values_land_in_bronze_as_the_text_that_was_sent(
         ("o2", "two", "2026-11-20T23:30:00+02:00"),
         ("o3", None, 'it\'s "quoted" ✓'),
     ]
+
+
+def _manifest(warehouse: Warehouse, stream: str) -> dict[str, tuple[str, int, str | None]]:
+    """File name -> (status, rows, name of the original path) of the stream's manifest."""
+    return {
+        Path(path).name: (e.status, e.rows, Path(e.original_path).name if e.original_path else None)
+        for path, e in state.read_manifest(warehouse, stream).items()
+    }
+
+
+def _by_file(warehouse: Warehouse, schema: str) -> list[tuple[str, int, str]]:
+    rows = rows_by_key(warehouse, schema, "orders", "order_id")
+    return sorted((Path(r["_source_file"]).name, r["_source_line"], r["order_id"]) for r in rows)
+
+
+def test_a_renamed_file_is_recognized_by_its_content_and_a_copy_is_not_loaded_twice(
+    warehouse: Warehouse, tmp_path: Path, schema_name: str
+) -> None:
+    landing = tmp_path / "landing"
+    _write(landing / "a.jsonl", _orders("a", 2) + b"not json\n")
+    _write(landing / "b.jsonl", _orders("b", 1))
+    stream = FileStreamConfig(path=str(landing), table="orders", target_schema=schema_name, columns=ORDER_FIELDS)
+    first = jobs.load_files(schema_name, stream, warehouse)
+    assert (first.result.inserted, first.held_back) == (3, 1)
+
+    (landing / "archive").mkdir()
+    (landing / "a.jsonl").rename(landing / "archive" / "a-2024.jsonl")
+    _write(landing / "b-copy.jsonl", _orders("b", 1))
+    report = jobs.load_files(schema_name, stream, warehouse)
+
+    assert (report.files_moved, report.files_loaded, report.result.inserted, report.held_back) == (1, 0, 0, 0)
+    assert _by_file(warehouse, schema_name) == [
+        ("a-2024.jsonl", 1, "a1"),
+        ("a-2024.jsonl", 2, "a2"),
+        ("b.jsonl", 1, "b1"),
+    ]
+    assert _manifest(warehouse, schema_name) == {
+        "a-2024.jsonl": ("moved", 2, "a.jsonl"),
+        "b.jsonl": ("loaded", 1, None),
+        "b-copy.jsonl": ("duplicate", 0, "b.jsonl"),
+    }
+    held = state.read_held_back(warehouse, schema_name)
+    assert [(Path(str(h["file"])).name, h["line"]) for h in held] == [("a-2024.jsonl", 3)]  # it follows the file
+
+    again = jobs.load_files(schema_name, stream, warehouse)
+    assert (again.files_skipped, again.result.inserted, again.files_moved) == (3, 0, 0)
+
+
+def test_a_deleted_file_keeps_its_rows_by_default(warehouse: Warehouse, tmp_path: Path, schema_name: str) -> None:
+    landing = tmp_path / "landing"
+    _write(landing / "a.jsonl", _orders("a", 2))
+    _write(landing / "b.jsonl", _orders("b", 1))
+    stream = FileStreamConfig(path=str(landing), table="orders", target_schema=schema_name, columns=ORDER_FIELDS)
+    jobs.load_files(schema_name, stream, warehouse)
+
+    (landing / "a.jsonl").unlink()
+    report = jobs.load_files(schema_name, stream, warehouse)
+    assert (report.result.deleted, report.files_skipped) == (0, 1)
+    assert _by_file(warehouse, schema_name) == [("a.jsonl", 1, "a1"), ("a.jsonl", 2, "a2"), ("b.jsonl", 1, "b1")]
+    assert _manifest(warehouse, schema_name)["a.jsonl"] == ("deleted", 2, None)
+
+    _write(landing / "a.jsonl", _orders("a", 2))  # back, unchanged: nothing to load
+    back = jobs.load_files(schema_name, stream, warehouse)
+    assert (back.files_loaded, back.result.inserted) == (0, 0)
+    assert _manifest(warehouse, schema_name)["a.jsonl"] == ("loaded", 2, None)
+
+
+def test_deleted_files_drop_deletes_their_rows_and_a_copy_of_them_then_loads(
+    warehouse: Warehouse, tmp_path: Path, schema_name: str
+) -> None:
+    landing = tmp_path / "landing"
+    _write(landing / "a.jsonl", _orders("a", 2) + b"[1]\n")
+    _write(landing / "b.jsonl", _orders("b", 1))
+    stream = FileStreamConfig(
+        path=str(landing), table="orders", target_schema=schema_name, columns=ORDER_FIELDS, deleted_files="drop"
+    )
+    jobs.load_files(schema_name, stream, warehouse)
+    _write(landing / "c.jsonl", _orders("b", 1))  # a copy of b: not loaded while b is there
+    assert jobs.load_files(schema_name, stream, warehouse).result.inserted == 0
+
+    (landing / "a.jsonl").unlink()
+    (landing / "b.jsonl").unlink()
+    report = jobs.load_files(schema_name, stream, warehouse)
+
+    assert (report.result.deleted, report.result.inserted) == (3, 1)
+    assert _by_file(warehouse, schema_name) == [("c.jsonl", 1, "b1")]
+    assert _manifest(warehouse, schema_name) == {"c.jsonl": ("loaded", 1, None)}
+    assert state.read_held_back(warehouse, schema_name) == []

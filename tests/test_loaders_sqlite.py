@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -186,3 +186,73 @@ def test_repeated_keys_without_a_cursor_are_an_error_that_names_the_key(
         jobs.load_sqlite("s", source, warehouse)
 
     assert warehouse.read_table(schema_name, "events") is None
+
+
+READINGS_DDL = """create table readings (
+    device text,
+    seen_at integer,
+    day date,
+    price numeric(10, 2),
+    ratio decimal(5),
+    note numeric,
+    primary key (device, seen_at, day)
+)"""
+READINGS = [
+    ("d1", 1700000000, "2024-02-29", 12.5, 3, "x"),
+    ("d1", 1700000060, "2024-03-01", "3", 4.5, 7),
+    ("d2", 1700000000, "1999-12-31", 0.1 + 0.2, None, None),
+    ("d3", 1700000120, "2000-01-01", 1.005, -2.5, 1.5),
+]
+
+
+def test_timestamp_and_date_keys_propagate_deletes_and_numeric_is_a_decimal(
+    warehouse: Warehouse, tmp_path: Path, schema_name: str
+) -> None:
+    """The keys read for delete propagation are typed like the rows (the key holds an epoch
+    timestamp and a date); NUMERIC(p, s) is an exact decimal, rounded half away from zero."""
+    from decimal import Decimal
+
+    db = _database(tmp_path / "app.db", READINGS_DDL, "readings", READINGS)
+    table = SqliteTableConfig(
+        name="readings",
+        primary_key=["device", "seen_at", "day"],
+        timestamps={"seen_at": "epoch_s", "day": "date"},
+        delete_propagation=True,
+    )
+    source = SqliteSourceConfig(path=str(db), target_schema=schema_name, tables=[table])
+    jobs.load_sqlite("s", source, warehouse)
+    with sqlite3.connect(db) as con:
+        con.execute("delete from readings where device = 'd1' and seen_at = 1700000060")
+
+    [report] = jobs.load_sqlite("s", source, warehouse)
+
+    assert (report.result.deleted, report.result.unchanged) == (1, 3)
+    rows = sorted(
+        (
+            (r["device"], r["seen_at"], r["day"], r["price"], r["ratio"], r["note"])
+            for r in rows_by_key(warehouse, schema_name, "readings", "device")
+        ),
+        key=str,
+    )
+    t0 = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert rows == [
+        ("d1", t0, date(2024, 2, 29), Decimal("12.50"), Decimal("3"), "x"),
+        ("d2", t0, date(1999, 12, 31), Decimal("0.30"), None, None),
+        ("d3", t0 + timedelta(minutes=2), date(2000, 1, 1), Decimal("1.01"), Decimal("-3"), "1.5"),
+    ]
+
+
+def test_a_date_that_is_not_yyyy_mm_dd_is_an_error_naming_the_row(tmp_path: Path, schema_name: str) -> None:
+    from loaders.warehouse.duckdb import DuckDBWarehouse
+
+    db = _database(tmp_path / "app.db", "create table t (id integer primary key, day date)", "t", [(1, "2024-02-30")])
+    table = SqliteTableConfig(name="t", primary_key=["id"], timestamps={"day": "date"})
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        with pytest.raises(LoaderError, match=r"row 1 \(id=1\): column 'day' value '2024-02-30' is not a date"):
+            jobs.load_sqlite(
+                "s", SqliteSourceConfig(path=str(db), target_schema=schema_name, tables=[table]), warehouse
+            )
+        assert warehouse.read_table(schema_name, "t") is None
+    finally:
+        warehouse.close()

@@ -3,7 +3,9 @@
 Bronze arrives in two increments, the way the file loader appends it. The second one brings a new
 file with an *earlier* copy of a record built before (the original moves), a landed file that
 changed (one record corrected, one gone: the loader replaced the file's rows; a later copy of the
-one gone elsewhere becomes the original), and a catalog item that was unknown before. Each file
+one gone elsewhere becomes the original), a catalog item that was unknown before, a file the loader
+dropped (its later copy elsewhere becomes the original) and a file it moved (its rows now carry the
+new path). Each file
 built earlier can only be revisited through one of orders_clean's rules. After the incremental build, a `--full-refresh` of the
 same warehouse must give exactly the same silver rows (gold and marts are tables over silver).
 """
@@ -18,7 +20,15 @@ import pytest
 
 from tests import bronze_sample
 from tests.bronze_sample import CLICK_FILES, ITEMS, ORDER_FILES
-from tests.dbt_support import ORDER_FIELDS, DbtProject, Warehouse, base_environment, delete_raw_rows, load_raw_tables
+from tests.dbt_support import (
+    ORDER_FIELDS,
+    DbtProject,
+    Warehouse,
+    base_environment,
+    delete_raw_rows,
+    load_raw_tables,
+    query_duckdb,
+)
 
 FIRST_LOAD = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 LATER_FIRST_LOAD = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
@@ -41,6 +51,18 @@ NOV16_ORDERS = "orders/dt=2026-11-16/part-0.jsonl"
 NOV16_RECORDS = [
     ("orders-3-2", "o-12", "12", "1", "s-12", "1", "20.01", "EUR", "2026-11-21T18:00:00", "2026-11-21T20:00:00Z")
 ]
+# the original of orders-9-5, and a later copy in a file that nothing else revisits: when the loader
+# drops the first file (deleted_files: drop), the copy becomes the original
+NOV14_ORDERS = "orders/dt=2026-11-14/part-0.jsonl"
+NOV14_RECORDS = [
+    ("orders-9-5", "o-19", "12", "1", "s-19", "1", "20.00", "EUR", "2026-11-14T10:00:00Z", "2026-11-14T10:00:01Z")
+]
+NOV12_ORDERS = "orders/dt=2026-11-12/part-0.jsonl"
+NOV12_RECORDS = [
+    ("orders-9-5", "o-19", "12", "1", "s-19", "1", "20.00", "EUR", "2026-11-14T10:00:00Z", "2026-11-15T00:00:00Z")
+]
+# where the loader moves the 15th's file (a rename recognized by content: its rows follow it)
+MOVED_NOV15 = "orders/archive/2026-11-15.jsonl"
 SILVER = ("--select", "+path:models/silver")
 
 
@@ -53,7 +75,13 @@ def _first_increment() -> dict[tuple[str, str], list[dict[str, object]]]:
         ("bronze", "orders"): bronze_sample.order_rows([NOV18_ORDERS], FIRST_LOAD)
         + bronze_sample.event_rows(
             ORDER_FIELDS,
-            {NOV17_ORDERS: NOV17_RECORDS, NOV16_ORDERS: NOV16_RECORDS, NOV15_ORDERS: NOV15_RECORDS},
+            {
+                NOV17_ORDERS: NOV17_RECORDS,
+                NOV16_ORDERS: NOV16_RECORDS,
+                NOV15_ORDERS: NOV15_RECORDS,
+                NOV14_ORDERS: NOV14_RECORDS,
+                NOV12_ORDERS: NOV12_RECORDS,
+            },
             FIRST_LOAD,
         )
         + bronze_sample.order_rows([NOV21_ORDERS], LATER_FIRST_LOAD),
@@ -121,8 +149,15 @@ def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, requ
     assert _flags(project, warehouse, NOV17_ORDERS, 1) == (False, "unknown_item")
     assert _flags(project, warehouse, NOV16_ORDERS, 1) == (True, None)
     assert _flags(project, warehouse, NOV17_ORDERS, 2) == (True, None)
+    assert _flags(project, warehouse, NOV12_ORDERS, 1) == (True, None)
 
     delete_raw_rows(duckdb_path, "bronze", "orders", f"_source_file = '{NOV21_ORDERS}'")
+    delete_raw_rows(duckdb_path, "bronze", "orders", f"_source_file = '{NOV14_ORDERS}'")  # dropped with its file
+    query_duckdb(  # renamed: its rows follow the file, loaded_at unchanged
+        duckdb_path,
+        f"update bronze.orders set _source_file = '{MOVED_NOV15}' where _source_file = '{NOV15_ORDERS}'",
+        read_only=False,
+    )
     load_raw_tables(duckdb_path, _second_increment())
     warehouse.sync_raw_tables()
     project.forget_executed_sql()
@@ -136,6 +171,10 @@ def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, requ
     nov21 = _silver_orders(project, warehouse, NOV21_ORDERS)
     assert sorted(nov21) == [1, 2, 3], "the record gone from the reloaded file is gone from silver"
     assert (nov21[1]["quantity"], nov21[1]["amount"]) == (2, Decimal("60")), "the corrected record replaced the old"
+    assert _flags(project, warehouse, NOV12_ORDERS, 1) == (False, None), "its original left with its file"
+    assert _silver_orders(project, warehouse, NOV14_ORDERS) == {}, "a dropped file leaves silver"
+    assert _silver_orders(project, warehouse, NOV15_ORDERS) == {}, "a moved file's rows carry its new path"
+    assert sorted(_silver_orders(project, warehouse, MOVED_NOV15)) == [1]
 
     incremental = _silver_rows(project, warehouse)
     project.run("run", "--full-refresh", *SILVER, target=target)
@@ -147,7 +186,12 @@ def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, requ
     _, orders = incremental["orders_clean"]  # type: ignore[misc]
     assert (
         len(orders)
-        == sum(len(v) for v in ORDER_FILES.values()) + len(NOV17_RECORDS) + len(NOV16_RECORDS) + len(NOV15_RECORDS) - 1
+        == sum(len(v) for v in ORDER_FILES.values())
+        + len(NOV17_RECORDS)
+        + len(NOV16_RECORDS)
+        + len(NOV15_RECORDS)
+        + len(NOV12_RECORDS)
+        - 1
     )
     _, clicks = incremental["clicks_clean"]  # type: ignore[misc]
     assert len(clicks) == sum(len(v) for v in CLICK_FILES.values())

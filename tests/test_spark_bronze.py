@@ -61,9 +61,34 @@ def test_csv_and_parquet_bronze_text_is_identical(spark: SparkSession, tmp_path:
 
     con = duckdb.connect(str(warehouse), read_only=True)
     for stream, fields in STREAMS.items():
-        rows = con.execute(f"select {', '.join(fields)} from bronze.{stream}").fetchall()
+        rows = con.execute(f"select {', '.join(fields)}, _missing_fields from bronze.{stream}").fetchall()
         assert rows and any(None in row for row in rows), "NULLs are part of the comparison"
         if fmt == "parquet":  # CSV cannot tell '' from NULL: DuckDB and Spark both read "" as NULL
             assert any("" in row for row in rows), "so are empty strings (a bad timestamp is '')"
-        expected = spark.createDataFrame(rows, ", ".join(f"{f} string" for f in fields))
+        expected = spark.createDataFrame(rows, ", ".join(f"{f} string" for f in (*fields, "_missing_fields")))
         assertDataFrameEqual(storage.read_bronze(spark, str(landing / stream), fmt, fields), expected)  # type: ignore[arg-type]
+
+
+# the loader reads 'Order ID' into order_id (names are sanitized); Spark matches names exactly
+SANITIZED_BY_THE_LOADER_ONLY = {"names-that-sanitize-alike"}
+
+
+def test_json_lines_the_loader_holds_back_are_not_records_for_spark_either(spark: SparkSession, tmp_path: Path) -> None:
+    """The bad-input corpus of the loader (tests/test_loaders_bad_input.py), JSON lines: Spark
+    reads exactly the records the loader loads, with the same fields and `_missing_fields`."""
+    from tests.test_loaders_bad_input import COLUMNS, CORPUS
+
+    kinds = [k for k in CORPUS if k.stream == "jsonl" and k.name not in SANITIZED_BY_THE_LOADER_ONLY]
+    for kind in kinds:
+        (tmp_path / kind.file).write_bytes(kind.content)
+    rows = storage.read_bronze(spark, str(tmp_path), "jsonl", COLUMNS).collect()
+
+    got = sorted(((r["order_id"] or ""), r[storage.MISSING_FIELDS]) for r in rows)
+    expected = sorted(
+        ((order_id or ""), kind.missing.get(order_id or "")) for kind in kinds for _, order_id in kind.good
+    )
+    assert got == expected
+    by_id = {r["order_id"] or "": r for r in rows}
+    for kind in kinds:
+        for order_id, values in kind.values.items():
+            assert {c: by_id[order_id][c] for c in values} == values, (kind.name, order_id)

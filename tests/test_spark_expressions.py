@@ -130,7 +130,7 @@ def test_round_ratio_is_exact_and_rounds_half_away_from_zero(spark: SparkSession
         assertDataFrameEqual(actual, expected)
 
 
-ORDER = "ingestion_id string, order_id string, user_id string, item_id string, session_id string, quantity string, unit_price string, currency string, event_ts string, ingested_at string"
+ORDER = "ingestion_id string, order_id string, user_id string, item_id string, session_id string, quantity string, unit_price string, currency string, event_ts string, ingested_at string, _missing_fields string"
 CATALOG = "item_id bigint, item_title string, category string"
 
 
@@ -139,17 +139,19 @@ def test_orders_duplicates_and_validation_codes(spark: SparkSession) -> None:
     orders = spark.createDataFrame(
         [
             # a record and its later redelivery (the quantity tells them apart)
-            ("o-0-1", "o-1", "7", "1", "s-1", "1", "10.50", "EUR", "2026-11-20T09:00:00Z", t1),
-            ("o-0-1", "o-1", "7", "1", "s-1", "2", "10.50", "EUR", "2026-11-20T09:00:00Z", t0),
+            ("o-0-1", "o-1", "7", "1", "s-1", "1", "10.50", "EUR", "2026-11-20T09:00:00Z", t1, None),
+            ("o-0-1", "o-1", "7", "1", "s-1", "2", "10.50", "EUR", "2026-11-20T09:00:00Z", t0, None),
             # an exact tie on ingested_at: the raw event_ts text decides before the quantity does
-            ("o-0-2", "o-2", "7", "1", "s-1", "1", "3", "EUR", "2026-11-20T11:00:00+02:00", t0),
-            ("o-0-2", "o-2", "7", "1", "s-1", "5", "3", "EUR", "2026-11-20T09:00:00Z", t0),
+            ("o-0-2", "o-2", "7", "1", "s-1", "1", "3", "EUR", "2026-11-20T11:00:00+02:00", t0, None),
+            ("o-0-2", "o-2", "7", "1", "s-1", "5", "3", "EUR", "2026-11-20T09:00:00Z", t0, None),
             # NULL ingestion ids never group
-            (None, "o-3", "8", "2", "s-2", "1", "1", "EUR", "2026-11-20T09:00:00Z", t0),
-            (None, "o-3", "8", "2", "s-2", "1", "1", "EUR", "2026-11-20T09:00:00Z", t0),
+            (None, "o-3", "8", "2", "s-2", "1", "1", "EUR", "2026-11-20T09:00:00Z", t0, None),
+            (None, "o-3", "8", "2", "s-2", "1", "1", "EUR", "2026-11-20T09:00:00Z", t0, None),
             # every rule at once
-            ("o-0-4", None, "x", None, "s-3", "0", "10000", "EUR", "2026-02-30T10:00:00Z", t0),
-            ("o-0-5", "o-5", "9", "99", "s-3", None, "-1", "EUR", None, t0),
+            ("o-0-4", None, "x", None, "s-3", "0", "10000", "EUR", "2026-02-30T10:00:00Z", t0, None),
+            ("o-0-5", "o-5", "9", "99", "s-3", None, "-1", "EUR", None, t0, None),
+            # a record sent without its currency field (not the same as a null currency)
+            ("o-0-6", "o-6", "7", "2", "s-4", "1", "2", None, "2026-11-20T09:00:00Z", t0, "currency"),
         ],
         ORDER,
     )
@@ -185,6 +187,7 @@ def test_orders_duplicates_and_validation_codes(spark: SparkSession) -> None:
             "invalid_event_ts,invalid_quantity,invalid_price,unknown_item",
             False,
         ),
+        Row("o-0-6", 1, nine, Decimal("2.00"), "Book", False, "missing_fields", False),
     ]
     assertDataFrameEqual(actual, expected)
 
@@ -193,14 +196,15 @@ def test_clicks_validation_codes_and_window(spark: SparkSession) -> None:
     ts = "2026-11-20T10:00:00Z"
     clicks = spark.createDataFrame(
         [
-            ("c-1", "e-1", "s-1", "1", None, "search", "lamp", ts, ts),  # a search needs no item
-            ("c-2", "e-2", "s-1", "1", None, "view", None, ts, ts),
-            ("c-3", None, None, None, None, None, None, ts, ts),
-            ("c-4", "e-4", "s-1", "1", "5", "VIEW", None, "2026-11-19T10:00:00Z", ts),  # another day
-            ("c-5", "e-5", "s-1", "1", "5", "click", None, "bad", ts),  # undated: kept by every run
+            ("c-1", "e-1", "s-1", "1", None, "search", "lamp", ts, ts, None),  # a search needs no item
+            ("c-2", "e-2", "s-1", "1", None, "view", None, ts, ts, None),
+            ("c-3", None, None, None, None, None, None, ts, ts, None),
+            ("c-4", "e-4", "s-1", "1", "5", "VIEW", None, "2026-11-19T10:00:00Z", ts, None),  # another day
+            ("c-5", "e-5", "s-1", "1", "5", "click", None, "bad", ts, None),  # undated: kept by every run
+            ("c-6", "e-6", "s-1", "1", "5", "view", None, ts, ts, "query"),  # sent without a query field
         ],
         "ingestion_id string, event_id string, session_id string, user_id string, item_id string, "
-        "event_type string, query string, event_ts string, ingested_at string",
+        "event_type string, query string, event_ts string, ingested_at string, _missing_fields string",
     )
     one_day = DateWindow(date(2026, 11, 20), date(2026, 11, 20))
     actual = transform_clicks(clicks, one_day).select("ingestion_id", "event_date", "validation_errors")
@@ -213,6 +217,7 @@ def test_clicks_validation_codes_and_window(spark: SparkSession) -> None:
             "missing_event_id,missing_user_id,missing_session_id,invalid_event_type,missing_item_id",
         ),
         Row("c-5", None, "invalid_event_ts"),
+        Row("c-6", date(2026, 11, 20), "missing_fields"),
     ]
     assertDataFrameEqual(actual, expected)
     assert actual.schema["event_date"].dataType == T.DateType()

@@ -9,6 +9,7 @@ compared, types included.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import uuid
@@ -25,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
+from roundtrip.core.contract import BRONZE_FIELDS
 from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.dev.sample_data import DefectRates, SampleConfig, generate
 from roundtrip.dev.sample_data.model import BAD_TIMESTAMPS, INVALID_EVENT_TYPES
@@ -71,6 +73,45 @@ TABLES = {
 }
 
 
+def _defects(stream: str, day: str) -> bytes:
+    """Lines the generator never writes: records that lack fields entirely (next to explicit
+    nulls), and lines that are no record at all (the loader holds them back, Spark skips them)."""
+    fields = BRONZE_FIELDS[stream]
+    base = {f: None for f in fields} | {
+        "ingestion_id": f"defects-{stream}",
+        "user_id": "1",
+        "item_id": "1",
+        "session_id": "s-defects",
+        "event_ts": f"{day}T10:00:00Z",
+        "ingested_at": f"{day}T10:00:01Z",
+    } | ({"order_id": "d-1", "quantity": "1", "unit_price": "1.00", "currency": "EUR"} if stream == "orders" else
+         {"event_id": "d-1", "event_type": "view"})  # fmt: skip
+
+    def line(drop: tuple[str, ...] = (), **values: object) -> bytes:
+        record = {k: v for k, v in {**base, **values}.items() if k not in drop}
+        return json.dumps(record).encode()
+
+    lacking = "currency" if stream == "orders" else "query"
+    return (
+        b"\n".join(
+            [
+                b"\xef\xbb\xbf" + line(ingestion_id=f"defects-{stream}-1"),
+                line((lacking,), ingestion_id=f"defects-{stream}-2"),  # absent
+                line(ingestion_id=f"defects-{stream}-3", **{lacking: None}),  # explicit null
+                line(("ingestion_id", "session_id")),
+                b"",
+                line()[:40],  # truncated
+                b"[1, 2]",
+                b'{"ingestion_id": "caf\xe9"}',
+                b'{"ingestion_id": "a\x00b"}',
+                line(ingestion_id=f"defects-{stream}-4")[:-1] + b', "extra": 1}',
+                line(ingestion_id=f"defects-{stream}-5"),
+            ]
+        )
+        + b"\n"
+    )
+
+
 @dataclass(frozen=True)
 class Medallion:
     warehouse: Path  # DuckDB file built by loaders + dbt
@@ -92,6 +133,9 @@ def medallion(tmp_path_factory: pytest.TempPathFactory, catalog_db: PostgresEndp
     root = tmp_path_factory.mktemp("parity")
     data = root / "data"
     generate(SAMPLE, data / "app.db", data / "landing", catalog_db.url())
+    for stream in BRONZE_FIELDS:
+        folder = sorted((data / "landing" / stream).glob("dt=*"))[-1]
+        (folder / "zz-defects.jsonl").write_bytes(_defects(stream, folder.name.removeprefix("dt=")))
     env = {
         "ROUNDTRIP_DATA_DIR": str(data),
         "ROUNDTRIP_DUCKDB_PATH": str(data / "warehouse.duckdb"),
@@ -215,6 +259,12 @@ def test_sample_has_every_defect_kind(medallion: Medallion) -> None:
     assert None in timestamps
     types = {r[0] for r in con.execute("select distinct event_type from bronze.clicks").fetchall()}
     assert {t for t in INVALID_EVENT_TYPES if t not in types} == set()
+    for stream in BRONZE_FIELDS:  # records that lack fields, and lines that are not records
+        missing = con.execute(f"select count(*) from bronze.{stream} where _missing_fields is not null").fetchone()
+        held = con.execute(
+            f"select count(*) from _roundtrip.file_quarantine where stream = '{stream}' and source_line is not null"
+        ).fetchone()
+        assert (missing, held) == ((2,), (5,)), stream
 
 
 # ---------------------------------------------------------------- bronze
@@ -233,15 +283,19 @@ RE_RENDERED_BY_LOADER = ("ingested_at",)
 def test_bronze_text_is_identical(
     medallion: Medallion, spark: SparkSession, stream: str, fields: tuple[str, ...]
 ) -> None:
-    """Every field of every record as the same text in both engines (JSON numbers included)."""
+    """Every field of every record as the same text in both engines (JSON numbers included),
+    and the same `_missing_fields`; the lines the loader held back are no record for Spark."""
     cfg = medallion.spark_cfg
     from_spark = storage.read_bronze(spark, cfg.bronze_path(stream), cfg.fmt, fields)
     from_duckdb = duckdb_frame(
-        spark, _connect(medallion.warehouse), f"(select {', '.join(fields)} from bronze.{stream})"
+        spark, _connect(medallion.warehouse), f"(select {', '.join(fields)}, _missing_fields from bronze.{stream})"
     )
 
     def comparable(df: DataFrame) -> DataFrame:
-        return df.select(*[parse_iso_timestamp(F.col(f)).alias(f) if f in RE_RENDERED_BY_LOADER else f for f in fields])
+        return df.select(
+            *[parse_iso_timestamp(F.col(f)).alias(f) if f in RE_RENDERED_BY_LOADER else f for f in fields],
+            storage.MISSING_FIELDS,
+        )
 
     assertDataFrameEqual(comparable(from_spark), comparable(from_duckdb))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import replace
 from datetime import date
@@ -125,7 +126,29 @@ def test_rerun_removes_a_day_the_input_no_longer_has(
     assert {k: v for k, v in _files(output).items() if "event_date=2026-11-17" in k} == kept
 
 
-def test_malformed_bronze_fails_naming_the_file_and_keeps_the_table(
+def test_a_line_that_is_no_record_is_skipped_as_the_loader_holds_it_back(
+    spark: SparkSession, landing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A truncated line or an array line stops neither the loader (it holds them back in its
+    quarantine) nor Spark: the day's other records are written, and only those."""
+    broken = tmp_path / "broken-landing"
+    kept = {}
+    for stream in ("orders", "clicks"):
+        folder = broken / stream / "dt=2026-11-18"
+        folder.mkdir(parents=True)
+        good = next((landing[0] / stream).glob("dt=2026-11-18/*.jsonl")).read_text().splitlines()[0]
+        kept[stream] = json.loads(good)["ingestion_id"]
+        (folder / f"{stream}-00000.jsonl").write_text('{"ingestion_id": "x-9-9", "order_id": \n' + good + "\n[1, 2]\n")
+    cfg = replace(_config(landing, tmp_path / "spark", RERUN), landing=str(broken))
+
+    bronze_to_silver.run(spark, cfg)
+
+    for stream, table in (("orders", "orders_clean"), ("clicks", "clicks_clean")):
+        rows = storage.read_table(spark, cfg.table_path("silver", table)).select("ingestion_id").collect()
+        assert [r.ingestion_id for r in rows] == [kept[stream]], table
+
+
+def test_a_malformed_parquet_file_fails_naming_the_file_and_keeps_the_table(
     spark: SparkSession, landing: tuple[Path, Path], tmp_path: Path
 ) -> None:
     output = tmp_path / "spark"
@@ -136,11 +159,9 @@ def test_malformed_bronze_fails_naming_the_file_and_keeps_the_table(
     broken = tmp_path / "broken-landing"
     for stream in ("orders", "clicks"):
         (broken / stream / "dt=2026-11-18").mkdir(parents=True)
-    good = next((landing[0] / "orders").glob("dt=2026-11-18/*.jsonl")).read_text().splitlines()[0]
-    (broken / "clicks" / "dt=2026-11-18" / "clicks-00000.jsonl").write_text("")
-    bad_file = broken / "orders" / "dt=2026-11-18" / "orders-00000.jsonl"
-    bad_file.write_text(good + '\n{"ingestion_id": "orders-9-9", "order_id": \n')
+        (broken / stream / "dt=2026-11-18" / f"{stream}-00000.parquet").write_bytes(b"PAR1 not Parquet PAR1")
+    bad_file = broken / "orders" / "dt=2026-11-18" / "orders-00000.parquet"
 
-    with pytest.raises(SparkJobError, match=re.escape(str(bad_file))):
-        bronze_to_silver.run(spark, replace(cfg, landing=str(broken)))
+    with pytest.raises(SparkJobError, match=re.escape(bad_file.name)):
+        bronze_to_silver.run(spark, replace(cfg, landing=str(broken), fmt="parquet"))
     assert _files(output) == before

@@ -1,39 +1,57 @@
-"""Event files (JSON lines, CSV, Parquet) from a local folder, gs://, s3:// (any fsspec URL).
+"""Event files (JSON lines, CSV, Parquet) from a local folder, gs://, s3://, az:// (any fsspec URL).
 
-One filesystem layer: fsspec lists the files and hands DuckDB the same filesystem to read them,
-one file at a time. Every field arrives as text (bronze keeps what was sent) unless the stream
-declares ``types``; the reader adds ``_source_file`` and ``_source_line`` so any row can be
-traced back to its file and line.
+One filesystem layer: fsspec lists the files and reads their bytes. Every field arrives as text
+(bronze keeps what was sent) unless the stream declares ``types``; the reader adds
+``_source_file`` and ``_source_line`` (the record's physical line, 1-based, blank lines counted;
+for Parquet the row number) and, when the stream declares its columns, ``_missing_fields``.
+
+Reading never stops at bad input: a line that is not a record is held back with its line, byte
+offset, reason and raw text (``jsonl``, ``csvfile``), and a file that cannot be read at all
+(a corrupt Parquet file, an unusable CSV header) is held back whole. An empty file is zero
+rows. Only a failure to fetch the bytes (a network or permission error) stops the run, since
+trying again later may succeed.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
 from loaders.config import FileStreamConfig
 from loaders.errors import LoaderError
+from loaders.sources import csvfile, jsonl
+from loaders.sources.lines import HeldBack
+from roundtrip.core.contract import MISSING_FIELDS
 from roundtrip.core.sql import quote as q
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "parquet": (".parquet",)}
 SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # full URL, or a local path
     size: int
-    fingerprint: str  # md5 of the content (local), generation (GCS), ETag (S3): changes with the content
+    fingerprint: str  # md5 of the content (local), generation (GCS), ETag (S3, Azure): changes with the content
+    content_hash: str | None = None  # "md5:<hex>" when the store says it (or it was computed): the same bytes anywhere
+
+
+@dataclass(frozen=True)
+class Listing:
+    files: list[SourceFile]
+    folder_exists: bool  # False: nothing could be listed, which says nothing about deletions
 
 
 def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
@@ -45,11 +63,7 @@ def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[Any, st
     return fsspec.core.url_to_fs(url, **(options or {}))  # type: ignore[no-any-return]
 
 
-def _fingerprint(fs: Any, path: str, info: dict[str, Any]) -> str:
-    """What changes when the content changes, as cheaply as the store allows."""
-    for field in ("generation", "ETag", "etag", "md5Hash"):  # object stores: no need to read the object
-        if info.get(field):
-            return f"{field}:{str(info[field]).strip(chr(34))}"
+def _local_md5(fs: Any, path: str) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with fs.open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -57,17 +71,50 @@ def _fingerprint(fs: Any, path: str, info: dict[str, Any]) -> str:
     return f"md5:{digest.hexdigest()}"
 
 
-def list_files(stream: FileStreamConfig) -> list[SourceFile]:
+def _content_hash(info: dict[str, Any]) -> str | None:
+    """The MD5 of the object's bytes when its store keeps it: GCS ``md5Hash``, an S3 ETag of a
+    single-part upload, Azure's ``content_md5``. None otherwise (it is computed when needed)."""
+    if info.get("md5Hash"):
+        return "md5:" + base64.b64decode(info["md5Hash"]).hex()
+    etag = str(info.get("ETag") or "").strip('"').lower()
+    if _MD5_HEX.fullmatch(etag):
+        return f"md5:{etag}"
+    settings = info.get("content_settings") or {}
+    md5 = settings.get("content_md5") if isinstance(settings, dict) else getattr(settings, "content_md5", None)
+    if md5:
+        return "md5:" + bytes(md5).hex()
+    return None
+
+
+def _fingerprint(fs: Any, path: str, info: dict[str, Any]) -> tuple[str, str | None]:
+    """(what changes when the content changes, as cheaply as the store allows; the content hash)."""
+    for name in ("generation", "ETag", "etag", "md5Hash"):  # object stores: no need to read the object
+        if info.get(name):
+            return f"{name}:{str(info[name]).strip(chr(34))}", _content_hash(info)
+    md5 = _local_md5(fs, path)
+    return md5, md5
+
+
+def list_files(stream: FileStreamConfig) -> Listing:
     """The stream's files, sorted by path; an absent folder has none."""
     fs, root = filesystem(stream.path, stream.storage_options)
     protocol = stream.path.split("://", 1)[0] + "://" if "://" in stream.path else ""
     if not fs.exists(root):
-        return []
+        return Listing([], False)
     found = []
     for path, info in sorted(fs.find(root, detail=True).items()):
         if path.endswith(EXTENSIONS[stream.format]):
-            found.append(SourceFile(protocol + path, int(info.get("size") or 0), _fingerprint(fs, path, info)))
-    return found
+            fingerprint, content = _fingerprint(fs, path, info)
+            found.append(SourceFile(protocol + path, int(info.get("size") or 0), fingerprint, content))
+    return Listing(found, True)
+
+
+def content_hash(source: SourceFile, stream: FileStreamConfig) -> str:
+    """The file's content hash, reading it when the store did not say."""
+    if source.content_hash:
+        return source.content_hash
+    fs, path = filesystem(source.path, stream.storage_options)
+    return _local_md5(fs, path)
 
 
 def sanitize(name: str) -> str:
@@ -91,7 +138,7 @@ def sanitized_names(names: list[str], where: str) -> list[str]:
 
 @contextlib.contextmanager
 def reader() -> Iterator[Any]:
-    """An in-memory DuckDB connection that reads the files."""
+    """An in-memory DuckDB connection that parses the files."""
     import duckdb
 
     con = duckdb.connect()
@@ -102,86 +149,137 @@ def reader() -> Iterator[Any]:
         con.close()
 
 
-def _json_keys(con: Any, literal: str) -> list[str]:
-    """Every key of a JSON-lines file, in order of first appearance."""
-    rows = con.execute(
-        f"select key from (select unnest(json_keys(json)) as key, row_number() over () as n "
-        f"from read_ndjson_objects('{literal}')) group by key order by min(n)"
-    ).fetchall()
-    return [r[0] for r in rows]
+class _FetchError(Exception):
+    """The bytes could not be fetched (network, permissions): not the file's fault."""
 
 
-def _scan(con: Any, path: str, fmt: str, as_text: bool) -> str:
-    literal = path.replace("'", "''")
-    if fmt == "jsonl":
-        if as_text:
-            # Every key read as VARCHAR: type detection would re-render the text
-            # ('2026-11-20T17:47:27.655Z' became '2026-11-20 17:47:27.655'), and bronze keeps what was sent
-            keys = _json_keys(con, literal)
-            if keys:
-                spec = ", ".join("'" + k.replace("'", "''") + "': 'VARCHAR'" for k in keys)
-                return (
-                    f"read_json('{literal}', format = 'newline_delimited', records = true, "
-                    f"columns = {{{spec}}}, hive_partitioning = false)"
-                )
-        return (
-            f"read_json('{literal}', format = 'newline_delimited', records = true, sample_size = -1, "
-            "hive_partitioning = false)"
-        )
-    if fmt == "csv":
-        return f"read_csv('{literal}', header = true, all_varchar = true, hive_partitioning = false)"
-    return f"read_parquet('{literal}', hive_partitioning = false)"
+class _Hashing:
+    """A binary handle that hashes what is read through it; fetch errors are marked as such."""
+
+    def __init__(self, handle: BinaryIO, hashing: bool) -> None:
+        self.handle = handle
+        self.digest = hashlib.md5(usedforsecurity=False) if hashing else None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.handle.read(size)
+        except OSError as exc:
+            raise _FetchError(str(exc)) from exc
+        if self.digest is not None:
+            self.digest.update(data)
+        return data
 
 
-def _text_table(con: Any, source: SourceFile, stream: FileStreamConfig) -> pa.Table:
-    """The file as text columns (unless ``as_text`` is off) named and ordered as the stream
-    expects, plus file and line."""
-    if "://" in source.path:
-        fs = filesystem(source.path, stream.storage_options)[0]
-        names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-        if not set(names) & set(con.list_filesystems()):  # once per connection
-            con.register_filesystem(fs)
-    try:
-        scan = _scan(con, source.path, stream.format, stream.as_text)
-        # one pass over the file: a single-file scan keeps the file's order, so row_number()
-        # is the record's line (for CSV: counted from the first line after the header)
-        con.execute(f"create or replace temp table _file as select *, row_number() over () as _line_ from {scan}")
-        originals = [row[0] for row in con.execute("describe _file").fetchall()][:-1]
-    except Exception as exc:  # duckdb raises its own exception types
-        raise LoaderError(f"{source.path}: cannot read as {stream.format}: {exc}") from exc
-    try:
-        clean = sanitized_names(originals, source.path)
-        if stream.columns is not None:
-            unexpected = [c for c in clean if c not in stream.columns]
-            if unexpected:
-                raise LoaderError(f"{source.path}: unexpected column(s) {unexpected}; expected {stream.columns}")
-        by_clean = dict(zip(clean, originals))
+@dataclass
+class FileRead:
+    """What one file gave: rows to load, lines held back, or the reason the whole file was."""
 
-        def column(name: str) -> str:
-            if name not in by_clean:
-                return f"cast(null as varchar) as {q(name)}"
-            value = f"cast({q(by_clean[name])} as varchar)" if stream.as_text else q(by_clean[name])
-            return f"{value} as {q(name)}"
-
-        select = [column(c) for c in (stream.columns if stream.columns is not None else clean)]
-        literal = source.path.replace("'", "''")
-        return con.execute(
-            f"select {', '.join(select)}, '{literal}' as {SOURCE_FILE}, "
-            f"cast(_line_ as bigint) as {SOURCE_LINE} from _file order by _line_"
-        ).to_arrow_table()
-    finally:
-        con.execute("drop table if exists _file")
+    data: pa.Table
+    held_back: list[HeldBack] = field(default_factory=list)
+    unreadable: str | None = None  # the whole file is held back, for this reason
+    rejects: pa.Table | None = None  # typed values that did not parse (``types``)
+    content_hash: str | None = None
 
 
 def read_file(
     con: Any, source: SourceFile, stream: FileStreamConfig, stream_name: str, rejected_at: datetime
+) -> FileRead:
+    """The file's rows (text columns named and ordered as the stream expects, plus file, line
+    and missing fields), its held-back lines, and the values ``types`` could not coerce."""
+    fs, path = filesystem(source.path, stream.storage_options)
+    columns = list(stream.columns) if stream.columns is not None else None
+    try:
+        handle = fs.open(path, "rb")
+    except OSError as exc:
+        raise LoaderError(f"{source.path}: cannot open: {exc}") from exc
+    try:
+        hashing = _Hashing(handle, hashing=source.content_hash is None)
+        tables: list[pa.Table]
+        held: list[HeldBack]
+        try:
+            if source.size == 0:
+                tables, held, found = [], [], list(columns or [])
+            elif stream.format == "jsonl":
+                tables, held, found = jsonl.read(con, hashing, columns)  # type: ignore[arg-type]
+            elif stream.format == "csv":
+                tables, held, found = csvfile.read(hashing, columns)  # type: ignore[arg-type]
+            else:
+                tables, found = _read_parquet(con, hashing.read(), stream, source.path)
+                held = []
+        except _FetchError as exc:
+            raise LoaderError(f"{source.path}: reading failed: {exc}") from exc
+        except Exception as exc:  # the content: duckdb, pyarrow, csv, a header that cannot be used
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.debug("%s cannot be read", source.path, exc_info=True)
+            log.warning("%s cannot be read as %s (file held back): %s", source.path, stream.format, reason)
+            return FileRead(_empty(stream), unreadable=f"cannot read as {stream.format}: {reason}")
+    finally:
+        handle.close()
+    digest = source.content_hash or f"md5:{hashing.digest.hexdigest()}"  # type: ignore[union-attr]
+    data = _assemble(tables, columns if columns is not None else found, stream, source.path)
+    for line in held[:5]:
+        log.warning("%s line %s: %s (line held back)", source.path, line.line, line.reason)
+    if len(held) > 5:
+        log.warning("%s: %d more lines held back", source.path, len(held) - 5)
+    data, rejects = _coerce(con, data, stream, stream_name, rejected_at)
+    return FileRead(data, held, None, rejects, digest)
+
+
+def _read_parquet(con: Any, content: bytes, stream: FileStreamConfig, where: str) -> tuple[list[pa.Table], list[str]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(content))
+    clean = sanitized_names(table.column_names, where)
+    table = table.rename_columns(clean)
+    if stream.columns is not None:
+        unexpected = [c for c in clean if c not in stream.columns]
+        if unexpected:
+            raise ValueError(f"unexpected column(s) {unexpected}; expected {stream.columns}")
+    if stream.as_text and table.num_columns:
+        con.register("_parquet", table)
+        try:
+            table = con.execute(
+                f"select {', '.join(f'cast({q(c)} as varchar) as {q(c)}' for c in clean)} from _parquet"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_parquet")
+    table = table.append_column(SOURCE_LINE, pa.array(range(1, table.num_rows + 1), pa.int64()))
+    if stream.columns is not None:
+        missing = ",".join(c for c in stream.columns if c not in clean) or None
+        table = table.append_column(MISSING_FIELDS, pa.repeat(pa.scalar(missing, pa.string()), table.num_rows))
+    return [table], clean
+
+
+def _assemble(tables: list[pa.Table], columns: list[str], stream: FileStreamConfig, path: str) -> pa.Table:
+    """One table: the columns in order (absent ones NULL), then file, line, missing fields."""
+    if not tables:
+        return _empty(stream, columns)
+    data = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    arrays, names = [], []
+    for column in columns:
+        names.append(column)
+        if column in data.column_names:
+            arrays.append(data.column(column))
+        else:
+            arrays.append(pa.nulls(data.num_rows, pa.string()))
+    names.append(SOURCE_FILE)
+    arrays.append(pa.repeat(pa.scalar(path, pa.string()), data.num_rows))
+    names.append(SOURCE_LINE)
+    arrays.append(data.column(SOURCE_LINE))
+    if stream.columns is not None:
+        names.append(MISSING_FIELDS)
+        arrays.append(data.column(MISSING_FIELDS))
+    return pa.table(arrays, names=names)
+
+
+def _coerce(
+    con: Any, text: pa.Table, stream: FileStreamConfig, stream_name: str, rejected_at: datetime
 ) -> tuple[pa.Table, pa.Table]:
     """(rows to load, rejected values). A row with a value that does not parse as its declared
     type is held back whole and each bad value is reported with file, line and column; NULLs
     stay NULL; the file's other rows load."""
     from loaders.state import REJECTS_SCHEMA
 
-    text = _text_table(con, source, stream)
     if not stream.types:
         return text, REJECTS_SCHEMA.empty_table()
     unknown = [c for c in stream.types if c not in text.column_names]
@@ -226,12 +324,26 @@ def read_file(
     return data, rejects
 
 
+def _empty(stream: FileStreamConfig, columns: list[str] | None = None) -> pa.Table:
+    """No rows, the stream's columns as text: a file with no record, a catalog with no file."""
+    names = list(columns if columns is not None else (stream.columns or list(stream.types)))
+    arrays = [pa.array([], pa.string()) for _ in names]
+    names += [SOURCE_FILE, SOURCE_LINE]
+    arrays += [pa.array([], pa.string()), pa.array([], pa.int64())]
+    if stream.columns is not None:
+        names.append(MISSING_FIELDS)
+        arrays.append(pa.array([], pa.string()))
+    return pa.table(arrays, names=names)
+
+
 def empty_table(stream: FileStreamConfig) -> pa.Table:
     """No rows, the stream's columns and types: a catalog with no file still has its table."""
     import duckdb
 
-    columns = stream.columns or list(stream.types)
-    select = [f"cast(null as {stream.types.get(c, 'varchar')}) as {q(c)}" for c in columns]
-    query = f"select {', '.join([*select, f'cast(null as varchar) as {SOURCE_FILE}', f'cast(null as bigint) as {SOURCE_LINE}'])} limit 0"
+    empty = _empty(stream)
     with duckdb.connect() as con:
-        return con.execute(query).to_arrow_table()
+        con.register("_empty", empty)
+        select = [
+            f"cast({q(c)} as {stream.types[c]}) as {q(c)}" if c in stream.types else q(c) for c in empty.column_names
+        ]
+        return con.execute(f"select {', '.join(select)} from _empty").to_arrow_table()

@@ -1,20 +1,24 @@
 """SQLite tables -> warehouse, driven by configuration only.
 
 The schema is read from SQLite itself (``PRAGMA table_info``); declared types map to Arrow
-types by SQLite's affinity rules. Timestamp columns named in the configuration are converted
-exactly: epoch seconds (INTEGER or REAL with fractions) and ISO-8601 text become UTC timestamps
-with microseconds. NULL stays NULL in every type.
+types by SQLite's affinity rules, and ``NUMERIC(p, s)`` / ``DECIMAL(p, s)`` to exact decimals
+(values rounded half away from zero to the declared scale). Columns named under ``timestamps``
+are converted exactly: epoch seconds (INTEGER or REAL with fractions), epoch milliseconds and
+ISO-8601 text become UTC timestamps with microseconds, ``date`` text (``YYYY-MM-DD``) becomes a
+date. NULL stays NULL in every type. The keys read for delete propagation are converted by the
+same rules as the rows, so they compare with the rows they identify.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +28,8 @@ from loaders.errors import LoaderError
 from roundtrip.core.sql import quote
 
 log = logging.getLogger(__name__)
+_DECIMAL = re.compile(r"(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,10 @@ class SqliteColumn:
             return pa.float64()
         if "BOOL" in declared:
             return pa.bool_()
-        return pa.string()  # NUMERIC affinity: kept as text, exact
+        fixed = _DECIMAL.search(declared)
+        if fixed and 0 < int(fixed.group(1)) <= 38 and int(fixed.group(2) or 0) <= int(fixed.group(1)):
+            return pa.decimal128(int(fixed.group(1)), int(fixed.group(2) or 0))
+        return pa.string()  # other NUMERIC affinity (no precision, DATE, ...): kept as text, exact
 
 
 def read_schema(con: sqlite3.Connection, table: str) -> list[SqliteColumn]:
@@ -84,6 +93,64 @@ def _to_timestamp(
                 f"is not a {kind} timestamp ({exc})"
             ) from exc
     return pa.array(out, pa.timestamp("us", tz="UTC"))
+
+
+def _to_date(values: list[object], column: str, table: str, row_name: Callable[[int], str]) -> pa.Array:
+    out: list[date | None] = []
+    for offset, value in enumerate(values):
+        try:
+            if value is not None and not (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+                raise ValueError("not YYYY-MM-DD")
+            out.append(None if value is None else date.fromisoformat(value))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise LoaderError(
+                f"SQLite table {table!r}, {row_name(offset)}: column {column!r} value {value!r} is not a date ({exc})"
+            ) from exc
+    return pa.array(out, pa.date32())
+
+
+def _to_decimal(
+    values: list[object], wanted: pa.Decimal128Type, column: str, table: str, row_name: Callable[[int], str]
+) -> pa.Array:
+    """Exact: integers and text as they are, REAL through its shortest repr; rounded half away
+    from zero to the declared scale; more digits than the precision is an error naming the row."""
+    step = Decimal(1).scaleb(-wanted.scale)
+    out: list[Decimal | None] = []
+    for offset, value in enumerate(values):
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            text = repr(value) if isinstance(value, float) else str(value).strip()
+            number = Decimal(text).quantize(step, rounding=ROUND_HALF_UP)
+            if not number.is_finite() or len(number.as_tuple().digits) > wanted.precision:
+                raise ValueError(f"does not fit decimal({wanted.precision}, {wanted.scale})")
+        except (ValueError, ArithmeticError, InvalidOperation) as exc:
+            raise LoaderError(
+                f"SQLite table {table!r}, {row_name(offset)}: column {column!r} value {value!r} is not a "
+                f"decimal({wanted.precision}, {wanted.scale}) ({exc})"
+            ) from exc
+        out.append(number)
+    return pa.array(out, wanted)
+
+
+def column_array(
+    values: list[object],
+    column: SqliteColumn,
+    kind: TimestampKind | None,
+    table: str,
+    row_name: Callable[[int], str],
+) -> pa.Array:
+    """One column's values as Arrow, the way the configuration and the declared type say: the
+    one conversion of both the rows and the keys."""
+    if kind == "date":
+        return _to_date(values, column.name, table, row_name)
+    if kind is not None:
+        return _to_timestamp(values, kind, column.name, table, row_name)
+    wanted = column.arrow_type
+    if pa.types.is_decimal(wanted):
+        return _to_decimal(values, wanted, column.name, table, row_name)  # type: ignore[arg-type]
+    return _typed(values, column, table, row_name)
 
 
 def _select(table: SqliteTableConfig, names: list[str], since: object | None) -> tuple[str, list[object]]:
@@ -143,11 +210,7 @@ def read_batches(
             row_name = functools.partial(_row_name, rows, read, table.primary_key, names)
             for i, column in enumerate(columns):
                 values = [row[i] for row in rows]
-                kind = table.timestamps.get(column.name)
-                if kind:
-                    arrays.append(_to_timestamp(values, kind, column.name, table.name, row_name))
-                else:
-                    arrays.append(_typed(values, column, table.name, row_name))
+                arrays.append(column_array(values, column, table.timestamps.get(column.name), table.name, row_name))
             raw_max = None
             if table.cursor:
                 position = names.index(table.cursor)
@@ -208,7 +271,13 @@ def read_keys(path: Path, table: SqliteTableConfig) -> pa.Table:
         con.close()
     return pa.table(
         [
-            _typed([r[i] for r in rows], columns[k], table.name, lambda offset: f"key row {offset + 1}")
+            column_array(
+                [r[i] for r in rows],
+                columns[k],
+                table.timestamps.get(k),
+                table.name,
+                lambda offset: f"key row {offset + 1}",
+            )
             for i, k in enumerate(table.primary_key)
         ],
         names=table.primary_key,

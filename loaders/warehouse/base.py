@@ -54,8 +54,19 @@ class Warehouse(Protocol):
 
     def append(self, schema: str, table: str, batches: Batches) -> int: ...
 
-    def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int:
-        """Delete rows whose ``column`` is one of ``values``; returns how many."""
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        """Create the table with these columns, or add those it lacks (additive evolution)."""
+
+    def delete_where(
+        self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
+    ) -> int:
+        """Delete rows whose ``column`` is one of ``values`` (and, with ``scope``, whose other
+        columns equal the given texts); returns how many."""
+
+    def update_where(
+        self, schema: str, table: str, column: str, old: str, new: str, scope: dict[str, str] | None = None
+    ) -> int:
+        """Set ``column`` to ``new`` where it is ``old`` (and ``scope`` matches); returns how many."""
 
     def replace(self, schema: str, table: str, batches: Batches) -> int:
         """Swap the table's rows for ``batches`` atomically (no batch at all empties it)."""

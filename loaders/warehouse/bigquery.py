@@ -302,17 +302,39 @@ class BigQueryWarehouse:
                 self._run(f"insert into {relation} ({column_list}) select {column_list} from {stage}")
         return added
 
-    def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int:
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        self._ensure_table(schema, table, columns)
+
+    def delete_where(
+        self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
+    ) -> int:
         if not values or self._existing(schema, table) is None:
             return 0
         relation = self.relation(schema, table)
         where = f"{q(column)} in unnest([{', '.join(bq_string(v) for v in values)}])"
+        where += "".join(f" and {q(c)} = {bq_string(v)}" for c, v in (scope or {}).items())
         row = self._fetchone(f"select count(*) from {relation} where {where}")
         deleted = int(row[0]) if row else 0
         if deleted:
             with self.transaction():
                 self._run(f"delete from {relation} where {where}")
         return deleted
+
+    def update_where(
+        self, schema: str, table: str, column: str, old: str, new: str, scope: dict[str, str] | None = None
+    ) -> int:
+        if self._existing(schema, table) is None:
+            return 0
+        relation = self.relation(schema, table)
+        where = f"{q(column)} = {bq_string(old)}" + "".join(
+            f" and {q(c)} = {bq_string(v)}" for c, v in (scope or {}).items()
+        )
+        row = self._fetchone(f"select count(*) from {relation} where {where}")
+        changed = int(row[0]) if row else 0
+        if changed:
+            with self.transaction():
+                self._run(f"update {relation} set {q(column)} = {bq_string(new)} where {where}")
+        return changed
 
     def replace(self, schema: str, table: str, batches: Batches) -> int:
         """DELETE all + INSERT in one transaction (TRUNCATE and DDL are not allowed inside one)."""

@@ -129,20 +129,49 @@ class DuckDBWarehouse:
         return int(row[0]) if row else 0
 
     def append(self, schema: str, table: str, batches: Batches) -> int:
+        """Straight from each Arrow batch (no staging copy: nothing to compare before an append)."""
+        added = 0
         with self.transaction():
-            stage = self._stage(batches)
-            if stage is None:
-                return 0
-            relation = self._ensure_table(schema, table, stage)
-            row = self._fetchone(f"insert into {relation} by name select * from {stage}")
-            self.con.execute(f"drop table {stage}")
-        return int(row[0]) if row else 0
+            for batch in batches:
+                view = f"_incoming_{uuid.uuid4().hex[:12]}"
+                self.con.register(view, batch)
+                try:
+                    relation = self._ensure_table(schema, table, view)
+                    row = self._fetchone(f"insert into {relation} by name select * from {view}")
+                    added += int(row[0]) if row else 0
+                finally:
+                    self.con.unregister(view)
+        return added
 
-    def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int:
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        view = f"_columns_{uuid.uuid4().hex[:12]}"
+        self.con.register(view, columns.empty_table())
+        try:
+            self._ensure_table(schema, table, view)
+        finally:
+            self.con.unregister(view)
+
+    def delete_where(
+        self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
+    ) -> int:
         if not values or not self._exists(schema, table):
             return 0
+        scoped = "".join(f" and {q(c)} = ?" for c in scope or {})
         row = self.con.execute(
-            f"delete from {self._relation(schema, table)} where {q(column)} in (select unnest(?))", [values]
+            f"delete from {self._relation(schema, table)} where {q(column)} in (select unnest(?)){scoped}",
+            [values, *(scope or {}).values()],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def update_where(
+        self, schema: str, table: str, column: str, old: str, new: str, scope: dict[str, str] | None = None
+    ) -> int:
+        if not self._exists(schema, table):
+            return 0
+        scoped = "".join(f" and {q(c)} = ?" for c in scope or {})
+        row = self.con.execute(
+            f"update {self._relation(schema, table)} set {q(column)} = ? where {q(column)} = ?{scoped}",
+            [new, old, *(scope or {}).values()],
         ).fetchone()
         return int(row[0]) if row else 0
 

@@ -142,11 +142,30 @@ class PostgresWarehouse:
             self.conn.execute(f"drop table {stage}")
         return added
 
-    def delete_where(self, schema: str, table: str, column: str, values: list[str]) -> int:
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        with self.transaction():
+            self._ensure_table(schema, table, columns)
+
+    def delete_where(
+        self, schema: str, table: str, column: str, values: list[str], scope: dict[str, str] | None = None
+    ) -> int:
         if not values or not self._columns(schema, table):
             return 0
+        scoped = "".join(f" and {q(c)} = %s" for c in scope or {})
         return self.conn.execute(
-            f"delete from {self._relation(schema, table)} where {q(column)} = any(%s)", [values]
+            f"delete from {self._relation(schema, table)} where {q(column)} = any(%s){scoped}",
+            [values, *(scope or {}).values()],
+        ).rowcount
+
+    def update_where(
+        self, schema: str, table: str, column: str, old: str, new: str, scope: dict[str, str] | None = None
+    ) -> int:
+        if not self._columns(schema, table):
+            return 0
+        scoped = "".join(f" and {q(c)} = %s" for c in scope or {})
+        return self.conn.execute(
+            f"update {self._relation(schema, table)} set {q(column)} = %s where {q(column)} = %s{scoped}",
+            [new, old, *(scope or {}).values()],
         ).rowcount
 
     def replace(self, schema: str, table: str, batches: Batches) -> int:

@@ -2,13 +2,16 @@
     live here, behind adapter.dispatch; models never test target.type. -#}
 
 {#- ISO-8601 text -> UTC timestamp; NULL when NULL or not ISO-8601 (no guessing at other
-    shapes: '1700000000' or '20/11/2026' are invalid). No offset means UTC. -#}
+    shapes: '1700000000' or '20/11/2026' are invalid). No offset means UTC. The edges are one
+    rule on every engine (docs/contract.md, "Timestamps"): years 0001-9999, hours 00-23 (no
+    24:00:00), seconds 00-59 (no leap second), offsets up to ±14:59, a real calendar day (no
+    30 February), and the UTC instant itself within 0001-01-01 and 9999-12-31. -#}
 {% macro parse_iso_timestamp(text) -%}
     {{ return(adapter.dispatch('parse_iso_timestamp', 'roundtrip')(text)) }}
 {%- endmacro %}
 
 {% macro iso_timestamp_pattern() -%}
-    '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})?$'
+    '^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?$'
 {%- endmacro %}
 
 {#- Text without an offset is UTC: a 'Z' is added before parsing, so that the session time
@@ -18,10 +21,21 @@
         then {{ text }} else {{ text }} || 'Z' end
 {%- endmacro %}
 
+{#- A UTC timestamp, or NULL outside 0001-01-01 .. 9999-12-31 (an offset can move year 1 or
+    year 9999 across; engines disagree about what lies beyond). -#}
+{% macro within_timestamp_range(timestamp_expression) -%}
+    case
+        when {{ timestamp_expression }} between timestamp '0001-01-01 00:00:00'
+            and timestamp '9999-12-31 23:59:59.999999' then {{ timestamp_expression }}
+    end
+{%- endmacro %}
+
 {% macro default__parse_iso_timestamp(text) -%}
     case
         when regexp_matches({{ text }}, {{ iso_timestamp_pattern() }})
-            then cast(timezone('UTC', try_cast({{ with_utc_default(text) }} as timestamptz)) as timestamp)
+            then {{ within_timestamp_range(
+                "cast(timezone('UTC', try_cast(" ~ with_utc_default(text) ~ " as timestamptz)) as timestamp)"
+            ) }}
     end
 {%- endmacro %}
 
@@ -29,10 +43,13 @@
     case
         when {{ text }} ~ {{ iso_timestamp_pattern() }}
             and pg_input_is_valid({{ with_utc_default(text) }}, 'timestamptz')
-            then cast({{ with_utc_default(text) }} as timestamptz) at time zone 'UTC'
+            then {{ within_timestamp_range(
+                "(cast(" ~ with_utc_default(text) ~ " as timestamptz) at time zone 'UTC')"
+            ) }}
     end
 {%- endmacro %}
 
+{#- BigQuery's TIMESTAMP ends at year 1 and 9999 already: safe_cast is NULL beyond. -#}
 {% macro bigquery__parse_iso_timestamp(text) -%}
     case
         when regexp_contains({{ text }}, r{{ iso_timestamp_pattern() }})

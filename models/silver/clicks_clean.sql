@@ -4,56 +4,19 @@
         incremental_strategy='delete+insert',
         unique_key='source_file',
         on_schema_change='fail',
+        post_hook="{{ delete_files_gone_from_bronze(ref('stg_events__clicks')) }}",
     )
 }}
 {#- One row per bronze click record, nothing dropped: typed, deduplicated, validated.
     Rules: docs/contract.md and _silver__models.yml. Incremental builds work as in
-    orders_clean (no catalog here). -#}
+    orders_clean (event_records_in_scope; no catalog here). -#}
 with
 
 clicks as (
     select * from {{ ref('stg_events__clicks') }}
 ),
 
-{% if is_incremental() %}
-click_keys as (
-    -- what decides which records to rebuild, cheap to read in full (no parsing)
-    select
-        source_file,
-        loaded_at,
-        ingestion_id
-    from {{ ref('stg_events__clicks') }}
-),
-
-{{ reloaded_files_ctes('click_keys') }},
-
-files_to_rebuild as (
-    select source_file from reloaded_files
-    union distinct
-    select click_keys.source_file
-    from click_keys
-    inner join reloaded_ingestion_ids on click_keys.ingestion_id = reloaded_ingestion_ids.ingestion_id
-),
-
-{{ files_to_read_cte('click_keys') }},
-
-clicks_in_scope as (
-    -- joins on the landing file only, so that only these files are parsed
-    select
-        clicks.*,
-        files_to_rebuild.source_file is not null as is_rebuilt
-    from clicks
-    inner join files_to_read on clicks.source_file = files_to_read.source_file
-    left join files_to_rebuild on clicks.source_file = files_to_rebuild.source_file
-),
-{% else %}
-clicks_in_scope as (
-    select
-        *,
-        true as is_rebuilt
-    from clicks
-),
-{% endif %}
+{{ event_records_in_scope('clicks', ref('stg_events__clicks')) }},
 
 clicks_ranked as (
     select
@@ -103,6 +66,7 @@ clicks_validated as (
             ('invalid_event_type', "event_type is null or event_type not in ('search', 'view', 'click', 'add_to_cart')"),
             ('invalid_event_ts', 'event_ts is null'),
             ('missing_item_id', "item_id is null and (event_type is null or event_type <> 'search')"),
+            ('missing_fields', 'missing_fields is not null'),
         ]) }} as validation_errors,
         source_file,
         source_line,

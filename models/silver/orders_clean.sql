@@ -4,40 +4,17 @@
         incremental_strategy='delete+insert',
         unique_key='source_file',
         on_schema_change='fail',
+        post_hook="{{ delete_files_gone_from_bronze(ref('stg_events__orders')) }}",
     )
 }}
 {#- One row per bronze order record, nothing dropped: typed, deduplicated, validated, enriched.
     Rules: docs/contract.md and _silver__models.yml.
 
-    Incremental builds replace whole landed files (delete+insert on source_file) and rebuild
-    every file whose rows can change: files silver does not have or whose rows were loaded again
-    since, files holding another copy of one of their ingestion_ids (now or before the reload: a
-    late or an earlier copy moves the original), and files with orders of catalog items loaded
-    since the newest load silver has seen. The result is the same as a full refresh
-    (tests/test_models_incremental.py). -#}
-with
-
-orders as (
-    select * from {{ ref('stg_events__orders') }}
-),
-
-items as (
-    select * from {{ ref('stg_catalog__items') }}
-),
-
-{% if is_incremental() %}
-order_keys as (
-    -- what decides which records to rebuild, cheap to read in full (no parsing)
-    select
-        source_file,
-        loaded_at,
-        ingestion_id,
-        item_id
-    from {{ ref('stg_events__orders') }}
-),
-
-{{ reloaded_files_ctes('order_keys') }},
-
+    Incremental builds replace whole landed files and rebuild every file whose rows can change
+    (event_records_in_scope): reloaded files, other copies of their ingestion ids, files that
+    left bronze, and here also files with orders of catalog items loaded since the newest load
+    silver has seen. The result is the same as a full refresh (tests/test_models_incremental.py). -#}
+{%- set catalog_changes %}
 last_build as (
     select max(loaded_at) as loaded_at
     from built_files
@@ -49,38 +26,25 @@ changed_items as (
     from items
     inner join last_build on items.loaded_at > last_build.loaded_at or last_build.loaded_at is null
 ),
+{% endset %}
+{%- set orders_of_changed_items %}
+    select orders_keys.source_file
+    from orders_keys
+    inner join changed_items on orders_keys.item_id = changed_items.item_id
+{%- endset %}
+with
 
-files_to_rebuild as (
-    select source_file from reloaded_files
-    union distinct
-    select order_keys.source_file
-    from order_keys
-    inner join reloaded_ingestion_ids on order_keys.ingestion_id = reloaded_ingestion_ids.ingestion_id
-    union distinct
-    select order_keys.source_file
-    from order_keys
-    inner join changed_items on order_keys.item_id = changed_items.item_id
+orders as (
+    select * from {{ ref('stg_events__orders') }}
 ),
 
-{{ files_to_read_cte('order_keys') }},
+items as (
+    select * from {{ ref('stg_catalog__items') }}
+),
 
-orders_in_scope as (
-    -- joins on the landing file only, so that only these files are parsed
-    select
-        orders.*,
-        files_to_rebuild.source_file is not null as is_rebuilt
-    from orders
-    inner join files_to_read on orders.source_file = files_to_read.source_file
-    left join files_to_rebuild on orders.source_file = files_to_rebuild.source_file
-),
-{% else %}
-orders_in_scope as (
-    select
-        *,
-        true as is_rebuilt
-    from orders
-),
-{% endif %}
+{{ event_records_in_scope(
+    'orders', ref('stg_events__orders'), ['item_id'], catalog_changes, orders_of_changed_items
+) }},
 
 orders_ranked as (
     select
@@ -148,6 +112,7 @@ orders_validated as (
             ('invalid_quantity', 'quantity is null or quantity <= 0'),
             ('invalid_price', 'unit_price is null or unit_price <= 0 or unit_price >= 10000'),
             ('unknown_item', 'item_id is not null and not is_known_item'),
+            ('missing_fields', 'missing_fields is not null'),
         ]) }} as validation_errors,
         source_file,
         source_line,

@@ -136,9 +136,10 @@ def report_error(exc: BaseException, debug: bool) -> None:
     if debug:
         err_console.print_exception()
     message, hint = describe(exc)
-    err_console.print(f"[bold red]error:[/] {escape(redact(message))}")
+    # soft_wrap: one line however long (a path, a command), never folded at the console width
+    err_console.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {escape(redact(hint))}")
+        err_console.print(f"[dim]hint:[/] {escape(redact(hint))}", soft_wrap=True)
 
 
 def run_cli(app: Callable[..., Any], argv: Sequence[str] | None = None) -> None:

@@ -35,5 +35,8 @@ BRONZE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 STREAMS = tuple(BRONZE_FIELDS)
 
-# what the file loader adds to every bronze record
+# what the file loader adds to every bronze record: its landing file and physical line, when it
+# was loaded, and the contract fields it lacked entirely (NULL: none; a field sent as null is not
+# missing). Spark's reader computes the same _missing_fields (docs/contract.md, "Bronze records").
 SOURCE_FILE, SOURCE_LINE, LOADED_AT = "_source_file", "_source_line", "_loaded_at"
+MISSING_FIELDS = "_missing_fields"

@@ -69,8 +69,10 @@ def lock_holder(message: str) -> str | None:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         words = [Path(a.decode()).name if i == 0 else a.decode() for i, a in enumerate(argv) if a]
-        # `python -m loaders files ...` or `.../bin/dbt build ...`: the program and its command
-        shown = " ".join(w for w in words[:4] if not w.startswith("/"))
+        # `python -m loaders files ...` or `.../bin/dbt build ...`: the program and its command,
+        # on one line (a `python -c` script has line breaks), at most 80 characters
+        shown = " ".join(" ".join(w.split()) for w in words[:4] if not w.startswith("/"))
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"
     except OSError:
         shown = Path(match.group("program")).name
     return f"PID {pid} ({shown})" if shown else f"PID {pid}"

@@ -17,6 +17,7 @@ renamed as (
         cast(event_ts as {{ dbt.type_string() }}) as event_ts_raw,
         {{ parse_iso_timestamp('event_ts') }} as event_ts,
         {{ parse_iso_timestamp('ingested_at') }} as ingested_at,
+        cast(_missing_fields as {{ dbt.type_string() }}) as missing_fields,
         cast(_source_file as {{ dbt.type_string() }}) as source_file,
         cast(_source_line as bigint) as source_line,
         {{ to_utc_timestamp('_loaded_at') }} as loaded_at
