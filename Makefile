@@ -47,8 +47,10 @@ azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob e
 demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary (TARGET=duckdb|postgres)
 	$(PY) -m roundtrip demo --target $(TARGET) $(DEMO_ARGS)
 
+# two workers (one per core), each test file on one of them; PYTEST_WORKERS=0 runs in one process
+PYTEST_WORKERS ?= 2
 test: setup  ## the test suite (starts its own Postgres and Redis)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 lint: setup  ## ruff on Python, sqlfluff (dbt templater) on the models
 	$(BIN)/ruff check .

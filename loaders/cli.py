@@ -26,6 +26,7 @@ from loaders.warehouse import Warehouse, open_warehouse
 from roundtrip.core.cli import (
     DebugOpt,
     JsonOpt,
+    ProgressBoard,
     QuietOpt,
     TargetOpt,
     WaitOpt,
@@ -47,10 +48,18 @@ DateOpt = Annotated[
 T = TypeVar("T")
 
 
+LOAD_COUNTS = (
+    "read", "inserted", "updated", "unchanged", "deleted", "rejected", "held_back",
+    "files_loaded", "files_skipped", "files_moved",
+)  # fmt: skip
+
+
 def _report(title: str, rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         for row in rows:  # one JSON object per line, for scripts
             print(json.dumps(row, default=str))
+    elif rows and "read" in rows[0]:  # loads: their counts in one column, so the table fits
+        print_table(title, rows, merge=LOAD_COUNTS, merged_name="what happened")
     else:
         print_table(title, rows)
 
@@ -101,16 +110,17 @@ def sqlite(
 ) -> None:
     """SQLite tables -> warehouse (staging + MERGE on keys, incremental by cursor)."""
     configure_logging(debug, quiet)
-    rows = _run(
-        target,
-        lambda wh, cfg: [
-            r.as_dict()
-            for name, src in _pick(cfg.sqlite, source, "sqlite source").items()
-            for r in jobs.load_sqlite(name, src, wh, full_refresh)
-        ],
-        config,
-        wait,
-    )
+    with ProgressBoard("rows read") as board:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                r.as_dict()
+                for name, src in _pick(cfg.sqlite, source, "sqlite source").items()
+                for r in jobs.load_sqlite(name, src, wh, full_refresh, progress=board.advance)
+            ],
+            config,
+            wait,
+        )
     _report("sqlite -> warehouse", rows, as_json)
 
 
@@ -127,16 +137,17 @@ def sql(
 ) -> None:
     """SQL database tables (Postgres, MySQL/MariaDB, SQLite; the catalog) -> warehouse."""
     configure_logging(debug, quiet)
-    rows = _run(
-        target,
-        lambda wh, cfg: [
-            r.as_dict()
-            for name, src in _pick(cfg.sql, source, "sql source").items()
-            for r in jobs.load_sql(name, src, wh, full_refresh)
-        ],
-        config,
-        wait,
-    )
+    with ProgressBoard("rows read") as board:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                r.as_dict()
+                for name, src in _pick(cfg.sql, source, "sql source").items()
+                for r in jobs.load_sql(name, src, wh, full_refresh, progress=board.advance)
+            ],
+            config,
+            wait,
+        )
     _report("sql -> warehouse", rows, as_json)
 
 
@@ -152,14 +163,16 @@ def files(
 ) -> None:
     """Event files -> bronze, each file once (a changed file replaces its rows)."""
     configure_logging(debug, quiet)
-    rows = _run(
-        target,
-        lambda wh, cfg: [
-            jobs.load_files(name, s, wh).as_dict() for name, s in _pick(cfg.files, stream, "file stream").items()
-        ],
-        config,
-        wait,
-    )
+    with ProgressBoard("rows read") as board:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                jobs.load_files(name, s, wh, board.advance).as_dict()
+                for name, s in _pick(cfg.files, stream, "file stream").items()
+            ],
+            config,
+            wait,
+        )
     _report("files -> warehouse", rows, as_json)
     held = {str(r["source"]): int(r["held_back"]) + int(r["rejected"]) for r in rows}  # type: ignore[call-overload]
     if any(held.values()):

@@ -28,6 +28,8 @@ from loaders.warehouse.base import LOADED_AT, Warehouse, WriteResult
 
 log = logging.getLogger(__name__)
 
+Progress = Callable[[str, int], None]  # told (source, rows read) as a load goes
+
 # the transactional strategy commits files together until they hold this many rows: a commit per
 # small file costs more than reading it (DuckDB writes row groups straight to the file only for
 # big inserts), and a crash still keeps every group committed before it
@@ -46,6 +48,13 @@ class TableReport:
     files_skipped: int = 0
     files_moved: int = 0  # renamed or moved files recognized by their content: not loaded again
     seconds: float = 0.0
+    progress: Progress | None = field(default=None, repr=False, compare=False)
+
+    def count_read(self, rows: int) -> None:
+        """``rows`` more were read (and the progress display is told)."""
+        self.read += rows
+        if self.progress is not None:
+            self.progress(self.source, rows)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -105,7 +114,7 @@ def _load_table(
 
     def stamped() -> Iterator[pa.Table]:
         for batch, cursor_max in read(since):
-            report.read += batch.num_rows
+            report.count_read(batch.num_rows)
             highest.offer(cursor_max)
             yield _stamp(batch, loaded_at)
 
@@ -116,19 +125,23 @@ def _load_table(
         if cursor and highest.value is not None:
             state.set_watermark(warehouse, key, highest.value)
     report.seconds = time.perf_counter() - started
-    log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
+    log.debug("%s -> %s: %s", report.source, report.table, report.as_dict())
     return report
 
 
 def load_sqlite(
-    name: str, source: SqliteSourceConfig, warehouse: Warehouse, full_refresh: bool = False
+    name: str,
+    source: SqliteSourceConfig,
+    warehouse: Warehouse,
+    full_refresh: bool = False,
+    progress: Progress | None = None,
 ) -> list[TableReport]:
     """Every configured table: staging + one MERGE on the keys, incremental by cursor, optional
     delete propagation; the watermark commits in the same transaction as the rows it covers."""
     path = Path(source.path)
     return [
         _load_table(
-            TableReport(f"sqlite:{name}", f"{source.target_schema}.{table.name}"),
+            TableReport(f"sqlite:{name}", f"{source.target_schema}.{table.name}", progress=progress),
             warehouse,
             source.target_schema,
             table.name,
@@ -149,11 +162,17 @@ def _propagate_deletes(path: Path, table: SqliteTableConfig, schema: str, wareho
     return warehouse.delete_missing(schema, table.name, table.primary_key, [keys])
 
 
-def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refresh: bool = False) -> list[TableReport]:
+def load_sql(
+    name: str,
+    source: SqlSourceConfig,
+    warehouse: Warehouse,
+    full_refresh: bool = False,
+    progress: Progress | None = None,
+) -> list[TableReport]:
     """Tables of a SQL database (Postgres, MySQL/MariaDB, SQLite): full, or incremental by cursor."""
     return [
         _load_table(
-            TableReport(f"sql:{name}", f"{source.target_schema}.{table.name}"),
+            TableReport(f"sql:{name}", f"{source.target_schema}.{table.name}", progress=progress),
             warehouse,
             source.target_schema,
             table.name,
@@ -166,16 +185,18 @@ def load_sql(name: str, source: SqlSourceConfig, warehouse: Warehouse, full_refr
     ]
 
 
-def load_all(config: LoadersConfig, warehouse: Warehouse) -> list[TableReport]:
+def load_all(config: LoadersConfig, warehouse: Warehouse, progress: Progress | None = None) -> list[TableReport]:
     """Every configured source into ``warehouse``: SQLite tables, SQL database tables, then file
     streams (what ``make load`` does, in one process)."""
-    reports = [r for name, source in config.sqlite.items() for r in load_sqlite(name, source, warehouse)]
-    reports += [r for name, source in config.sql.items() for r in load_sql(name, source, warehouse)]
-    reports += [load_files(name, stream, warehouse) for name, stream in config.files.items()]
+    reports = [r for n, source in config.sqlite.items() for r in load_sqlite(n, source, warehouse, progress=progress)]
+    reports += [r for n, source in config.sql.items() for r in load_sql(n, source, warehouse, progress=progress)]
+    reports += [load_files(n, stream, warehouse, progress) for n, stream in config.files.items()]
     return reports
 
 
-def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> TableReport:
+def load_files(
+    name: str, stream: FileStreamConfig, warehouse: Warehouse, progress: Progress | None = None
+) -> TableReport:
     """``transactional``: new files, one transaction per file; a changed file replaces exactly
     its own rows; a renamed file is recognized by its content (its rows follow it, nothing is
     loaded twice); a file gone from the folder keeps or drops its rows (``deleted_files``); a
@@ -189,7 +210,7 @@ def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> Tab
     held-back file is read again only when its content changes.
     """
     started = time.perf_counter()
-    report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}")
+    report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}", progress=progress)
     listing = file_source.list_files(stream)
     seen = state.read_manifest(warehouse, name)
     if stream.columns is not None:  # the table has its declared columns, rows or not (dbt reads them)
@@ -201,7 +222,7 @@ def load_files(name: str, stream: FileStreamConfig, warehouse: Warehouse) -> Tab
     else:
         _Transactional(name, stream, warehouse, report, listing, seen).run()
     report.seconds = time.perf_counter() - started
-    log.info("%s -> %s: %s", report.source, report.table, report.as_dict())
+    log.debug("%s -> %s: %s", report.source, report.table, report.as_dict())
     if report.held_back:
         log.warning(
             "%s: %d line(s) or file(s) held back (python -m loaders quarantine --stream %s)",
@@ -371,7 +392,7 @@ class _Transactional:
                 len(held),
             )
         )
-        self.report.read += rows + rejected + len(held)
+        self.report.count_read(rows + rejected + len(held))
         self.report.files_loaded += 1
 
     # ------------------------------------------------------------ writes
@@ -468,7 +489,7 @@ def _load_catalog(
                 if read.rejects is not None:
                     all_rejects.append(read.rejects)
                 rows = read.data.num_rows if read.unreadable is None else 0
-                report.read += rows + len(held) + (read.rejects.num_rows if read.rejects is not None else 0)
+                report.count_read(rows + len(held) + (read.rejects.num_rows if read.rejects is not None else 0))
                 status = state.HELD_BACK if read.unreadable is not None else state.LOADED
                 entries.append(
                     state.ManifestEntry(

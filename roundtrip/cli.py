@@ -92,7 +92,9 @@ def demo(
         return
     console.rule("summary")
     print_table("generated", [report.generated])
-    print_table("loaded into the warehouse", report.loaded)
+    from loaders.cli import LOAD_COUNTS
+
+    print_table("loaded into the warehouse", report.loaded, merge=LOAD_COUNTS, merged_name="what happened")
     where = load_settings().duckdb_path if target == "duckdb" else "the Postgres warehouse"
     print_table(f"rows per layer ({where})", report.layers)
     from reverse_etl.cli import COUNT_NAMES

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from roundtrip.core.cli import step
 from roundtrip.core.contract import BRONZE_FIELDS
 from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
@@ -205,8 +206,9 @@ def transform_clicks(clicks: DataFrame, window: DateWindow) -> DataFrame:
 
 
 def load(silver: Silver, cfg: JobConfig) -> None:
-    for table in TABLES:
-        storage.write_partitions(getattr(silver, table), cfg.table_path("silver", table), cfg.window)
+    for table in TABLES:  # Spark computes a table when it writes it: each write is a stage
+        with step(f"Spark: silver.{table}"):
+            storage.write_partitions(getattr(silver, table), cfg.table_path("silver", table), cfg.window)
 
 
 HELP = "Bronze files -> silver orders_clean and clicks_clean (the window's event_date partitions)."

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from roundtrip.core.cli import step
 from spark_jobs import storage
 from spark_jobs.config import DateWindow, JobConfig
 from spark_jobs.expressions import round_ratio, valid_rows
@@ -194,9 +195,11 @@ def hourly_order_patterns(orders: DataFrame) -> DataFrame:
 
 
 def load(gold: Gold, cfg: JobConfig) -> None:
-    for table in PARTITIONED:
-        storage.write_partitions(getattr(gold, table), cfg.table_path("gold", table), cfg.window)
-    storage.replace_table(gold.hourly_order_patterns, cfg.table_path("gold", "hourly_order_patterns"))
+    for table in PARTITIONED:  # Spark computes a table when it writes it: each write is a stage
+        with step(f"Spark: gold.{table}"):
+            storage.write_partitions(getattr(gold, table), cfg.table_path("gold", table), cfg.window)
+    with step("Spark: gold.hourly_order_patterns"):
+        storage.replace_table(gold.hourly_order_patterns, cfg.table_path("gold", "hourly_order_patterns"))
 
 
 HELP = "Silver -> the gold tables (the window's event_date partitions; hourly patterns whole)."

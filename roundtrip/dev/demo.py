@@ -97,11 +97,11 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
                 "files": gen.files,
             }
 
-        with _stage(report, "load"):
+        with _stage(report, "load"), ProgressBoard("rows read") as board:
             config = load_config(settings=settings)
             warehouse = open_warehouse(target, settings=settings)
             try:
-                results = jobs.load_all(config, warehouse)
+                results = jobs.load_all(config, warehouse, progress=board.advance)
             finally:
                 warehouse.close()
             report.loaded = [r.as_dict() for r in results]
