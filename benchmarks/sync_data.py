@@ -69,12 +69,12 @@ def redis_spec(name: str, template: str, ttl: int = 86_400) -> SyncSpec:
 
 
 def forget_state(postgres_url: str, sync: str) -> None:
-    """Make the next run of ``sync`` a first run as far as its state goes."""
+    """Make the next run of ``sync`` a first run as far as its state goes (Postgres and cache)."""
     import psycopg
 
-    from reverse_etl.state import ensure_state_schema
+    from reverse_etl.state import ensure_state_schema, forget_sync
+    from roundtrip.core.settings import load_settings
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         ensure_state_schema(conn)
-        conn.execute("delete from reverse_etl.sync_rows where sync = %s", (sync,))
-        conn.execute("vacuum reverse_etl.sync_rows")
+        forget_sync(conn, sync, load_settings().data_dir / "reverse_etl")

@@ -39,11 +39,11 @@ from reverse_etl.counts import SyncCounts
 from reverse_etl.crashpoints import CrashPoints
 from reverse_etl.destinations.base import Changes, Destination
 from reverse_etl.errors import SyncError, SyncLockedError, TransientSyncError, translate
+from reverse_etl.pg import Postgres
 from reverse_etl.records import (
     CHANGE,
     CHANGED,
     HEALED,
-    KEY,
     NEW,
     REASON,
     ROW,
@@ -63,6 +63,7 @@ from reverse_etl.runs import (
     RunLog,
     connect,
     record_end,
+    record_end_sql,
     record_failure,
 )
 from reverse_etl.sources import open_source
@@ -259,27 +260,25 @@ def _record_final(url: str, result: SyncResult) -> None:
         log.warning("sync %s: could not record the end of run %s: %s", result.spec.name, result.run_id, redact(exc))
 
 
-def open_destination(spec: SyncSpec, endpoints: Endpoints, conn: Any, options: RunOptions) -> Destination:
+def open_destination(spec: SyncSpec, endpoints: Endpoints, pg: Postgres, options: RunOptions) -> Destination:
     if spec.settings.destination == "postgres":
         from reverse_etl.destinations.postgres import PostgresDestination
         from reverse_etl.refresh import refresh_serving_models
 
         deferred = options.deferred_refresh
         if deferred is not None:
-            return PostgresDestination(spec, conn, partial(_defer_refresh, deferred, spec.name))
+            return PostgresDestination(spec, pg, partial(_defer_refresh, deferred, spec.name))
         refresh = partial(
             refresh_serving_models, spec, postgres_url=endpoints.postgres_url or "", project_dir=options.dbt_project_dir
         )
-        return PostgresDestination(spec, conn, refresh)
+        return PostgresDestination(spec, pg, refresh)
     if not endpoints.redis_url:
         raise SyncError(f"sync {spec.name}: no Redis configured", hint="set ROUNDTRIP_REDIS_URL")
-    import redis
+    from reverse_etl.destinations.redis import RedisDestination, RedisLink
 
-    from reverse_etl.destinations.redis import RedisDestination
-
-    client = redis.Redis.from_url(endpoints.redis_url, socket_connect_timeout=10)
-    client.ping()
-    return RedisDestination(spec, client)
+    link = RedisLink(endpoints.redis_url)
+    link.connect()
+    return RedisDestination(spec, link)
 
 
 def _defer_refresh(deferred: dict[str, list[str]], sync: str, names: list[str]) -> list[str]:
@@ -312,27 +311,31 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
     dry_run = options.dry_run
     url = endpoints.postgres_url or ""
     destination: Destination | None = None
+    state: StateStore | None = None
+    pg: Postgres | None = None
     source = open_source(spec.warehouse, settings, wait=options.wait)
     try:
-        with Scratch(settings.reverse_etl_duckdb_memory) as scratch, connect(url, spec.name, autocommit=False) as conn:
+        with Scratch(settings.reverse_etl_duckdb_memory) as scratch:
             if spec.source is None:
                 raise SyncError(f"sync {spec.name}: the manifest does not say where model {spec.model} is")
             with timer("read"):
                 relation = source.relation(scratch.con, scratch.db, spec.source, _model_columns(spec))
                 records = Records(scratch, spec, relation, source.describe(spec.source))
-            state = StateStore(conn, spec, result.run_id, dry_run=dry_run)
             try:
-                destination = open_destination(spec, endpoints, conn, options)
+                pg = Postgres(scratch.con, url, spec.name, read_only=dry_run)
+                destination = open_destination(spec, endpoints, pg, options)
                 records.use(destination.shape(records.columns))
+                state = StateStore(pg, records, spec, result.run_id, settings.data_dir / "reverse_etl", dry_run)
                 change = schema_change.compare(state.recorded_columns(), records.types)
                 schema_change.check(
                     change, spec.settings.on_schema_change, spec.name, spec.model, spec.settings.primary_key
                 )
                 with timer("state"):
-                    owned = records.load_state(url, state.snapshot_query(full_resync=options.full_resync))
+                    owned = state.load(full_resync=options.full_resync)
                 with timer("drift"):
-                    drift = destination.drift(owned)
-                    lost = records.mark_lost(drift.all_lost, url, drift.lost_sql)
+                    drift = destination.drift(owned, records.state)
+                    everything = f"select {_columns(records)} from {records.state} where recorded"
+                    lost = records.mark_lost(everything if drift.all_lost else drift.lost)
                 if lost:
                     log.warning(
                         "sync %s: the destination lost %d of %d records; writing them again", spec.name, lost, owned
@@ -343,10 +346,9 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                     for batch in records.rejected():
                         counts.read += batch.num_rows
                         counts.rejected += batch.num_rows
-                        state.reject(batch)
                         _sample_rejections(result, batch, options.sample_size)
                     tracks_gone = spec.mode in ("mirror", "replace")
-                    gone_count = records.gone_count() if tracks_gone else 0
+                    gone_count = records.gone_count() if tracks_gone and owned else 0
                 if not dry_run:
                     guards.check(spec.name, _thresholds(spec, options), owned, gone_count, counts.read, counts.rejected)
                 crash.reached("classified")
@@ -354,15 +356,14 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                     counts.add(planned_counts(spec, plan))
                     counts.deleted = gone_count
                     _sample_changes(result, spec, records, options.sample_size)
-                    if tracks_gone:
+                    if tracks_gone and gone_count:
                         result.deletions = _sample_gone(records, options.sample_size)
-                    conn.rollback()
                     return
-                gone = state.stage_gone(records.gone()) if tracks_gone else 0
+                state.gone_query = records.gone_sql() if tracks_gone and gone_count else None
                 doubtful = _in_doubt_kinds(spec, destination)
                 if doubtful and sum(getattr(plan, k) for k in doubtful):
                     with timer("write_ahead"), connect(url, spec.name, autocommit=True) as side:
-                        state.mark_in_doubt(side, records.keys(tuple(KINDS[k] for k in doubtful)))
+                        state.mark_in_doubt(side, tuple(KINDS[k] for k in doubtful))
                     crash.reached("marked")
                 first = [True]
 
@@ -373,28 +374,37 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                     if options.on_rows is not None:
                         options.on_rows(spec.name, rows)
 
+                # the one transaction: the destination's writes (Postgres), the state, the record
+                if destination.transactional:
+                    pg.begin()
                 with timer("write"):
-                    counts.add(destination.write(Changes(records, plan, gone, change, on_batch=handed)))
+                    counts.add(destination.write(Changes(records, plan, gone_count, change, on_batch=handed)))
                 crash.reached("written")
+                if not pg.in_transaction:
+                    pg.begin()
                 with timer("remember"):
-                    state.remember(records.state_rows((NEW,)), records.state_rows((CHANGED, HEALED)))
+                    if counts.rejected:
+                        state.reject()
+                    state.remember(state.gone_query)
                 with timer("finish"):
                     counts.add(destination.finish(state))
-                state.clear_in_doubt()
                 state.record_columns(records.types)
                 state.prune_rejected()
                 final = WITH_REJECTS if counts.rejected else SUCCEEDED
                 result.status = COMMITTED if _refresh_follows(destination) else final
                 if result.run_id is not None:  # the run's record commits with its writes
-                    record_end(conn, result.run_id, result.status, counts, None)
+                    pg.execute(record_end_sql(result.run_id, result.status, counts, None))
                 with timer("commit"):
-                    conn.commit()
+                    pg.commit()
                 result.committed = True
             except BaseException:
-                conn.rollback()
+                if pg is not None:
+                    pg.rollback()
                 if not result.committed:
                     result.counts = SyncCounts()  # nothing of this attempt was committed
                 raise
+            with timer("cache"):
+                state.update_cache()
             crash.reached("committed")
             try:
                 with timer("refresh"):
@@ -403,8 +413,18 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                 raise SyncError(f"{translate(exc, spec.name)}") from exc
             crash.reached("refreshed")
     finally:
+        if state is not None:
+            state.close()
+        if pg is not None:
+            pg.detach()
         if destination is not None:
             destination.close()
+
+
+def _columns(records: Records) -> str:
+    from roundtrip.core.sql import quote
+
+    return ", ".join(quote(c) for c in records.identity_types())
 
 
 KINDS = {"new": NEW, "changed": CHANGED, "healed": HEALED}
@@ -459,7 +479,7 @@ def _sample_changes(result: SyncResult, spec: SyncSpec, records: Records, limit:
             else:
                 row = {c: batch[c][i].as_py() for c in payload_columns(batch)}
             result.changes.append(
-                {"action": action[batch[CHANGE][i].as_py()], "key": json.loads(batch[KEY][i].as_py()), "row": row}
+                {"action": action[batch[CHANGE][i].as_py()], "key": _key(batch, i, records), "row": row}
             )
         if len(result.changes) >= limit:
             return
@@ -474,10 +494,20 @@ def _parsed(value: Any) -> Any:
     return value
 
 
+def _key(batch: Any, i: int, records: Records) -> Any:
+    """A record's identity as a person reads it: the Redis key, or {key column: value}."""
+    identity = list(records.shape.identity) if records.shape else []
+    if len(identity) == 1 and identity[0].startswith("__rt_"):
+        return batch[identity[0]][i].as_py()
+    return {k: batch[k][i].as_py() for k in records.settings.primary_key}
+
+
 def _sample_gone(records: Records, limit: int) -> list[Any]:
     sample: list[Any] = []
+    identity = list(records.shape.identity) if records.shape else []
     for batch in records.gone():
-        sample += [json.loads(k) for k in batch.column(0).to_pylist()[: limit - len(sample)]]
+        for row in batch.to_pylist()[: limit - len(sample)]:
+            sample.append(row[identity[0]] if len(identity) == 1 and identity[0].startswith("__rt_") else row)
         if len(sample) >= limit:
             break
     return sample

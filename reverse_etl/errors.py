@@ -74,14 +74,36 @@ def is_transient(exc: BaseException) -> bool:
         return True  # BusyLoadingError is a ConnectionError
     if isinstance(exc, redis.exceptions.TryAgainError):
         return True
-    if isinstance(exc, duckdb.IOException):
+    if isinstance(exc, duckdb.Error):
         text = str(exc).lower()
         if _is_auth_or_missing(text):
             return False
-        # the warehouse file locked by a writer (a `dbt build`), or Postgres unreachable through
-        # DuckDB's postgres scanner (it reports libpq's connection errors as IO errors)
-        return "lock" in text or "connection" in text or "could not connect" in text
+        if isinstance(exc, duckdb.IOException) and "lock" in text:
+            return True  # the warehouse file locked by a writer (a `dbt build`)
+        # Postgres through DuckDB's postgres extension: its errors carry libpq's message, not
+        # the SQLSTATE: the transient kinds by their words
+        return any(marker in text for marker in _TRANSIENT_TEXT)
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+_TRANSIENT_TEXT = (
+    "could not serialize access",
+    "deadlock detected",
+    "lock timeout",
+    "could not obtain lock",
+    "canceling statement due to statement timeout",
+    "server closed the connection",
+    "connection refused",
+    "could not connect",
+    "connection to server",
+    "terminating connection",
+    "too many connections",
+    "too many clients",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "no connection to the server",
+    "ssl syscall",
+)
 
 
 def translate(exc: BaseException, sync: str) -> SyncError:
@@ -91,6 +113,10 @@ def translate(exc: BaseException, sync: str) -> SyncError:
     if isinstance(exc, RoundtripError):
         return SyncError(f"sync {sync}: {redact(str(exc))}", hint=exc.hint)
     kind = TransientSyncError if is_transient(exc) else SyncError
-    message = str(exc).strip().splitlines()
+    text = str(exc).strip()
+    if "ERROR:" in text:  # Postgres through DuckDB: the statement, then the server's error
+        cause = text[text.index("ERROR:") :].split("\n")[0]
+        return kind(f"sync {sync}: Postgres {redact(' '.join(cause.split()))}")
+    message = text.splitlines()
     text = " ".join(line.strip() for line in message[:3]) if message else ""
     return kind(f"sync {sync}: {type(exc).__name__}: {redact(text)}")

@@ -3,19 +3,20 @@
 The model is readable in a DuckDB connection of the run (``reverse_etl.sources`` attached or
 copied it there). DuckDB does the per-row work in SQL generated from the sync's settings (never
 from a model's logic): it renames columns, flags rows whose key is NULL or shared by several
-rows (a window count, so duplicate detection never holds keys in Python memory), and gives each
-record, in the shape its destination declares (``RecordShape``):
+rows, and gives each record, in the shape its destination declares (``RecordShape``):
 
-- ``__rt_key``: the record's identity in the sync state, as JSON text;
+- its identity: typed columns (a Postgres destination's primary key; a Redis key), the same
+  columns the sync state keys its records by;
 - ``__rt_fp``: a 64-bit fingerprint of exactly what is written, for change detection;
 - ``__rt_rows``: how many model rows the record carries (Redis ``list`` values group rows);
-- whatever else the destination writes from (Redis: the key and the JSON value).
+- whatever else the destination writes from.
 
-The sync's state is read once per run into the run's scratch database, and one set-based pass
-(``classify``) marks every record NEW, CHANGED, UNCHANGED or HEALED (the state says the
-destination holds it, the destination lost it). Only what a destination needs then leaves
-DuckDB, in Arrow record batches of ``batch_rows``. DuckDB's memory is capped and it spills to
-the scratch folder, so memory is bounded by the batch size, not the table size.
+The sync's state (``reverse_etl.state``: a table of identity and fingerprint, from the run's
+local cache or read from Postgres) is joined in one set-based pass (``classify``) that marks
+every record NEW, CHANGED, UNCHANGED or HEALED (the state says the destination holds it, the
+destination lost it). Only what a destination needs then leaves DuckDB, in Arrow record batches
+of ``batch_rows``. DuckDB's memory is capped and it spills to the scratch folder, so memory is
+bounded by the batch size, not the table size.
 """
 
 from __future__ import annotations
@@ -38,25 +39,33 @@ from roundtrip.core.sql import literal, quote
 
 log = logging.getLogger(__name__)
 
-KEY, FINGERPRINT, ROWS = "__rt_key", "__rt_fp", "__rt_rows"
+FINGERPRINT, ROWS = "__rt_fp", "__rt_rows"
 REASON, ROW, ROW_KEY = "__rt_reason", "__rt_row", "__rt_row_key"
-KEY_ROWS, CHANGE = "__rt_key_rows", "__rt_change"
+CHANGE = "__rt_change"
 # what the state says of a record (the values of __rt_change)
 UNCHANGED, NEW, CHANGED, HEALED = 0, 1, 2, 3
 SENT = (NEW, CHANGED, HEALED)  # what an upsert writes
+EVERY = (NEW, CHANGED, UNCHANGED, HEALED)
 
 
 def json_object(columns: list[str]) -> str:
     return f"to_json(struct_pack({', '.join(f'{quote(c)} := {quote(c)}' for c in columns)}))::varchar"
 
 
-def fingerprint(expression: str) -> str:
-    """DuckDB's 64-bit ``hash`` as a signed BIGINT (Postgres has no unsigned type).
-
-    Ten times cheaper than an md5 of the row as JSON, which dominated a re-sync. A collision
-    (2^-64 per changed record) would miss one update; a DuckDB release that changed ``hash``
-    would make every record look changed once (one full resend, no wrong data)."""
+def fingerprint_of(expression: str) -> str:
+    """DuckDB's 64-bit ``hash`` of an expression as a signed BIGINT (see ``fingerprint``)."""
     return f"(hash({expression})::hugeint - 9223372036854775808)::bigint"
+
+
+def fingerprint(columns: list[str]) -> str:
+    """DuckDB's 64-bit ``hash`` of ``columns`` as a signed BIGINT (Postgres has no unsigned type).
+
+    One hash over the columns themselves, not over a rendering of them (JSON, text): ten times
+    cheaper than an md5 of the row as JSON. A collision (2^-64 per changed record) would miss
+    one update; a DuckDB release that changed ``hash`` would make every record look changed
+    once (one full resend, no wrong data)."""
+    args = ", ".join(quote(c) for c in columns)
+    return f"(hash({args})::hugeint - 9223372036854775808)::bigint"
 
 
 @dataclass(frozen=True)
@@ -64,12 +73,17 @@ class RecordShape:
     """How a destination identifies and renders its records, as DuckDB SQL over the model's
     projected, accepted rows (the destination module writes these; the engine runs them)."""
 
-    state_key: str  # a row's identity in the state (JSON text); rows sharing it form one record
-    records: str  # SELECT ... FROM {rows}: KEY, FINGERPRINT, ROWS and whatever the writer reads
+    # the record's identity: record column -> its SQL over one model row (rows sharing it form
+    # one record); the state keys records by these columns, typed as the model has them
+    identity: dict[str, str]
+    # SELECT ... FROM {rows} (the accepted model rows): the identity columns, FINGERPRINT, ROWS,
+    # and the columns ``written`` joins back on; what is written is not rendered here: only the
+    # records that are sent are
+    records: str
+    # SELECT ... FROM {rows} m JOIN {records} c ...: the batches a destination writes, rendered
+    # from the model rows of the classified records in {records}; None: the classified records
+    written: str | None = None
     required: dict[str, list[str]] = field(default_factory=dict)  # what -> model columns it needs
-    # the written rows are the model's columns, joined back by these key columns (Postgres: wide
-    # rows are not copied into the classification); empty: the records carry what is written
-    join_model_on: list[str] = field(default_factory=list)
     # what a dry run shows of a record that carries its own rendering: column -> label (JSON
     # text is shown parsed); empty: the model's columns
     shown: dict[str, str] = field(default_factory=dict)
@@ -96,8 +110,8 @@ class Plan:
 
 class Scratch:
     """The run's own DuckDB: an in-memory connection with a scratch database in a temporary
-    folder (state snapshot, classification, copies of remote models), memory capped, spilling
-    to that folder; removed when the run ends. Use as a context manager."""
+    folder (classification, copies of remote models), memory capped, spilling to that folder;
+    removed when the run ends. Use as a context manager."""
 
     def __init__(self, memory_limit: str) -> None:
         self.memory_limit = memory_limit
@@ -145,6 +159,9 @@ class Records:
         self.relation = relation
         self.where = describe
         self.shape: RecordShape | None = None
+        self.state = "temp.empty_state"  # the state relation classify joins (see use_state)
+        self.lost_relation: str | None = None
+        self._clean: bool | None = None  # no NULL and no shared key in the model: no reject pass
         try:
             described = self.con.execute(f"describe {self.projected()}").fetchall()
         except Exception as exc:
@@ -176,104 +193,118 @@ class Records:
             raise SyncError(
                 f"sync {self.spec.name}: model columns {reserved} use the reserved prefix {RESERVED_PREFIX}"
             )
+        identity = ", ".join(f"{expr} as {quote(name)}" for name, expr in shape.identity.items())
+        self.con.execute(
+            f"create or replace temp table empty_state as select {identity}, null::bigint as fingerprint, "
+            f"true as recorded from {self.projected()} limit 0"
+        )
 
-    def _checked(self) -> str:
-        """The projected rows with ``__rt_reason``: why a row is rejected, NULL when it is fine."""
-        keys = self.settings.primary_key
-        partition = ", ".join(quote(k) for k in keys)
-        any_null = " or ".join(f"{quote(k)} is null" for k in keys)
-        null_names = ", ".join(f"case when {quote(k)} is null then {literal(k)} end" for k in keys)
-        return f"""
-            with counted as (
-                select *, count(*) over (partition by {partition}) as {KEY_ROWS} from {self.projected()}
-            )
-            select * exclude ({KEY_ROWS}),
-                case
-                    when {any_null} then 'NULL in key column(s): ' || concat_ws(', ', {null_names})
-                    when {KEY_ROWS} > 1 then 'duplicate key: ' || {KEY_ROWS} || ' rows share it'
-                end as {REASON}
-            from counted"""
-
-    def accepted(self) -> str:
-        return f"(select * exclude ({REASON}) from ({self._checked()}) where {REASON} is null)"
-
-    def rejected_sql(self) -> str:
-        return f"""
-            select
-                {json_object(self.settings.primary_key)} as {ROW_KEY},
-                {REASON},
-                {json_object(self.columns)} as {ROW}
-            from ({self._checked()})
-            where {REASON} is not null
-            order by {ROW_KEY}"""
+    def identity_types(self) -> dict[str, str]:
+        """The identity columns and their DuckDB types (the state table's columns)."""
+        rows = self.con.execute("describe temp.empty_state").fetchall()
+        return {r[0]: r[1] for r in rows if r[0] not in ("fingerprint", "recorded")}
 
     def _shape(self) -> RecordShape:
         if self.shape is None:
             raise RuntimeError("Records.use(shape) first")
         return self.shape
 
+    def _keys(self) -> list[str]:
+        return self.settings.primary_key
+
+    def clean(self) -> bool:
+        """Whether no row has a NULL in its key or shares it (one aggregate, no window)."""
+        if self._clean is None:
+            keys = ", ".join(quote(k) for k in self._keys())
+            any_null = " or ".join(f"{quote(k)} is null" for k in self._keys())
+            row = self.con.execute(
+                f"""select count(*) filter (where {any_null}), count(*) - count(distinct ({keys}))
+                    from {self.projected()}"""
+            ).fetchone()
+            self._clean = bool(row) and row[0] == 0 and row[1] == 0
+        return self._clean
+
+    def _checked(self) -> str:
+        """The projected rows with ``__rt_reason``: why a row is rejected, NULL when it is fine."""
+        keys = self._keys()
+        partition = ", ".join(quote(k) for k in keys)
+        any_null = " or ".join(f"{quote(k)} is null" for k in keys)
+        null_names = ", ".join(f"case when {quote(k)} is null then {literal(k)} end" for k in keys)
+        return f"""
+            with counted as (
+                select *, count(*) over (partition by {partition}) as __rt_key_rows from {self.projected()}
+            )
+            select * exclude (__rt_key_rows),
+                case
+                    when {any_null} then 'NULL in key column(s): ' || concat_ws(', ', {null_names})
+                    when __rt_key_rows > 1 then 'duplicate key: ' || __rt_key_rows || ' rows share it'
+                end as {REASON}
+            from counted"""
+
+    def accepted(self) -> str:
+        if self.clean():  # the common case: nothing to reject, no window over every row
+            return self.projected()
+        return f"(select * exclude ({REASON}) from ({self._checked()}) where {REASON} is null)"
+
+    def rejected_sql(self) -> str:
+        return f"""
+            select
+                {json_object(self._keys())} as {ROW_KEY},
+                {REASON},
+                {json_object(self.columns)} as {ROW}
+            from ({self._checked()})
+            where {REASON} is not null
+            order by {ROW_KEY}"""
+
     # ---------------------------------------------------------------- state and classification
 
-    def _from_postgres(self, postgres_url: str, query: str, table: str) -> None:
-        """Append the rows of ``query`` (run on Postgres) to a scratch table, with DuckDB's
-        postgres scanner (binary COPY, no Python rows)."""
-        self.con.execute("load postgres")
-        alias = f"{self.db}_pg"
-        self.con.execute(f"attach {literal(postgres_url)} as {alias} (type postgres, read_only)")
-        try:
-            self.con.execute(f"insert into {self.db}.{table} select * from postgres_query('{alias}', {literal(query)})")
-        finally:
-            self.con.execute(f"detach {alias}")
-
-    def load_state(self, postgres_url: str | None, query: str | None) -> int:
-        """Copy the sync's state (``row_key``, ``fingerprint`` (NULL: in doubt), ``recorded``
-        (false: a killed run may have written it, the state never recorded it)) into the scratch
-        database; ``query`` None: there is no state yet. Returns the number of state records."""
-        self.con.execute(
-            f"create or replace table {self.db}.state (row_key varchar, fingerprint bigint, recorded boolean)"
-        )
-        self.con.execute(f"create or replace table {self.db}.lost (row_key varchar)")
-        if query is not None and postgres_url is not None:
-            self._from_postgres(postgres_url, query, "state")
-        return self.state_count()
+    def use_state(self, relation: str) -> None:
+        """The state to classify against: identity columns, ``fingerprint`` (NULL: in doubt)
+        and ``recorded`` (false: a killed run may have written it, the state never recorded it)."""
+        self.state = relation
 
     def state_count(self) -> int:
         """The records the state says the destination holds."""
-        row = self.con.execute(f"select count(*) from {self.db}.state where recorded").fetchone()
+        row = self.con.execute(f"select count(*) from {self.state} where recorded").fetchone()
         return int(row[0]) if row else 0
 
-    def mark_lost(self, all_lost: bool = False, postgres_url: str | None = None, query: str | None = None) -> int:
-        """Drift: the state records the destination no longer holds become HEALED in
-        ``classify``: all of them (``all_lost``: the table is gone), or the ``row_key``s that
-        ``query`` (run on the state's Postgres) finds. Returns how many are lost."""
-        if all_lost:
-            self.con.execute(f"insert into {self.db}.lost select row_key from {self.db}.state where recorded")
-        elif query is not None and postgres_url is not None:
-            self._from_postgres(postgres_url, query, "lost")
-        row = self.con.execute(f"select count(*) from {self.db}.lost").fetchone()
+    def mark_lost(self, lost: str | None) -> int:
+        """Drift: the state records the destination no longer holds (``lost``: a DuckDB query of
+        their identity, or None) become HEALED in ``classify``. Returns how many are lost."""
+        if lost is None:
+            self.lost_relation = None
+            return 0
+        self.con.execute(f"create or replace temp table lost as {lost}")
+        self.lost_relation = "temp.lost"
+        row = self.con.execute(f"select count(*) from {self.lost_relation}").fetchone()
         return int(row[0]) if row else 0
+
+    def _on(self, left: str, right: str) -> str:
+        return " and ".join(f"{left}.{quote(c)} = {right}.{quote(c)}" for c in self._shape().identity)
 
     def classify(self) -> Plan:
         """One pass over the model: each accepted record NEW, CHANGED, UNCHANGED or HEALED."""
         shape = self._shape()
         records = shape.records.replace("{rows}", self.accepted())
+        lost = f"left join {self.lost_relation} l on {self._on('l', 'r')}" if self.lost_relation else ""
+        is_lost = f"l.{quote(next(iter(shape.identity)))} is not null" if self.lost_relation else "false"
         try:
             self.con.execute(
-                f"""create or replace table {self.db}.classified as
-                    select r.*, case when s.row_key is null or not s.recorded then {NEW}
-                                     when l.row_key is not null then {HEALED}
+                f"""create or replace temp table classified as
+                    select r.*, case when s.recorded is null or not s.recorded then {NEW}
+                                     when {is_lost} then {HEALED}
                                      when s.fingerprint is distinct from r.{FINGERPRINT} then {CHANGED}
                                      else {UNCHANGED} end::tinyint as {CHANGE}
                     from ({records}) r
-                    left join {self.db}.state s on s.row_key = r.{KEY}
-                    left join {self.db}.lost l on l.row_key = r.{KEY}"""
+                    left join {self.state} s on {self._on("s", "r")}
+                    {lost}"""
             )
         except Exception as exc:
             raise SyncError(f"sync {self.spec.name}: cannot read model {self.spec.model}: {exc}") from exc
         plan = Plan()
         names = {NEW: "new", CHANGED: "changed", UNCHANGED: "unchanged", HEALED: "healed"}
         for change, records_count, rows in self.con.execute(
-            f"select {CHANGE}, count(*), sum({ROWS}) from {self.db}.classified group by 1"
+            f"select {CHANGE}, count(*), sum({ROWS}) from temp.classified group by 1"
         ).fetchall():
             setattr(plan, names[change], int(records_count))
             plan.rows += int(rows)
@@ -282,51 +313,65 @@ class Records:
     def _in(self, changes: tuple[int, ...]) -> str:
         return f"{CHANGE} in ({', '.join(str(c) for c in changes)})"
 
+    @property
+    def classified(self) -> str:
+        return "temp.classified"
+
     def records(
-        self, changes: tuple[int, ...] = (NEW, CHANGED, UNCHANGED, HEALED), ordered: bool = True
+        self, changes: tuple[int, ...] = EVERY, ordered: bool = True, rendered: bool = True
     ) -> Iterator[pa.RecordBatch]:
-        """The records in ``changes`` with ``__rt_key``, ``__rt_fp``, ``__rt_rows`` and
-        ``__rt_change``, plus what is written: the model's columns (a shape joined on keys) or
-        the shape's own columns. ``ordered``: by key (samples, tests); writers do without the
-        sort (Postgres orders the staged rows in its own statement)."""
-        join_on = self._shape().join_model_on
-        if not join_on:
-            order = f" order by {KEY}" if ordered else ""
-            query = f"select * from {self.db}.classified where {self._in(changes)}{order}"
+        """The records in ``changes``: what is written (``rendered``: the shape's ``written``
+        over the model rows, with ``__rt_change``), or the classified records themselves
+        (identity, ``__rt_fp``, ``__rt_rows``, ``__rt_change``). ``ordered``: by identity
+        (samples, tests); writers do without the sort (Postgres orders the staged rows in its
+        own statement)."""
+        return self._stream(self.records_sql(changes, ordered, rendered))
+
+    def records_sql(self, changes: tuple[int, ...] = EVERY, ordered: bool = False, rendered: bool = True) -> str:
+        shape = self._shape()
+        chosen = f"(select * from {self.classified} where {self._in(changes)})"
+        if rendered and shape.written is not None:
+            query = shape.written.replace("{rows}", self.accepted()).replace("{records}", chosen)
         else:
-            keys = [quote(k) for k in join_on]
-            on = " and ".join(f"m.{k} = c.{k}" for k in keys)
-            order = f" order by {', '.join(f'm.{k}' for k in keys)}" if ordered else ""
-            query = f"""
-                select m.*, c.{KEY}, c.{FINGERPRINT}, c.{ROWS}, c.{CHANGE}
-                from {self.projected()} m join {self.db}.classified c on {on}
-                where c.{self._in(changes)}{order}"""
-        return self._stream(query)
+            query = f"select * from {chosen}"
+        if not ordered:
+            return query
+        return f"select * from ({query}) order by {', '.join(quote(c) for c in self._order_columns(query))}"
 
-    def keys(self, changes: tuple[int, ...]) -> Iterator[pa.RecordBatch]:
-        """``row_key`` of the records in ``changes`` (the write-ahead marks)."""
-        return self._stream(f"select {KEY} as row_key from {self.db}.classified where {self._in(changes)}")
+    def _order_columns(self, query: str) -> list[str]:
+        names = [r[0] for r in self.con.execute(f"describe {query}").fetchall()]
+        identity = [c for c in self._shape().identity if c in names]
+        return identity or [k for k in self._keys() if k in names] or names[:1]
 
-    def state_rows(self, changes: tuple[int, ...]) -> Iterator[pa.RecordBatch]:
-        """``row_key``, ``fingerprint`` of the records in ``changes``: what the state must now say."""
-        return self._stream(f"select {KEY}, {FINGERPRINT} from {self.db}.classified where {self._in(changes)}")
+    def identity_sql(self, changes: tuple[int, ...]) -> str:
+        """The identity of the records in ``changes`` (the write-ahead marks)."""
+        columns = ", ".join(quote(c) for c in self._shape().identity)
+        return f"select {columns} from {self.classified} where {self._in(changes)}"
 
-    def _gone_sql(self, select: str) -> str:
-        """State records whose key no row of the model has any more (a key rejected in this run
-        still counts as present: what was written for it is left alone)."""
+    def state_rows_sql(self, changes: tuple[int, ...]) -> str:
+        """Identity and ``fingerprint`` of the records in ``changes``: what the state must now say."""
+        columns = ", ".join(quote(c) for c in self._shape().identity)
+        return f"select {columns}, {FINGERPRINT} as fingerprint from {self.classified} where {self._in(changes)}"
+
+    def gone_sql(self) -> str:
+        """The identity of the state records no row of the model has any more (a key rejected in
+        this run still counts as present: what was written for it is left alone)."""
         shape = self._shape()  # (a Redis key template's fields are part of the primary key)
-        present = " and ".join(f"{quote(c)} is not null" for c in self.settings.primary_key)
-        return f"""select {select} from {self.db}.state s
-                   anti join (select distinct {shape.state_key} as k from {self.projected()} where {present}) m
-                   on m.k = s.row_key"""
+        present = " and ".join(f"{quote(c)} is not null" for c in self._keys())
+        identity = ", ".join(f"{expr} as {quote(name)}" for name, expr in shape.identity.items())
+        columns = ", ".join(f"s.{quote(c)}" for c in shape.identity)
+        return f"""select {columns} from {self.state} s
+                   anti join (select distinct {identity} from {self.projected()} where {present}) m
+                   on {self._on("m", "s")}"""
 
     def gone_count(self) -> int:
-        row = self.con.execute(self._gone_sql("count(*)")).fetchone()
+        row = self.con.execute(f"select count(*) from ({self.gone_sql()})").fetchone()
         return int(row[0]) if row else 0
 
     def gone(self) -> Iterator[pa.RecordBatch]:
-        """``row_key`` of the gone records, in key order."""
-        return self._stream(self._gone_sql("s.row_key") + " order by s.row_key")
+        """The identity of the gone records, in order."""
+        order = ", ".join(quote(c) for c in self._shape().identity)
+        return self._stream(f"select * from ({self.gone_sql()}) order by {order}")
 
     def arrow_schema(self) -> pa.Schema:
         """The projected model's columns as Arrow types (for a table the sync creates)."""
@@ -346,6 +391,8 @@ class Records:
     def rejected(self) -> Iterator[pa.RecordBatch]:
         """Rows with a NULL or duplicated key: ``__rt_row_key``, ``__rt_reason``, ``__rt_row``
         (the row as JSON)."""
+        if self.clean():
+            return iter(())
         return self._stream(self.rejected_sql())
 
 

@@ -120,6 +120,17 @@ def record_end(conn: Any, run_id: int, status: str, counts: SyncCounts | None, e
     )
 
 
+def record_end_sql(run_id: int, status: str, counts: SyncCounts | None, error: str | None) -> str:
+    """``record_end`` as one statement with its values inlined (for ``postgres_execute``)."""
+    from roundtrip.core.sql import literal
+
+    values = counts.as_dict() if counts else {}
+    sets = ", ".join(f"{c} = {int(values[c]) if c in values else 'null'}" for c in COUNTS)
+    message = literal(redact(error)) if error else "null"
+    return f"""update {SCHEMA}.runs set status = {literal(status)}, ended_at = clock_timestamp(), error = {message},
+                   {sets} where run_id = {int(run_id)}"""
+
+
 def record_failure(
     url: str, spec: SyncSpec, run_id: int, error: str, counts: SyncCounts | None = None, status: str = FAILED
 ) -> None:

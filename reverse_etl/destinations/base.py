@@ -26,12 +26,13 @@ class Drift:
     """What the destination no longer holds of what the state says it holds."""
 
     all_lost: bool = False  # the table is gone
-    lost_sql: str | None = None  # SQL on the state database selecting the lost records' row_key
+    lost: str | None = None  # a DuckDB query of the lost records' identity
 
 
 @dataclass
 class Changes:
-    """The run's records as the destination receives them: counts and batches by kind."""
+    """The run's records as the destination receives them: counts, and the records by kind,
+    as Arrow batches or as a DuckDB query (a destination DuckDB writes to itself, Postgres)."""
 
     records: Records
     plan: Plan
@@ -39,11 +40,18 @@ class Changes:
     schema_change: SchemaChange = field(default_factory=SchemaChange)
     on_batch: Callable[[int], None] | None = None  # told the rows of each batch handed over
 
-    def batches(self, kinds: tuple[int, ...], ordered: bool = False) -> Iterator[pa.RecordBatch]:
-        for batch in self.records.records(kinds, ordered=ordered):
+    def batches(self, kinds: tuple[int, ...], rendered: bool = True) -> Iterator[pa.RecordBatch]:
+        for batch in self.records.records(kinds, ordered=False, rendered=rendered):
             yield batch
-            if self.on_batch is not None:  # the destination asked for the next one: this one is gone
-                self.on_batch(batch.num_rows)
+            self.handed(batch.num_rows)  # the destination asked for the next one: this one is gone
+
+    def written(self, kinds: tuple[int, ...]) -> str:
+        """What is written of the records in ``kinds``, as a DuckDB query."""
+        return self.records.records_sql(kinds)
+
+    def handed(self, rows: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(rows)
 
     def arrow_schema(self) -> pa.Schema:
         return self.records.arrow_schema()
@@ -52,10 +60,11 @@ class Changes:
 class StateView(Protocol):
     """The part of the sync state a destination may use."""
 
-    def iter_gone(self, size: int) -> Iterator[list[str]]:
-        """The keys of the records gone from the model, ``size`` at a time."""
+    def gone_sql(self) -> str | None:
+        """A DuckDB query of the identities of the records gone from the model (None: none)."""
 
-    def forget_gone(self) -> int: ...
+    def gone(self) -> Iterator[pa.RecordBatch]:
+        """Those identities, as batches."""
 
     def pending_refresh(self) -> list[str]: ...
 
@@ -68,10 +77,11 @@ class Destination(Protocol):
     transactional: bool
 
     def shape(self, columns: list[str]) -> RecordShape:
-        """How records are keyed, fingerprinted and rendered, over the model's columns."""
+        """How records are identified, fingerprinted and rendered, over the model's columns."""
 
-    def drift(self, owned: int) -> Drift:
-        """Cheaply, what of the ``owned`` records the state lists the destination lost."""
+    def drift(self, owned: int, state: str) -> Drift:
+        """Cheaply, what of the ``owned`` records the state (a DuckDB relation) lists the
+        destination lost."""
 
     def write(self, changes: Changes) -> SyncCounts:
         """Write what the mode needs; count inserted / updated / unchanged / healed."""

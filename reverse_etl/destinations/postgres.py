@@ -1,8 +1,10 @@
-"""Postgres destination: COPY into a staging table, then one set-based statement per run.
+"""Postgres destination: the changed records into a staging table, then one set-based statement.
 
-Everything, including the sync state, happens in the run's one transaction: a failed or killed
-run leaves the table as it was. Only records that changed since the last run leave DuckDB; a
-table the run itself created (nobody else can see it yet) gets them by COPY, without staging.
+Everything, including the sync state and the run's record, happens in the run's one
+transaction on the state's Postgres (``reverse_etl.pg``: the run's DuckDB attached to it): a
+failed or killed run leaves the table as it was. Only records that changed since the last run
+leave DuckDB, by binary COPY; a table the run itself created (nobody else can see it yet) gets
+them straight, without staging, and its primary key afterwards.
 
 - ``upsert`` / ``mirror``: ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE`` the row really
   differs (``IS DISTINCT FROM``); ``RETURNING (xmax = 0)`` tells inserts from updates, so the
@@ -24,8 +26,9 @@ heals: a delivered row belongs to the app (which may consume and delete it).
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -33,22 +36,21 @@ import pyarrow as pa
 from reverse_etl.counts import SyncCounts
 from reverse_etl.destinations.base import Changes, Drift, StateView
 from reverse_etl.errors import SyncError
+from reverse_etl.pg import Postgres
 from reverse_etl.records import (
     CHANGE,
     CHANGED,
+    EVERY,
     FINGERPRINT,
     HEALED,
-    KEY,
     NEW,
     ROWS,
-    UNCHANGED,
     RecordShape,
     fingerprint,
-    json_object,
     payload_columns,
 )
 from reverse_etl.spec import SyncSpec
-from reverse_etl.state import DDL_LOCK, SCHEMA, copy_batches
+from reverse_etl.state import DDL_LOCK, SCHEMA
 from roundtrip.core.sql import literal, postgres_type, quote
 
 log = logging.getLogger(__name__)
@@ -66,20 +68,34 @@ def pg_type(arrow_type: pa.DataType) -> str:
 class PostgresDestination:
     transactional = True
 
-    def __init__(self, spec: SyncSpec, conn: Any, refresh: Callable[[list[str]], list[str]] | None = None) -> None:
+    def __init__(
+        self, spec: SyncSpec, pg: Postgres | None, refresh: Callable[[list[str]], list[str]] | None = None
+    ) -> None:
         self.spec = spec
         self.settings = spec.settings
-        self.conn = conn
+        self.pg = pg
         self.refresh = refresh
         schema, table = spec.target.split(".")
-        self.schema = schema
+        self.schema, self.table = schema, table
         self.relation = f"{quote(schema)}.{quote(table)}"
+        digest = hashlib.sha1(spec.name.encode()).hexdigest()[:16]
+        self.stage = f"{SCHEMA}.{quote('stage_' + digest)}"  # work tables of this run, dropped before its commit
+        self.stage_name = f"stage_{digest}"
+        self.gone_table = f"gone_{digest}"
         self.columns: list[str] | None = None
         self.swap_due = False  # replace: something changed since the last run
         self.gone = 0  # replace: records of the last run the model no longer has
         self.created = False  # the table did not exist before this run
         self.nulled: list[str] = []  # append_new_columns: removed columns set to NULL in our rows
         self.refresh_due: list[str] = []
+
+    def _pg(self) -> Postgres:
+        if self.pg is None:
+            raise RuntimeError("no Postgres session")
+        return self.pg
+
+    def _remote(self) -> str:
+        return self._pg().relation(self.schema, self.table)
 
     # ---------------------------------------------------------------- records
 
@@ -89,115 +105,123 @@ class PostgresDestination:
             clash = [c for c in (track.previous, track.changed_at) if c in columns]
             if clash:
                 raise SyncError(f"sync {self.spec.name}: track_changes columns {clash} already come from the model")
-        payload = ", ".join(f"{quote(c)} := {quote(c)}" for c in columns)
+        on = " and ".join(f"m.{quote(k)} = c.{quote(k)}" for k in keys)
         return RecordShape(
+            identity={k: quote(k) for k in keys},
+            records=f"select {', '.join(quote(k) for k in keys)}, {fingerprint(columns)} as {FINGERPRINT}, 1 as {ROWS} from {{rows}}",
+            written=f"select m.*, c.{FINGERPRINT}, c.{ROWS}, c.{CHANGE} from {{rows}} m join {{records}} c on {on}",
             required={"track_changes.column": [track.column]} if track else {},
-            state_key=json_object(keys),
-            records=f"""select {", ".join(quote(k) for k in keys)}, {json_object(keys)} as {KEY},
-                        {fingerprint(f"struct_pack({payload})")} as {FINGERPRINT}, 1 as {ROWS} from {{rows}}""",
-            join_model_on=keys,
         )
 
     def _exists(self) -> bool:
-        row = self.conn.execute("select to_regclass(%s) is not null", (self.relation,)).fetchone()
-        return bool(row and row[0])
+        return bool(self._pg().scalar(f"select to_regclass({literal(self.relation)}) is not null"))
 
-    def drift(self, owned: int) -> Drift:
+    def drift(self, owned: int, state: str) -> Drift:
         if self.settings.mode == "insert_only" or owned == 0:
             return Drift()
         if not self._exists():
             log.warning("sync %s: %s is gone; writing its %d records again", self.spec.name, self.spec.target, owned)
             return Drift(all_lost=True)
-        row = self.conn.execute(f"select count(*) from {self.relation}").fetchone()
-        if row and int(row[0]) == owned:
+        if int(self._pg().scalar(f"select count(*) from {self.relation}") or 0) == owned:
             return Drift()  # the cheap check: as many rows as the state says we wrote
         keys = self.settings.primary_key
-        match = " and ".join(f"t.{quote(k)} = k.{quote(k)}" for k in keys)
-        lost = f"""select s.row_key from {SCHEMA}.sync_rows s
-                   cross join lateral jsonb_populate_record(null::{self.relation}, s.row_key::jsonb) k
-                   where s.sync = {literal(self.spec.name)}
-                     and not exists (select 1 from {self.relation} t where {match})"""
-        return Drift(lost_sql=lost)
+        on = " and ".join(f"d.{quote(k)} = s.{quote(k)}" for k in keys)
+        held = f"(select {', '.join(quote(k) for k in keys)} from {self._remote()})"
+        return Drift(
+            lost=f"select {', '.join(f's.{quote(k)}' for k in keys)} from {state} s anti join {held} d on {on} where s.recorded"
+        )
 
     # ---------------------------------------------------------------- table
 
     def _prepare(self, changes: Changes) -> None:
         """Create the table if it does not exist; otherwise apply the schema change and check
-        the table can take the rows."""
+        the table can take the rows. Then the run's staging table, typed like the table."""
+        pg = self._pg()
         schema = changes.arrow_schema()
         columns = payload_columns(schema)
         track = self.settings.track_changes
-        exists = "select to_regclass(%s) is not null"
-        with self.conn.cursor() as cur:
-            if not cur.execute(exists, (self.relation,)).fetchone()[0]:  # type: ignore[index]
-                cur.execute(f"select pg_advisory_xact_lock({DDL_LOCK})")  # concurrent first runs: one creates
-                # (a run that waited here finds the table the other one committed)
-                self.created = not cur.execute(exists, (self.relation,)).fetchone()[0]  # type: ignore[index]
-            if self.created:
-                cur.execute(f"create schema if not exists {quote(self.schema)}")
-                types = {f.name: pg_type(f.type) for f in schema if f.name in columns}
-                defs = [f"{quote(c)} {types[c]}" for c in columns]
-                if track:
-                    defs += [f"{quote(track.previous)} {types[track.column]}", f"{quote(track.changed_at)} timestamptz"]
-                # the primary key comes after the first COPY (write): one sorted index build is
-                # cheaper than a million index insertions
-                cur.execute(f"create table {self.relation} ({', '.join(defs)})")
-                log.info("sync %s: created table %s", self.spec.name, self.spec.target)
-                if self.settings.mode == "replace":
-                    self._add_primary_key(cur)
-            else:
-                self._apply_schema_change(cur, changes, schema)
-                self._check_table(cur, columns)
-            cols = ", ".join(quote(c) for c in columns)
-            stage = "_rt_replace" if self.settings.mode == "replace" else "_rt_stage"
-            # typed like the destination, without its constraints or defaults
-            cur.execute(f"create temp table {stage} on commit drop as select {cols} from {self.relation} limit 0")
-            if stage == "_rt_stage":
-                cur.execute(f"alter table _rt_stage add column {HEALED_FLAG} boolean not null default false")
+        if not self._exists():
+            pg.query(f"select pg_advisory_xact_lock({DDL_LOCK})")  # concurrent first runs: one creates
+            # (a run that waited here finds the table the other one committed)
+            self.created = not self._exists()
+        if self.created:
+            pg.execute(f"create schema if not exists {quote(self.schema)}")
+            types = {f.name: pg_type(f.type) for f in schema if f.name in columns}
+            defs = [f"{quote(c)} {types[c]}" for c in columns]
+            if track:
+                defs += [f"{quote(track.previous)} {types[track.column]}", f"{quote(track.changed_at)} timestamptz"]
+            # the primary key comes after the first COPY (write): one sorted index build is
+            # cheaper than a million index insertions
+            pg.execute(f"create table {self.relation} ({', '.join(defs)})")
+            log.info("sync %s: created table %s", self.spec.name, self.spec.target)
+            if self.settings.mode == "replace":
+                self._add_primary_key()
+        else:
+            self._apply_schema_change(changes, schema)
+            self._check_table(columns)
+        self._stage_table(columns, fresh=self.created or bool(changes.schema_change))
         self.columns = columns
 
-    def _apply_schema_change(self, cur: Any, changes: Changes, schema: pa.Schema) -> None:
+    def _stage_table(self, columns: list[str], fresh: bool) -> None:
+        """The sync's staging table, typed like the destination, without its constraints or
+        defaults; unlogged, kept from run to run (empty between them): creating it anew would
+        cost a catalog reload on every run."""
+        pg = self._pg()
+        wanted = [*columns, *([] if self.settings.mode == "replace" else [HEALED_FLAG])]
+        if not fresh:
+            present = pg.query(
+                f"""select attname::text from pg_attribute where attrelid = to_regclass({literal(self.stage)})
+                    and attnum > 0 and not attisdropped order by attnum"""
+            )
+            if [r[0] for r in present] == wanted:
+                pg.execute(f"truncate {self.stage}")
+                return
+        cols = ", ".join(quote(c) for c in columns)
+        pg.execute(f"drop table if exists {self.stage}")
+        pg.execute(f"create unlogged table {self.stage} as select {cols} from {self.relation} limit 0")
+        if self.settings.mode != "replace":
+            pg.execute(f"alter table {self.stage} add column {HEALED_FLAG} boolean not null default false")
+        pg.refresh_catalog()
+
+    def _apply_schema_change(self, changes: Changes, schema: pa.Schema) -> None:
         change, policy = changes.schema_change, self.settings.on_schema_change
         if not change:
             return
-        present = self._table_columns(cur)
+        pg = self._pg()
+        present = self._table_columns()
         for column in change.added:
             if column not in present:
-                cur.execute(
+                pg.execute(
                     f"alter table {self.relation} add column {quote(column)} {pg_type(schema.field(column).type)}"
                 )
         if policy == "sync_all_columns":
             for column in change.removed:
                 if column in present:
-                    cur.execute(f"alter table {self.relation} drop column {quote(column)}")
+                    pg.execute(f"alter table {self.relation} drop column {quote(column)}")
             for column in change.retyped:
                 kind = pg_type(schema.field(column).type)
-                cur.execute(
+                pg.execute(
                     f"alter table {self.relation} alter column {quote(column)} type {kind} using {quote(column)}::{kind}"
                 )
         elif self.settings.mode != "insert_only":  # append_new_columns: no stale values in our rows
             self.nulled = [c for c in change.removed if c in present]
         log.info("sync %s: %s follows the model's columns (%s)", self.spec.name, self.spec.target, change.describe())
 
-    def _table_columns(self, cur: Any) -> set[str]:
-        return {
-            r[0]
-            for r in cur.execute(
-                "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 and not attisdropped",
-                (self.relation,),
-            )
-        }
-
-    def _add_primary_key(self, cur: Any) -> None:
-        cur.execute(
-            f"alter table {self.relation} add primary key ({', '.join(quote(k) for k in self.settings.primary_key)})"
+    def _table_columns(self) -> set[str]:
+        rows = self._pg().query(
+            f"""select attname::text from pg_attribute
+                where attrelid = {literal(self.relation)}::regclass and attnum > 0 and not attisdropped"""
         )
+        return {r[0] for r in rows}
 
-    def _check_table(self, cur: Any, columns: list[str]) -> None:
+    def _add_primary_key(self) -> None:
+        keys = ", ".join(quote(k) for k in self.settings.primary_key)
+        self._pg().execute(f"alter table {self.relation} add primary key ({keys})")
+
+    def _check_table(self, columns: list[str]) -> None:
         track = self.settings.track_changes
         needed = columns + ([track.previous, track.changed_at] if track else [])
-        present = self._table_columns(cur)
-        missing = [c for c in needed if c not in present]
+        missing = [c for c in needed if c not in self._table_columns()]
         if missing:
             raise SyncError(
                 f"sync {self.spec.name}: {self.spec.target} has no column(s) {missing}",
@@ -205,18 +229,18 @@ class PostgresDestination:
             )
         if self.settings.mode == "replace":
             return
-        keys = self.settings.primary_key
-        unique = cur.execute(
-            """select exists (
+        keys = sorted(self.settings.primary_key)
+        array = "array[" + ", ".join(literal(k) for k in keys) + "]::text[]"
+        unique = self._pg().scalar(
+            f"""select exists (
                    select 1 from pg_index i
-                   where i.indrelid = %s::regclass and i.indisunique and i.indpred is null
-                     and i.indnkeyatts = %s
+                   where i.indrelid = {literal(self.relation)}::regclass and i.indisunique and i.indpred is null
+                     and i.indnkeyatts = {len(keys)}
                      and (select array_agg(a.attname::text order by a.attname)
                           from pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey[:i.indnkeyatts]))
-                         = %s::text[])""",
-            (self.relation, len(keys), sorted(keys)),
-        ).fetchone()
-        if not (unique and unique[0]):
+                         = {array})"""
+        )
+        if not unique:
             raise SyncError(
                 f"sync {self.spec.name}: {self.spec.target} needs a unique index on ({', '.join(keys)}) "
                 f"for mode {self.settings.mode}"
@@ -235,71 +259,68 @@ class PostgresDestination:
         kinds = (NEW,) if mode == "insert_only" else (NEW, CHANGED, HEALED)
         to_send = plan.new if mode == "insert_only" else plan.sent
         counts = SyncCounts(unchanged=plan.records - to_send)
-        columns = [quote(c) for c in self.columns or []]
-        with self.conn.cursor() as cur:
-            if self.created:  # only this transaction sees the table: no conflicts to resolve
-                track = self.settings.track_changes
-                if track:
-                    columns += [quote(track.previous), quote(track.changed_at)]
-                if to_send:
-                    copy_batches(cur, self.relation, columns, self._payload(changes.batches(kinds)))
-                counts.inserted = plan.new
-                counts.healed = to_send - plan.new  # the table was dropped: every record it had is back
-                self._add_primary_key(cur)
-                return counts
-            if not to_send:
-                return counts
-            copy_batches(cur, "_rt_stage", [*columns, HEALED_FLAG], self._staged(changes.batches(kinds)))
-            cur.execute("analyze _rt_stage")
-            counts.inserted, counts.updated = self._apply(cur, healed=False)
-            healed_inserts, healed_updates = self._apply(cur, healed=True) if plan.healed else (0, 0)
-            counts.healed = healed_inserts + healed_updates
-            self._null_removed_columns(cur)
+        if not to_send:
+            self._drop_work_tables()
+            return counts
+        written = changes.written(kinds)
+        cols = ", ".join(quote(c) for c in self.columns or [])
+        pg = self._pg()
+        if self.created:  # only this transaction sees the table: no conflicts to resolve
+            track = self.settings.track_changes
+            extra = ""
+            if track:
+                now = pg.scalar("select now()::text")  # the transaction's time, as Postgres says it
+                cols += f", {quote(track.previous)}, {quote(track.changed_at)}"
+                extra = f", null, {literal(str(now))}::timestamptz"
+            selected = ", ".join(quote(c) for c in self.columns or [])
+            pg.con.execute(f"insert into {self._remote()} ({cols}) select {selected}{extra} from ({written})")
+            changes.handed(to_send)
+            counts.inserted = plan.new
+            counts.healed = to_send - plan.new  # the table was dropped: every record it had is back
+            self._add_primary_key()
+            self._drop_work_tables()
+            return counts
+        healed = f"{CHANGE} = {HEALED}"
+        pg.con.execute(
+            f"insert into {pg.relation(SCHEMA, self.stage_name)} ({cols}, {HEALED_FLAG}) select {cols}, {healed} from ({written})"
+        )
+        changes.handed(to_send)
+        pg.execute(f"analyze {self.stage}")
+        counts.inserted, counts.updated = self._apply(healed=False)
+        healed_inserts, healed_updates = self._apply(healed=True) if plan.healed else (0, 0)
+        counts.healed = healed_inserts + healed_updates
+        self._null_removed_columns()
         counts.unchanged += to_send - counts.inserted - counts.updated - counts.healed  # sent, but already so
+        self._drop_work_tables()
         return counts
 
-    def _payload(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """The destination's columns of each batch (a created table: with track_changes' own)."""
-        track = self.settings.track_changes if self.created else None
-        # what now() says in this transaction, read here, before the COPY starts: the batches
-        # are produced by a helper thread while the connection is busy with the COPY
-        now = self.conn.execute("select now()").fetchone()[0] if track else None
-        return self._with_columns(batches, track, now)
+    def _counted(self, statement: str) -> tuple[int, int]:
+        """Run a data-modifying ``statement`` whose ``returning`` gives one boolean per row
+        (``is_insert``); returns (true, false) counts. (``postgres_query`` only reads: the
+        counts go through a temporary table.)"""
+        pg = self._pg()
+        pg.execute("create temp table if not exists _rt_counts (a bigint, b bigint)")
+        pg.execute("truncate _rt_counts")
+        pg.execute(
+            f"with done as ({statement}) insert into _rt_counts "
+            "select count(*) filter (where is_insert), count(*) filter (where not is_insert) from done"
+        )
+        row = pg.query("select a, b from _rt_counts")
+        return (int(row[0][0]), int(row[0][1])) if row else (0, 0)
 
-    def _with_columns(self, batches: Iterator[pa.RecordBatch], track: Any, now: Any) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            rows = batch.select(self.columns or [])
-            if track:
-                kind = rows.schema.field(track.column).type
-                rows = rows.append_column(track.previous, pa.nulls(rows.num_rows, kind))
-                stamp = pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), rows.num_rows)
-                rows = rows.append_column(track.changed_at, stamp)
-            yield rows
-
-    def _staged(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """The batches for ``_rt_stage``: the destination's columns and whether the record heals."""
-        import pyarrow.compute as pc
-
-        for batch in batches:
-            rows = batch.select(self.columns or [])
-            yield rows.append_column(HEALED_FLAG, pc.equal(batch[CHANGE], pa.scalar(HEALED, pa.int8())))
-
-    def _apply(self, cur: Any, healed: bool) -> tuple[int, int]:
-        """One set-based statement from _rt_stage into the table: (inserted, updated)."""
+    def _apply(self, healed: bool) -> tuple[int, int]:
+        """One set-based statement from the staging table into the table: (inserted, updated)."""
         keys = self.settings.primary_key
         cols = ", ".join(quote(c) for c in self.columns or [])
         conflict = ", ".join(quote(k) for k in keys)
         order = conflict  # same lock order in concurrent runs: no deadlocks
         which = f"{'' if healed else 'not '}{HEALED_FLAG}"
         if self.settings.mode == "insert_only":
-            row = cur.execute(
-                f"""with inserted as (
-                        insert into {self.relation} ({cols}) select {cols} from _rt_stage where {which} order by {order}
-                        on conflict ({conflict}) do nothing
-                        returning 1)
-                    select count(*) from inserted"""
-            ).fetchone()
-            return (int(row[0]) if row else 0), 0
+            return self._counted(
+                f"""insert into {self.relation} ({cols}) select {cols} from {self.stage} where {which} order by {order}
+                    on conflict ({conflict}) do nothing
+                    returning true as is_insert"""
+            )
         others = [c for c in self.columns or [] if c not in keys]
         insert_cols, select_cols, sets = cols, cols, [f"{quote(c)} = excluded.{quote(c)}" for c in others]
         track = self.settings.track_changes
@@ -320,37 +341,38 @@ class PostgresDestination:
             action = f"do update set {', '.join(sets)} where {differs}"
         else:
             action = "do nothing"
-        row = cur.execute(
-            f"""with upserted as (
-                    insert into {self.relation} as t ({insert_cols})
-                    select {select_cols} from _rt_stage where {which} order by {order}
-                    on conflict ({conflict}) {action}
-                    returning (xmax = 0) as is_insert)
-                select count(*) filter (where is_insert), count(*) filter (where not is_insert) from upserted"""
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return self._counted(
+            f"""insert into {self.relation} as t ({insert_cols})
+                select {select_cols} from {self.stage} where {which} order by {order}
+                on conflict ({conflict}) {action}
+                returning (xmax = 0) as is_insert"""
+        )
 
-    def _null_removed_columns(self, cur: Any) -> None:
+    def _null_removed_columns(self) -> None:
         """append_new_columns: a column the model lost holds NULL, not a stale value, in every
         row this sync wrote (every record was re-sent: its fingerprint changed with the columns)."""
         if not self.nulled:
             return
         match = " and ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.settings.primary_key)
         sets = ", ".join(f"{quote(c)} = null" for c in self.nulled)
-        cur.execute(f"update {self.relation} t set {sets} from _rt_stage s where {match}")
+        self._pg().execute(f"update {self.relation} t set {sets} from {self.stage} s where {match}")
 
     def _stage_for_replace(self, changes: Changes) -> SyncCounts:
-        """Every record to ``_rt_replace``, when a swap will follow (something changed)."""
+        """Every record to the staging table, when a swap will follow (something changed)."""
         plan = changes.plan
         self.swap_due = bool(plan.sent or changes.gone or self.created or changes.schema_change)
         if self.swap_due:
-            with self.conn.cursor() as cur:
-                columns = [quote(c) for c in self.columns or []]
-                every = (NEW, CHANGED, HEALED, UNCHANGED)
-                copy_batches(
-                    cur, "_rt_replace", columns, (b.select(self.columns or []) for b in changes.batches(every))
-                )
+            cols = ", ".join(quote(c) for c in self.columns or [])
+            pg = self._pg()
+            pg.con.execute(
+                f"insert into {pg.relation(SCHEMA, self.stage_name)} ({cols}) select {cols} from ({changes.written(EVERY)})"
+            )
+            changes.handed(plan.records)
         return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged, healed=plan.healed)
+
+    def _drop_work_tables(self) -> None:
+        """Empty the staging table (it stays for the next run)."""
+        self._pg().execute(f"truncate {self.stage}")
 
     # ---------------------------------------------------------------- end of run
 
@@ -360,13 +382,14 @@ class PostgresDestination:
             return SyncCounts(deleted=self._delete_gone(state))
         if mode != "replace":
             return SyncCounts()
-        deleted = state.forget_gone() if self.gone else 0
+        deleted = self.gone
         pending = state.pending_refresh()
         if self.columns is None:  # the model is empty: replace with nothing
             self._prepare_empty()
         if self.swap_due or deleted or self.created:
             self._swap()
             pending = sorted(set(pending) | {m.name for m in self.spec.refresh})
+        self._drop_work_tables()
         if pending:
             state.owe_refresh(pending)  # cleared once dbt has refreshed them
         self.refresh_due = pending
@@ -382,32 +405,34 @@ class PostgresDestination:
     def _swap(self) -> None:
         """TRUNCATE + INSERT in the run's transaction: the table keeps its OID, indexes, grants
         and dependent materialized views; the exclusive lock is held only for this step."""
-        with self.conn.cursor() as cur:
-            cur.execute(f"lock table {self.relation} in access exclusive mode")
-            cur.execute(f"truncate {self.relation}")
-            if self.columns:
-                cols = ", ".join(quote(c) for c in self.columns)
-                cur.execute(f"insert into {self.relation} ({cols}) select {cols} from _rt_replace")
+        pg = self._pg()
+        pg.execute(f"lock table {self.relation} in access exclusive mode")
+        pg.execute(f"truncate {self.relation}")
+        if self.columns:
+            cols = ", ".join(quote(c) for c in self.columns)
+            pg.execute(f"insert into {self.relation} ({cols}) select {cols} from {self.stage}")
         log.info("sync %s: replaced the rows of %s", self.spec.name, self.spec.target)
 
     def _delete_gone(self, state: StateView) -> int:
-        """Delete rows this sync wrote before and the model no longer has (staged in ``_rt_gone``
-        by the engine), forgetting them. Returns the rows really deleted."""
-        if not self._exists():
-            state.forget_gone()
+        """Delete rows this sync wrote before and the model no longer has (their identity: the
+        state's ``gone``). Returns the rows really deleted."""
+        gone = state.gone_sql()
+        if gone is None or not self._exists():
             return 0
+        pg = self._pg()
         keys = self.settings.primary_key
-        match = " and ".join(f"t.{quote(k)} = k.{quote(k)}" for k in keys)
-        row = self.conn.execute(
-            f"""with removed as (
-                    delete from {self.relation} t
-                    using (select (jsonb_populate_record(null::{self.relation}, row_key::jsonb)).* from _rt_gone) k
-                    where {match}
-                    returning 1)
-                select count(*) from removed"""
-        ).fetchone()
-        state.forget_gone()
-        return int(row[0]) if row else 0
+        table = f"{SCHEMA}.{quote(self.gone_table)}"
+        if pg.scalar(f"select to_regclass({literal(table)}) is null"):  # kept from run to run, empty
+            keys_sql = ", ".join(quote(k) for k in keys)
+            pg.execute(f"create unlogged table {table} as select {keys_sql} from {self.relation} limit 0")
+            pg.refresh_catalog()
+        pg.con.execute(f"insert into {pg.relation(SCHEMA, self.gone_table)} select * from ({gone})")
+        match = " and ".join(f"t.{quote(k)} = g.{quote(k)}" for k in keys)
+        deleted, _ = self._counted(
+            f"delete from {self.relation} t using {table} g where {match} returning true as is_insert"
+        )
+        pg.execute(f"truncate {table}")
+        return deleted
 
     def after_commit(self) -> list[str]:
         if self.refresh_due and self.refresh is not None:
@@ -416,3 +441,7 @@ class PostgresDestination:
 
     def close(self) -> None:
         pass
+
+
+__all__ = ["PostgresDestination", "pg_type"]
+_ = Any

@@ -1,28 +1,33 @@
 """Redis destination: JSON values under a key template, sent in bulk with a TTL.
 
-Everything Redis-specific lives here: the key template and the JSON value of a record are
-rendered by DuckDB from SQL this module writes (``shape``), and the sync state says which
-records changed. Changed records are ``SET`` (with ``EX ttl``); unchanged ones are not resent,
-only their TTL renewed (``EXPIRE``, or ``EXISTS`` without a TTL): a key that expired or was
-evicted meanwhile is written again and counted as ``healed`` (that check is this destination's
-drift detection, one pipelined command per key). ``insert_only`` uses ``SET NX`` and never
-heals. ``mirror`` deletes the keys this sync wrote before and the model no longer has; keys
-written by anyone else are never touched. Redis writes cannot join the state's transaction:
-the engine marks them in doubt before they are sent (write-ahead, ``reverse_etl.state``).
+Everything Redis-specific lives here. The key template becomes a DuckDB expression; each
+record's fingerprint is a hash of the model row (or, for ``value: list``, of the list of the
+key's rows), so the classification never renders JSON; the JSON value of a record is rendered
+by DuckDB only when the record is sent. Changed records are ``SET`` (with ``EX ttl``);
+unchanged ones are not resent, only their TTL renewed (``EXPIRE``, or ``EXISTS`` without a TTL):
+a key that expired or was evicted meanwhile is written again and counted as ``healed`` (that
+check is this destination's drift detection, one pipelined command per key). ``insert_only``
+uses ``SET NX`` and never heals. ``mirror`` deletes the keys this sync wrote before and the
+model no longer has; keys written by anyone else are never touched. Redis writes cannot join
+the state's transaction: the engine marks them in doubt before they are sent (write-ahead,
+``reverse_etl.state``).
 
-Commands are encoded in the Redis protocol (RESP) by Arrow compute kernels, a whole batch at a
-time, and written to one connection's socket; replies are parsed by hiredis and checked one by
-one. Going through redis-py's pipeline object instead cost ~10 µs of Python per command.
+Commands are encoded in the Redis protocol (RESP) by Arrow compute kernels, a batch at a time,
+and written to a connection of our own (``RedisLink``: AUTH, SELECT and TLS from the URL); the
+next chunk is sent before the previous chunk's replies are read, and replies are checked in
+bulk: they are fixed-size (``+OK``, ``:0``, ``:1``, ``$-1``), so a batch's replies are read as
+bytes and checked with NumPy, and only an error reply is parsed (by hiredis) for its message.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import socket
+import ssl
 from string import Formatter
 from typing import Any
+from urllib.parse import unquote, urlparse
 
-import hiredis
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,16 +35,16 @@ import pyarrow.compute as pc
 from reverse_etl.counts import SyncCounts
 from reverse_etl.destinations.base import Changes, Drift, StateView
 from reverse_etl.records import (
+    CHANGE,
     CHANGED,
     FINGERPRINT,
     HEALED,
-    KEY,
     NEW,
     ROWS,
     UNCHANGED,
     RecordShape,
     fingerprint,
-    json_object,
+    fingerprint_of,
 )
 from reverse_etl.spec import SyncSpec, key_template_fields
 from roundtrip.core.sql import literal, quote
@@ -84,32 +89,138 @@ def resp_commands(parts: list[pa.Array | bytes]) -> bytes:
     return rows.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
-def _read_replies(sock: Any, reader: Any, count: int, into: list[Any]) -> None:
-    """Read ``count`` replies from ``sock`` through ``reader`` (hiredis); an error reply raises."""
-    import redis
+class RedisLink:
+    """One connection to Redis of our own, from a ``redis://`` or ``rediss://`` URL: the
+    handshake (AUTH, SELECT) and TLS done here, then commands in bulk. Errors are redis-py's
+    exception types, so the engine sorts them as it sorts redis-py's."""
 
-    got = 0
-    while got < count:
-        reply = reader.gets()
-        if reply is False:  # needs more bytes
-            data = sock.recv(1 << 20)
-            if not data:
-                raise redis.exceptions.ConnectionError("Redis closed the connection while replying")
-            reader.feed(data)
-            continue
-        if isinstance(reply, hiredis.ReplyError):
-            raise redis.exceptions.ResponseError(str(reply))
-        into.append(reply)
-        got += 1
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        parts = urlparse(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"ROUNDTRIP_REDIS_URL must be redis:// or rediss://, got {parts.scheme!r}")
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.db = int((parts.path or "/").lstrip("/") or 0)
+        self.tls = parts.scheme == "rediss"
+        self.timeout = timeout
+        self.sock: Any = None
+
+    def connect(self) -> None:
+        import redis
+
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(
+                f"cannot connect to Redis at {self.host}:{self.port}: {exc}"
+            ) from exc
+        self.sock = sock
+        handshake: list[list[bytes]] = []
+        if self.password is not None:
+            handshake.append([b"AUTH", *([self.user.encode()] if self.user else []), self.password.encode()])
+        if self.db:
+            handshake.append([b"SELECT", str(self.db).encode()])
+        handshake.append([b"PING"])
+        for command in handshake:
+            reply = self.call(command)
+            if isinstance(reply, Exception):
+                self.close()
+                if command[0] == b"AUTH" or "NOAUTH" in str(reply) or "WRONGPASS" in str(reply):
+                    raise redis.exceptions.AuthenticationError(str(reply))
+                raise redis.exceptions.ResponseError(str(reply))
+
+    def call(self, command: list[bytes]) -> Any:
+        """One command, its one reply (an error reply is returned as an exception, not raised)."""
+        import hiredis
+
+        self.sock.sendall(b"*%d\r\n" % len(command) + b"".join(bulk(a) for a in command))
+        reader = hiredis.Reader()
+        while (reply := reader.gets()) is False:
+            reader.feed(self._recv())
+        return reply
+
+    def _recv(self) -> bytes:
+        import redis
+
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(f"Redis connection lost: {exc}") from exc
+        if not data:
+            raise redis.exceptions.ConnectionError("Redis closed the connection")
+        return data
+
+    def replies(self, parts: list[pa.Array | bytes], count: int, width: int) -> np.ndarray:
+        """Send ``count`` commands (arguments ``parts``), pipelined ``PIPELINE_COMMANDS`` at a
+        time, and return their replies as a (count, width) byte matrix: every reply these
+        commands get is ``width`` bytes long (``+OK``/``$-1`` 5, ``:0``/``:1`` 4). An error reply
+        (of another length) raises redis-py's ``ResponseError`` with its message."""
+        import redis
+
+        if self.sock is None:
+            self.connect()
+        chunks: list[bytes] = []
+        received = 0
+        expected = 0
+        try:
+            for start in range(0, count, PIPELINE_COMMANDS):
+                chunk = [p if isinstance(p, bytes) else p.slice(start, PIPELINE_COMMANDS) for p in parts]
+                self.sock.sendall(resp_commands(chunk))
+                # read what the previous chunks' replies have produced so far, Redis works meanwhile
+                expected += min(PIPELINE_COMMANDS, count - start)
+                while received < (expected - min(PIPELINE_COMMANDS, count - start)) * width:
+                    data = self._recv()
+                    chunks.append(data)
+                    received += len(data)
+            while received < count * width:
+                data = self._recv()
+                chunks.append(data)
+                received += len(data)
+                if b"-" in data and self._error_in(b"".join(chunks)):
+                    break
+        except OSError as exc:
+            self.close()
+            raise redis.exceptions.ConnectionError(f"Redis connection lost while sending: {exc}") from exc
+        raw = b"".join(chunks)
+        if len(raw) != count * width or raw.count(b"\n") != count:
+            self.close()  # replies may be left unread on it
+            raise redis.exceptions.ResponseError(self._first_error(raw))
+        return np.frombuffer(raw, dtype=np.uint8).reshape(count, width)
+
+    @staticmethod
+    def _error_in(raw: bytes) -> bool:
+        return raw.startswith(b"-") or b"\n-" in raw
+
+    @staticmethod
+    def _first_error(raw: bytes) -> str:
+        import hiredis
+
+        reader = hiredis.Reader()
+        reader.feed(raw)
+        while (reply := reader.gets()) is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                return str(reply)
+        return f"unexpected replies from Redis ({len(raw)} bytes)"
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
 
 
 class RedisDestination:
     transactional = False
 
-    def __init__(self, spec: SyncSpec, client: Any) -> None:
+    def __init__(self, spec: SyncSpec, link: RedisLink | None) -> None:
         self.spec = spec
         self.settings = spec.settings
-        self.client = client
+        self.link = link
 
     def shape(self, columns: list[str]) -> RecordShape:
         """One record per key: the key rendered from the template, the value the row as a JSON
@@ -117,75 +228,65 @@ class RedisDestination:
         s, template = self.settings, self.spec.target
         target = key_template_sql(template)
         in_key = key_template_fields(template)
-        if s.value == "object":
-            value, grouping, rows = json_object(columns), "", "1"
-        else:
-            members = [c for c in columns if c not in set(in_key)]
-            order = ", ".join(quote(c) for c in (s.order_by or [k for k in s.primary_key if k not in set(in_key)]))
-            member = f"struct_pack({', '.join(f'{quote(c)} := {quote(c)}' for c in members)})"
-            value = f"to_json(list({member} order by {order or '1'}))::varchar"
-            grouping, rows = " group by 1", "count(*)"
-        records = f"""
-            select {TARGET}, to_json({TARGET})::varchar as {KEY}, {VALUE}, {fingerprint(VALUE)} as {FINGERPRINT}, {ROWS}
-            from (select {target} as {TARGET}, {value} as {VALUE}, {rows} as {ROWS} from {{rows}}{grouping})"""
         required = {"key template": in_key, "order_by": s.order_by or []}
+        shown = {TARGET: "key", VALUE: "value"}
+        keys = [quote(k) for k in s.primary_key]
+        if s.value == "object":
+            on = " and ".join(f"m.{k} = c.{k}" for k in keys)
+            return RecordShape(
+                identity={TARGET: target},
+                records=f"""select {target} as {TARGET}, {", ".join(keys)}, {fingerprint(columns)} as {FINGERPRINT},
+                                   1 as {ROWS} from {{rows}}""",
+                written=f"""select c.{TARGET}, {self._value_sql(columns, "m")} as {VALUE}, c.{CHANGE}
+                            from {{rows}} m join {{records}} c on {on}""",
+                required=required,
+                shown=shown,
+            )
+        members = [c for c in columns if c not in set(in_key)]
+        order = ", ".join(quote(c) for c in (s.order_by or [k for k in s.primary_key if k not in set(in_key)]))
+        member = f"struct_pack({', '.join(f'{quote(c)} := {quote(c)}' for c in members)})"
+        listed = f"list({member} order by {order or '1'})"
         return RecordShape(
-            state_key=f"to_json({target})::varchar",
-            records=records,
+            identity={TARGET: target},
+            records=f"""select {target} as {TARGET}, {fingerprint_of(listed)} as {FINGERPRINT}, count(*) as {ROWS}
+                        from {{rows}} group by 1""",
+            written=f"""select c.{TARGET}, to_json({listed})::varchar as {VALUE}, any_value(c.{CHANGE}) as {CHANGE}
+                        from (select *, {target} as {TARGET} from {{rows}}) m join {{records}} c using ({TARGET})
+                        group by c.{TARGET}""",
             required=required,
-            shown={TARGET: "key", VALUE: "value"},
+            shown=shown,
         )
 
-    def drift(self, owned: int) -> Drift:
+    @staticmethod
+    def _value_sql(columns: list[str], alias: str) -> str:
+        fields = ", ".join(f"{quote(c)} := {alias}.{quote(c)}" for c in columns)
+        return f"to_json(struct_pack({fields}))::varchar"
+
+    def drift(self, owned: int, state: str) -> Drift:
         return Drift()  # checked key by key while unchanged keys get their TTL renewed (write)
 
-    def _execute(self, parts: list[pa.Array | bytes], count: int) -> list[Any]:
-        """Send ``count`` commands and return their replies (an error reply raises).
+    def _link(self) -> RedisLink:
+        if self.link is None:
+            raise RuntimeError("no Redis connection")
+        return self.link
 
-        redis-py makes the connection (AUTH, SELECT, TLS); the commands then go straight to its
-        socket and the replies through a hiredis reader of our own, because redis-py reads one
-        reply per Python call (35 % of a sync's time). The next chunk is sent before the
-        previous one's replies are read, so Redis works while we parse."""
-        import redis
-
-        replies: list[Any] = []
-        conn = self.client.connection_pool.get_connection()
-        try:
-            conn.connect()
-            sock = conn._sock  # no public bulk API; after the handshake nothing is left unread on it
-            reader = hiredis.Reader()
-            unread = 0
-            for start in range(0, count, PIPELINE_COMMANDS):
-                chunk = [p if isinstance(p, bytes) else p.slice(start, PIPELINE_COMMANDS) for p in parts]
-                sock.sendall(resp_commands(chunk))
-                _read_replies(sock, reader, unread, replies)
-                unread = min(PIPELINE_COMMANDS, count - start)
-            _read_replies(sock, reader, unread, replies)
-        except OSError as exc:  # the socket itself: a connection problem, retried as such
-            conn.disconnect()
-            raise redis.exceptions.ConnectionError(f"Redis connection lost while sending: {exc}") from exc
-        except BaseException:
-            conn.disconnect()  # replies may be left unread on it
-            raise
-        finally:
-            self.client.connection_pool.release(conn)
-        return replies
-
-    def _set(self, keys: pa.Array, values: pa.Array, nx: bool = False) -> list[Any]:
+    def _set(self, keys: pa.Array, values: pa.Array, nx: bool = False) -> np.ndarray:
+        """SET each key; with ``nx`` returns which were set (the others existed)."""
         ttl = self.settings.ttl_seconds
         parts: list[pa.Array | bytes] = [b"SET", keys, values]
         if ttl:
             parts += [b"EX", str(ttl).encode()]
         if nx:
             parts.append(b"NX")
-        return self._execute(parts, len(keys))
+        replies = self._link().replies(parts, len(keys), 5)  # +OK\r\n, or $-1\r\n (NX: not set)
+        return replies[:, 0] == ord("+")
 
     def write(self, changes: Changes) -> SyncCounts:
         plan = changes.plan
         counts = SyncCounts()
         if self.settings.mode == "insert_only":
             for batch in changes.batches((NEW,)):
-                counts.inserted += sum(1 for r in self._set(batch[TARGET], batch[VALUE], nx=True) if r)
+                counts.inserted += int(self._set(batch[TARGET], batch[VALUE], nx=True).sum())
             counts.unchanged = plan.records - counts.inserted
             return counts
 
@@ -194,27 +295,43 @@ class RedisDestination:
         counts.inserted, counts.updated, counts.healed = plan.new, plan.changed, plan.healed
         ttl = self.settings.ttl_seconds
         renew: list[pa.Array | bytes] = [b"EXPIRE"] if ttl else [b"EXISTS"]
-        for batch in changes.batches((UNCHANGED,)):
+        for batch in changes.batches((UNCHANGED,), rendered=False):
             keys = batch[TARGET]
-            alive = self._execute([*renew, keys, *([str(ttl).encode()] if ttl else [])], len(keys))
-            lost = np.flatnonzero(np.array(alive) == 0)  # expired or evicted since: write again
+            alive = self._link().replies([*renew, keys, *([str(ttl).encode()] if ttl else [])], len(keys), 4)
+            lost = np.flatnonzero(alive[:, 1] == ord("0"))  # expired or evicted since: write again
             if len(lost):
-                self._set(keys.take(lost), batch[VALUE].take(lost))
+                self._write_again(changes, keys.take(pa.array(lost)))
             counts.healed += len(lost)
             counts.unchanged += len(keys) - len(lost)
         return counts
+
+    def _write_again(self, changes: Changes, keys: pa.Array) -> None:
+        """The values of ``keys`` (lost by Redis), rendered now and SET."""
+        con = changes.records.con
+        con.register("rt_lost_keys", pa.table({TARGET: keys}))
+        try:
+            query = changes.records.records_sql((UNCHANGED,))
+            reader = con.execute(
+                f"select * from ({query}) where {TARGET} in (select {TARGET} from rt_lost_keys)"
+            ).to_arrow_reader(self.settings.batch_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    self._set(batch[TARGET], batch[VALUE])
+        finally:
+            con.unregister("rt_lost_keys")
 
     def finish(self, state: StateView) -> SyncCounts:
         if self.settings.mode != "mirror":
             return SyncCounts()
         deleted = 0
-        for keys in state.iter_gone(PIPELINE_COMMANDS):
-            deleted += int(self.client.delete(*(json.loads(k) for k in keys)))  # expired keys are not counted
-        state.forget_gone()
+        for batch in state.gone():
+            replies = self._link().replies([b"DEL", batch[TARGET]], batch.num_rows, 4)
+            deleted += int((replies[:, 1] == ord("1")).sum())  # expired keys are not counted
         return SyncCounts(deleted=deleted)
 
     def after_commit(self) -> list[str]:
         return []
 
     def close(self) -> None:
-        self.client.close()
+        if self.link is not None:
+            self.link.close()

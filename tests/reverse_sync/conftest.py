@@ -64,6 +64,27 @@ class Harness:
             RunOptions(dry_run=dry_run, dbt_project_dir=FIXTURE_PROJECT, **options),
         )
 
+    def owned(self, sync: str) -> list[tuple[Any, ...]]:
+        """The identities the sync's state says it wrote (the last entry of each in its log)."""
+        from reverse_etl.state import tables_of
+
+        rows_table = tables_of(sync)[0]
+        columns = [
+            r[0]
+            for r in self.sql(
+                "select column_name from information_schema.columns where table_schema = 'reverse_etl' "
+                "and table_name = %s and column_name not in ('fingerprint', 'seq') order by ordinal_position",
+                (rows_table,),
+            )
+        ]
+        ids = ", ".join(f'"{c}"' for c in columns)
+        return sorted(
+            self.sql(
+                f"""select {ids} from (select distinct on ({ids}) {ids}, fingerprint from reverse_etl."{rows_table}"
+                    order by {ids}, seq desc) s where fingerprint is not null"""
+            )
+        )
+
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
             cur = conn.execute(query, params)
