@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections import deque
+from collections.abc import Iterable, Iterator
 from string import Formatter
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -47,6 +49,7 @@ from reverse_etl.records import (
     fingerprint_of,
 )
 from reverse_etl.spec import SyncSpec, key_template_fields
+from roundtrip.core.read_ahead import read_ahead
 from roundtrip.core.sql import literal, quote
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ def bulk(value: bytes | str) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def resp_commands(parts: list[pa.Array | bytes]) -> bytes:
+def resp_commands(parts: list[pa.Array | bytes]) -> memoryview:
     """One RESP command per row, concatenated: ``parts`` are the arguments, each a string array
     (one value per row) or constant bytes. Plain ``str`` constants, not Arrow scalars: building
     a scalar imports pandas (half a second)."""
@@ -86,7 +89,14 @@ def resp_commands(parts: list[pa.Array | bytes]) -> bytes:
     if not isinstance(rows, pa.Array):  # every part constant
         raise ValueError("resp_commands needs at least one array argument")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset : rows.offset + len(rows) + 1]
-    return rows.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+    return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]  # sent as it is, not copied
+
+
+def encoded_chunks(parts: list[pa.Array | bytes], count: int) -> Iterator[tuple[memoryview, int]]:
+    """The ``count`` commands of ``parts`` in RESP, ``PIPELINE_COMMANDS`` to a chunk."""
+    for start in range(0, count, PIPELINE_COMMANDS):
+        chunk = [p if isinstance(p, bytes) else p.slice(start, PIPELINE_COMMANDS) for p in parts]
+        yield resp_commands(chunk), min(PIPELINE_COMMANDS, count - start)
 
 
 class RedisLink:
@@ -155,55 +165,64 @@ class RedisLink:
         return data
 
     def replies(self, parts: list[pa.Array | bytes], count: int, width: int) -> np.ndarray:
-        """Send ``count`` commands (arguments ``parts``), pipelined ``PIPELINE_COMMANDS`` at a
-        time, and return their replies as a (count, width) byte matrix: every reply these
-        commands get is ``width`` bytes long (``+OK``/``$-1`` 5, ``:0``/``:1`` 4). An error reply
-        (of another length) raises redis-py's ``ResponseError`` with its message."""
+        """Send ``count`` commands (arguments ``parts``) and return their replies as a
+        (count, width) byte matrix: every reply these commands get is ``width`` bytes long
+        (``+OK``/``$-1`` 5, ``:0``/``:1`` 4). An error reply raises redis-py's ``ResponseError``."""
+        chunks = ((data, n, 0) for data, n in encoded_chunks(parts, count))
+        matrices = [replies for replies, _ in self.exchange(chunks, width)]
+        return np.concatenate(matrices) if matrices else np.zeros((0, width), dtype=np.uint8)
+
+    def exchange(self, chunks: Iterable[tuple[Any, int, Any]], width: int) -> Iterator[tuple[np.ndarray, Any]]:
+        """Send each chunk (``data``: the RESP bytes of ``count`` commands, with a ``tag``) and
+        yield its replies, a (count, width) matrix, with its tag, in order. Chunk n+1 is on the
+        wire before chunk n's replies are read, so Redis never waits for us to read."""
         import redis
 
         if self.sock is None:
             self.connect()
-        chunks: list[bytes] = []
-        received = 0
-        expected = 0
+        pending: deque[tuple[int, Any]] = deque()
+        buffer = bytearray()
         try:
-            for start in range(0, count, PIPELINE_COMMANDS):
-                chunk = [p if isinstance(p, bytes) else p.slice(start, PIPELINE_COMMANDS) for p in parts]
-                self.sock.sendall(resp_commands(chunk))
-                # read what the previous chunks' replies have produced so far, Redis works meanwhile
-                expected += min(PIPELINE_COMMANDS, count - start)
-                while received < (expected - min(PIPELINE_COMMANDS, count - start)) * width:
-                    data = self._recv()
-                    chunks.append(data)
-                    received += len(data)
-            while received < count * width:
-                data = self._recv()
-                chunks.append(data)
-                received += len(data)
-                if b"-" in data and self._error_in(b"".join(chunks)):
-                    break
+            for data, count, tag in chunks:
+                self.sock.sendall(data)
+                pending.append((count, tag))
+                if len(pending) > 1:
+                    yield self._read(buffer, *pending.popleft(), width)
+            while pending:
+                yield self._read(buffer, *pending.popleft(), width)
         except OSError as exc:
             self.close()
             raise redis.exceptions.ConnectionError(f"Redis connection lost while sending: {exc}") from exc
-        raw = b"".join(chunks)
-        if len(raw) != count * width or raw.count(b"\n") != count:
+
+    def _read(self, buffer: bytearray, count: int, tag: Any, width: int) -> tuple[np.ndarray, Any]:
+        import redis
+
+        size = count * width
+        while len(buffer) < size:
+            buffer += self._recv()  # an error reply is longer than ours: this ends with one too
+        replies = np.frombuffer(bytes(buffer[:size]), dtype=np.uint8)
+        # the first error reply starts where a reply of ours would: column 0 shows it
+        if len(replies) != size or (replies.reshape(count, width)[:, 0] == ord("-")).any():
+            message = self._first_error(bytes(buffer))
             self.close()  # replies may be left unread on it
-            raise redis.exceptions.ResponseError(self._first_error(raw))
-        return np.frombuffer(raw, dtype=np.uint8).reshape(count, width)
+            raise redis.exceptions.ResponseError(message)
+        del buffer[:size]
+        return replies.reshape(count, width), tag
 
-    @staticmethod
-    def _error_in(raw: bytes) -> bool:
-        return raw.startswith(b"-") or b"\n-" in raw
-
-    @staticmethod
-    def _first_error(raw: bytes) -> str:
+    def _first_error(self, raw: bytes) -> str:
+        """The message of the first error reply in ``raw`` (read on until it is whole)."""
         import hiredis
 
         reader = hiredis.Reader()
         reader.feed(raw)
-        while (reply := reader.gets()) is not False:
-            if isinstance(reply, hiredis.ReplyError):
-                return str(reply)
+        for _ in range(100):
+            while (reply := reader.gets()) is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    return str(reply)
+            try:
+                reader.feed(self._recv())
+            except Exception:
+                break
         return f"unexpected replies from Redis ({len(raw)} bytes)"
 
     def close(self) -> None:
@@ -270,28 +289,51 @@ class RedisDestination:
             raise RuntimeError("no Redis connection")
         return self.link
 
-    def _set(self, keys: pa.Array, values: pa.Array, nx: bool = False) -> np.ndarray:
-        """SET each key; with ``nx`` returns which were set (the others existed)."""
+    def _set_parts(self, keys: pa.Array, values: pa.Array, nx: bool) -> list[pa.Array | bytes]:
         ttl = self.settings.ttl_seconds
         parts: list[pa.Array | bytes] = [b"SET", keys, values]
         if ttl:
             parts += [b"EX", str(ttl).encode()]
         if nx:
             parts.append(b"NX")
-        replies = self._link().replies(parts, len(keys), 5)  # +OK\r\n, or $-1\r\n (NX: not set)
+        return parts
+
+    def _set(self, keys: pa.Array, values: pa.Array, nx: bool = False) -> np.ndarray:
+        """SET each key; with ``nx`` returns which were set (the others existed)."""
+        replies = self._link().replies(self._set_parts(keys, values, nx), len(keys), 5)  # +OK, or $-1 (NX: not set)
         return replies[:, 0] == ord("+")
+
+    def _set_all(self, changes: Changes, kinds: tuple[int, ...], nx: bool = False) -> Iterator[np.ndarray]:
+        """SET the records of ``kinds``, batch by batch; yields, per batch, which were set. A
+        helper thread renders the values (DuckDB) and encodes the commands (Arrow) of the next
+        chunks while this thread sends and checks replies: both halves release the GIL."""
+
+        def encoded() -> Iterator[tuple[memoryview, int, int]]:
+            for batch in changes.records.records(kinds, ordered=False):
+                parts = self._set_parts(batch[TARGET], batch[VALUE], nx)
+                for start, (data, count) in enumerate(encoded_chunks(parts, batch.num_rows)):
+                    last = (start + 1) * PIPELINE_COMMANDS >= batch.num_rows
+                    yield data, count, batch.num_rows if last else 0
+
+        done: list[np.ndarray] = []
+        for replies, batch_rows in self._link().exchange(read_ahead(encoded(), name="redis-encode"), 5):
+            done.append(replies[:, 0] == ord("+"))
+            if batch_rows:  # the batch's last chunk is confirmed
+                yield np.concatenate(done)
+                done.clear()
+                changes.handed(batch_rows)
 
     def write(self, changes: Changes) -> SyncCounts:
         plan = changes.plan
         counts = SyncCounts()
         if self.settings.mode == "insert_only":
-            for batch in changes.batches((NEW,)):
-                counts.inserted += int(self._set(batch[TARGET], batch[VALUE], nx=True).sum())
+            for was_set in self._set_all(changes, (NEW,), nx=True):
+                counts.inserted += int(was_set.sum())
             counts.unchanged = plan.records - counts.inserted
             return counts
 
-        for batch in changes.batches((NEW, CHANGED, HEALED)):
-            self._set(batch[TARGET], batch[VALUE])
+        for _ in self._set_all(changes, (NEW, CHANGED, HEALED)):
+            pass  # every reply checked (+OK) by the link
         counts.inserted, counts.updated, counts.healed = plan.new, plan.changed, plan.healed
         ttl = self.settings.ttl_seconds
         renew: list[pa.Array | bytes] = [b"EXPIRE"] if ttl else [b"EXISTS"]
