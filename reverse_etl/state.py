@@ -436,7 +436,9 @@ class StateStore:
             cache = f"{CACHE_ALIAS}.state"
             kinds = (NEW,) if self.mode == "insert_only" else SENT
             fresh = self.records.state == "temp.empty_state" or self._cache_version() is None
-            if fresh:  # the first state of this sync (or of this machine): written whole
+            if self.records.state == "temp.empty_state":  # the sync's first state: what it sent
+                self.con.execute(f"create or replace table {cache} as {self.records.state_rows_sql(kinds)}")
+            elif fresh:  # the first state on this machine: written whole (via a copy: it may read the cache)
                 self.con.execute(f"create or replace temp table next_state as {self._new_state_sql(self._gone)}")
                 self.con.execute(f"create or replace table {cache} as select * from temp.next_state")
             else:  # what this run changed, and nothing else
