@@ -97,58 +97,48 @@ def _run(
         warehouse.close()
 
 
-@app.command()
-def sqlite(
-    source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
-    full_refresh: FullRefreshOpt = False,
-    config: ConfigOpt = None,
-    target: TargetOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """SQLite tables -> warehouse (staging + MERGE on keys, incremental by cursor)."""
-    configure_logging(debug, quiet)
-    with ProgressBoard("rows read") as board:
-        rows = _run(
-            target,
-            lambda wh, cfg: [
-                r.as_dict()
-                for name, src in _pick(cfg.sqlite, source, "sqlite source").items()
-                for r in jobs.load_sqlite(name, src, wh, full_refresh, progress=board.advance)
-            ],
-            config,
-            wait,
-        )
-    _report("sqlite -> warehouse", rows, as_json)
+def _database_command(kind: str, title: str, doc: str) -> Callable[..., None]:
+    """``sqlite`` and ``sql``: the sources of one kind in loaders.yml -> warehouse."""
+    load = {"sqlite": jobs.load_sqlite, "sql": jobs.load_sql}[kind]
+
+    def command(
+        source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
+        full_refresh: FullRefreshOpt = False,
+        config: ConfigOpt = None,
+        target: TargetOpt = None,
+        as_json: JsonOpt = False,
+        wait: WaitOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        configure_logging(debug, quiet)
+        with ProgressBoard("rows read") as board:
+            rows = _run(
+                target,
+                lambda wh, cfg: [
+                    r.as_dict()
+                    for name, src in _pick(getattr(cfg, kind), source, f"{kind} source").items()
+                    for r in load(name, src, wh, full_refresh, progress=board.advance)
+                ],
+                config,
+                wait,
+            )
+        _report(title, rows, as_json)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def sql(
-    source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
-    full_refresh: FullRefreshOpt = False,
-    config: ConfigOpt = None,
-    target: TargetOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """SQL database tables (Postgres, MySQL/MariaDB, SQLite; the catalog) -> warehouse."""
-    configure_logging(debug, quiet)
-    with ProgressBoard("rows read") as board:
-        rows = _run(
-            target,
-            lambda wh, cfg: [
-                r.as_dict()
-                for name, src in _pick(cfg.sql, source, "sql source").items()
-                for r in jobs.load_sql(name, src, wh, full_refresh, progress=board.advance)
-            ],
-            config,
-            wait,
-        )
-    _report("sql -> warehouse", rows, as_json)
+app.command("sqlite")(
+    _database_command(
+        "sqlite", "sqlite -> warehouse", "SQLite tables -> warehouse (staging + MERGE on keys, incremental by cursor)."
+    )
+)
+app.command("sql")(
+    _database_command(
+        "sql", "sql -> warehouse", "SQL database tables (Postgres, MySQL/MariaDB, SQLite; the catalog) -> warehouse."
+    )
+)
 
 
 @app.command()

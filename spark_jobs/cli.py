@@ -44,25 +44,13 @@ app.command(
 )(silver_job("silver -> gold", _job("silver_to_gold")))
 
 
-@app.command("run")
-def run_cmd(
-    day: DateOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    landing: LandingOpt = None,
-    output: OutputOpt = None,
-    fmt: FormatOpt = "jsonl",
-    catalog_parquet: CatalogOpt = None,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """bronze-to-silver, then silver-to-gold, for the same dates."""
-    from spark_jobs.auto import run_spark
+def _medallion():  # type: ignore[no-untyped-def]
+    return lambda spark, cfg: import_module("spark_jobs.auto").run_spark(cfg, spark)
 
-    configure_logging(debug, quiet)
-    cfg = job_config(day, start, end, landing, output, fmt, catalog_parquet)
-    report("bronze -> silver -> gold", run_spark(cfg), as_json)
+
+app.command("run", help="bronze-to-silver, then silver-to-gold, for the same dates.")(
+    bronze_job("bronze -> silver -> gold", _medallion)
+)
 
 
 @app.command("auto")

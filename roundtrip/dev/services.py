@@ -294,19 +294,43 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-# ---------------------------------------------------------------- PostgreSQL
+class LocalServer:
+    """A throwaway server process in a folder of its own under ``base_dir``, stopped by its pid
+    (``stop_signal``); the folder goes with it unless ``keep``."""
 
-
-class LocalPostgres:
-    """A throwaway PostgreSQL cluster: initdb, start on a free loopback port, stop by pid."""
+    name = "server"
+    stop_signal = signal.SIGTERM
 
     def __init__(self, base_dir: Path, port: int | None = None, keep: bool = False) -> None:
         self.base_dir = Path(base_dir)
         self.requested_port = port
         self.keep = keep
         self.proc: subprocess.Popen[bytes] | None = None
-        self.endpoint: PostgresEndpoint | None = None
         self.folder: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, self.stop_signal)
+            log.info("stopped %s pid %s", self.name, self.proc.pid)
+            self.proc = None
+        if self.folder is not None and not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class LocalPostgres(LocalServer):
+    """A throwaway PostgreSQL cluster: initdb, start on a free loopback port, stop by pid."""
+
+    name = "PostgreSQL"
+    stop_signal = signal.SIGINT  # fast shutdown
+    endpoint: PostgresEndpoint | None = None
 
     def start(self, timeout: float = 30.0) -> PostgresEndpoint:
         bin_dir = postgres_bin_dir()
@@ -418,33 +442,15 @@ class LocalPostgres:
             conn.execute("select pg_reload_conf()")
         return PostgresEndpoint(self.endpoint.host, self.endpoint.port, role, DEFAULT_DATABASE, password)
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown
-            log.info("stopped PostgreSQL pid %s", self.proc.pid)
-            self.proc = None
-        if self.folder is not None and not self.keep:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
-
 
 # ---------------------------------------------------------------- Redis
 
 
-class LocalRedis:
+class LocalRedis(LocalServer):
     """A throwaway Redis server with persistence off, stopped by pid."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, keep: bool = False) -> None:
-        self.base_dir = Path(base_dir)
-        self.requested_port = port
-        self.keep = keep
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.endpoint: RedisEndpoint | None = None
-        self.folder: Path | None = None
+    name = "Redis"
+    endpoint: RedisEndpoint | None = None
 
     def start(self, timeout: float = 15.0) -> RedisEndpoint:
         binary = redis_server_binary()
@@ -511,19 +517,6 @@ class LocalRedis:
         client.close()
         self.endpoint = RedisEndpoint(self.endpoint.host, self.endpoint.port, password=password)
         return self.endpoint
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM)
-            log.info("stopped Redis pid %s", self.proc.pid)
-            self.proc = None
-        if self.folder is not None and not self.keep:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
 
 
 # ---------------------------------------------------------------- entry points
