@@ -523,32 +523,27 @@ class LocalRedis(LocalServer):
 
 
 @contextlib.contextmanager
-def postgres_server(base_dir: Path) -> Iterator[PostgresEndpoint]:
+def _external_or_local(
+    setting: str, endpoint_type: Any, server_type: type[LocalServer], base_dir: Path
+) -> Iterator[Any]:
+    url = load_settings().secret(setting)
+    if url:
+        endpoint = endpoint_type.from_url(url)
+        log.info("using external %s %s", server_type.name, endpoint.safe_url)
+        yield endpoint
+        return
+    server = server_type(base_dir)
+    try:
+        yield server.start()  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+
+
+def postgres_server(base_dir: Path) -> contextlib.AbstractContextManager[PostgresEndpoint]:
     """External server from ``ROUNDTRIP_POSTGRES_URL`` if set, else a throwaway one."""
-    url = load_settings().secret("postgres_url")
-    if url:
-        endpoint = PostgresEndpoint.from_url(url)
-        log.info("using external PostgreSQL %s", endpoint.safe_url)
-        yield endpoint
-        return
-    server = LocalPostgres(base_dir)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    return _external_or_local("postgres_url", PostgresEndpoint, LocalPostgres, base_dir)
 
 
-@contextlib.contextmanager
-def redis_server(base_dir: Path) -> Iterator[RedisEndpoint]:
+def redis_server(base_dir: Path) -> contextlib.AbstractContextManager[RedisEndpoint]:
     """External server from ``ROUNDTRIP_REDIS_URL`` if set, else a throwaway one."""
-    url = load_settings().secret("redis_url")
-    if url:
-        endpoint = RedisEndpoint.from_url(url)
-        log.info("using external Redis %s", endpoint.safe_url)
-        yield endpoint
-        return
-    server = LocalRedis(base_dir)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    return _external_or_local("redis_url", RedisEndpoint, LocalRedis, base_dir)
