@@ -57,14 +57,15 @@ PIPELINE_COMMANDS = 10_000  # commands per round trip: bounds the buffers on bot
 TARGET, VALUE = "__rt_target", "__rt_value"  # the rendered key and JSON value of a record
 
 
-def key_template_sql(template: str) -> str:
-    """``reco:{user_id}`` as a DuckDB expression; NULL when a field is NULL."""
+def key_template_sql(template: str, alias: str | None = None) -> str:
+    """``reco:{user_id}`` as a DuckDB expression (over ``alias``'s columns); NULL when a field is NULL."""
     parts = []
+    prefix = f"{alias}." if alias else ""
     for text, field_name, _, _ in Formatter().parse(template):
         if text:
             parts.append(literal(text))
         if field_name:
-            parts.append(f"cast({quote(field_name)} as varchar)")
+            parts.append(f"cast({prefix}{quote(field_name)} as varchar)")
     return " || ".join(parts)
 
 
@@ -256,8 +257,10 @@ class RedisDestination:
                 identity={TARGET: target},
                 records=f"""select {target} as {TARGET}, {", ".join(keys)}, {fingerprint(columns)} as {FINGERPRINT},
                                    1 as {ROWS} from {{rows}}""",
-                written=f"""select c.{TARGET}, {self._value_sql(columns, "m")} as {VALUE}, c.{CHANGE}
-                            from {{rows}} m join {{records}} c on {on}""",
+                # the key rendered again from the model row: the join's build side then holds
+                # only the keys and the kind, not every record's rendered key (memory at 10 M)
+                written=f"""select {key_template_sql(template, "m")} as {TARGET}, {self._value_sql(columns, "m")} as {VALUE},
+                                   c.{CHANGE} from {{rows}} m join (select {", ".join(keys)}, {CHANGE} from {{records}}) c on {on}""",
                 required=required,
                 shown=shown,
             )
