@@ -103,6 +103,8 @@ class DuckDBWarehouse:
 
     def merge(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
         with self.transaction():
+            if self._empty(schema, table):
+                return self._fill(schema, table, batches, keys)
             stage = self._stage(batches)
             if stage is None:
                 return WriteResult()
@@ -115,6 +117,20 @@ class DuckDBWarehouse:
                 self.con.execute(sql.merge_statement(relation, stage, columns, keys, q))
             self.con.execute(f"drop table {stage}")
         return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged)
+
+    def _empty(self, schema: str, table: str) -> bool:
+        if not self._exists(schema, table):
+            return True
+        return self._fetchone(f"select exists (select 1 from {self._relation(schema, table)})") == (False,)
+
+    def _fill(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
+        """A merge into an empty table inserts every row: straight from the batches, no staging
+        copy and no comparison. The keys are checked in the table itself; a NULL or repeated one
+        raises, and the open transaction takes the rows back."""
+        inserted = self.append(schema, table, batches)
+        if self._exists(schema, table):
+            sql.check_staged_keys(self._fetchone, self._relation(schema, table), keys, f"{schema}.{table}", q)
+        return WriteResult(inserted=inserted)
 
     def delete_missing(self, schema: str, table: str, keys: list[str], present: Batches) -> int:
         if not self._exists(schema, table):
