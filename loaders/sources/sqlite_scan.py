@@ -35,8 +35,7 @@ _PLAIN = (pa.int64(), pa.float64(), pa.string())
 
 @dataclass(frozen=True)
 class Plan:
-    query: str
-    params: list[object]
+    query: str  # its one parameter: the SQLite file
 
 
 def _unique_not_null(con: sqlite3.Connection, table: SqliteTableConfig, columns: list[SqliteColumn]) -> bool:
@@ -64,25 +63,18 @@ def plan(
     since: object | None,
     min_rows: int = MIN_ROWS,
 ) -> Plan | None:
-    """The DuckDB query giving the rows ``sqlite._select`` gives, or None when it cannot."""
+    """The DuckDB query giving the rows ``sqlite._select`` gives for a whole table of at least
+    ``min_rows`` rows, or None when it cannot."""
     kinds = table.timestamps
     for column in columns:
         kind = kinds.get(column.name)
         if kind == "date" or (kind is None and column.arrow_type not in _PLAIN):
             return None  # decimals, booleans, blobs, dates: the Python reader's rules
     if table.cursor and since is not None:
-        cursor_type = next(c for c in columns if c.name == table.cursor).arrow_type
-        numeric = isinstance(since, (int, float)) and not isinstance(since, bool)
-        if not ((numeric and cursor_type in _PLAIN[:2]) or (isinstance(since, str) and cursor_type == pa.string())):
-            return None  # SQLite compares across storage classes its own way
+        return None  # an incremental read is mostly small: the scanner's start costs more than it saves
     if table.cursor and not _unique_not_null(con, table, columns):
         return None  # repeats are resolved by rowid, which the scanner does not show
-    where, params = "", []
-    if table.cursor and since is not None:
-        where, params = f" where {quote(table.cursor)} >= ?", [since]
-    counted = con.execute(
-        f"select count(*) from (select 1 from {quote(table.name)}{where} limit {int(min_rows)})", params
-    ).fetchone()
+    counted = con.execute(f"select count(*) from {quote(table.name)}").fetchone()
     if counted is None or counted[0] < min_rows:
         return None
     names = ", ".join(quote(c.name) for c in columns)
@@ -91,7 +83,7 @@ def plan(
         f"{quote(n)} asc nulls first" for n in ([table.cursor] if table.cursor else []) + table.primary_key
     )
     scan = f"sqlite_scan(?, {_literal(table.name)})"
-    return Plan(f"select {names} from {scan}{where} order by {order}", params)
+    return Plan(f"select {names} from {scan} order by {order}")
 
 
 def _literal(text: str) -> str:
@@ -104,7 +96,7 @@ def raw_batches(path: Path, query: Plan, batch_rows: int) -> Iterator[pa.RecordB
 
     con: Any = connect(":memory:", extensions=("sqlite",))
     try:
-        reader = con.execute(query.query, [str(path), *query.params]).to_arrow_reader(batch_rows)
+        reader = con.execute(query.query, [str(path)]).to_arrow_reader(batch_rows)
         for batch in reader:
             if batch.num_rows:
                 yield batch

@@ -37,6 +37,20 @@ def merge_statement(target: str, stage: str, columns: list[str], keys: list[str]
     )
 
 
+def delete_changed_statement(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
+    """Delete the rows whose staged row differs (``insert_missing_statement`` puts it back)."""
+    return f"delete from {target} t using {stage} s where {_key_match(keys, q)} and ({_changed(columns, keys, q)})"
+
+
+def insert_missing_statement(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
+    """Insert the staged rows whose key the target does not hold."""
+    column_list = ", ".join(q(c) for c in columns)
+    return (
+        f"insert into {target} ({column_list}) select {column_list} from {stage} s "
+        f"where not exists (select 1 from {target} t where {_key_match(keys, q)})"
+    )
+
+
 def merge_counts_query(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
     """One row: how many staged rows the MERGE will insert, update and leave unchanged."""
     return (
