@@ -163,6 +163,31 @@ def test_keys_that_may_repeat_are_left_to_the_python_reader(tmp_path: Path) -> N
     assert batch.num_rows == 10 and "again" in batch.column("name").to_pylist()
 
 
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        DDL.replace("id integer primary key", "id integer primary key desc"),  # not the rowid: NULLs allowed
+        DDL.replace("name text", "name text collate nocase"),  # SQLite sorts it otherwise
+    ],
+)
+def test_tables_whose_order_or_keys_the_scanner_cannot_match_are_left_to_the_python_reader(
+    tmp_path: Path, ddl: str
+) -> None:
+    db = _database(tmp_path / "app.db", _rows(10), ddl)
+    con = sqlite3.connect(db)
+    assert sqlite_scan.plan(con, _table(), sqlite_source.read_schema(con, "users"), None, 0) is None
+
+
+def test_a_unique_index_on_not_null_columns_lets_the_scanner_read(tmp_path: Path) -> None:
+    ddl = DDL.replace("id integer primary key", "id integer not null")
+    db = _database(tmp_path / "app.db", _rows(10), ddl)
+    con = sqlite3.connect(db)
+    columns = sqlite_source.read_schema(con, "users")
+    assert sqlite_scan.plan(con, _table(), columns, None, 0) is None
+    con.execute("create unique index users_id on users (id)")
+    assert sqlite_scan.plan(con, _table(), sqlite_source.read_schema(con, "users"), None, 0) is not None
+
+
 def test_small_reads_and_other_types_stay_with_the_python_reader(tmp_path: Path) -> None:
     db = _database(tmp_path / "app.db", _rows(10))
     con = sqlite3.connect(db)

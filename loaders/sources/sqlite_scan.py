@@ -39,21 +39,34 @@ class Plan:
 
 
 def _unique_not_null(con: sqlite3.Connection, table: SqliteTableConfig, columns: list[SqliteColumn]) -> bool:
-    """The primary key can hold no repeat and no NULL: the rowid itself (an INTEGER PRIMARY KEY),
-    or a unique index on exactly those columns, all NOT NULL."""
+    """The primary key can hold no repeat and no NULL: the rowid itself (an INTEGER PRIMARY KEY
+    with no index of its own: ``INTEGER PRIMARY KEY DESC`` is not the rowid), or a unique,
+    non-partial index on exactly those columns, all NOT NULL."""
     by_name = {c.name: c for c in columns}
     keys = set(table.primary_key)
-    rowid = [c for c in columns if c.primary_key_position > 0]
-    if len(keys) == 1 and len(rowid) == 1 and rowid[0].name in keys and rowid[0].declared_type.upper() == "INTEGER":
+    indexes = con.execute('select name, "unique", origin, partial from pragma_index_list(?)', [table.name]).fetchall()
+    pk = [c for c in columns if c.primary_key_position > 0]
+    if (
+        len(keys) == 1
+        and [c.name for c in pk] == table.primary_key
+        and pk[0].declared_type.upper() == "INTEGER"
+        and not any(origin == "pk" for _, _, origin, _ in indexes)
+    ):
         return True
     if not all(by_name[k].not_null for k in keys):
         return False
-    for _, name, unique, *_ in con.execute("select * from pragma_index_list(?)", [table.name]).fetchall():
-        if unique:
+    for name, unique, _, partial in indexes:
+        if unique and not partial:
             indexed = {r[0] for r in con.execute("select name from pragma_index_info(?)", [name]).fetchall()}
             if indexed == keys:
                 return True
     return False
+
+
+def _collated(con: sqlite3.Connection, table: str) -> bool:
+    """A column with its own collation sorts (and compares) otherwise in SQLite than in DuckDB."""
+    row = con.execute("select sql from sqlite_master where type = 'table' and name = ?", [table]).fetchone()
+    return row is None or row[0] is None or "collate" in row[0].lower()
 
 
 def plan(
@@ -74,6 +87,8 @@ def plan(
         return None  # an incremental read is mostly small: the scanner's start costs more than it saves
     if table.cursor and not _unique_not_null(con, table, columns):
         return None  # repeats are resolved by rowid, which the scanner does not show
+    if _collated(con, table.name):
+        return None
     counted = con.execute(f"select count(*) from {quote(table.name)}").fetchone()
     if counted is None or counted[0] < min_rows:
         return None
