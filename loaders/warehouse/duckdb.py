@@ -111,13 +111,16 @@ class DuckDBWarehouse:
             sql.check_staged_keys(self._fetchone, stage, keys, f"{schema}.{table}", q)
             relation = self._ensure_table(schema, table, stage)
             columns = self._columns(stage)
-            counts = self._fetchone(sql.merge_counts_query(relation, stage, columns, keys, q))
+            compared = f"{stage}_compared"
+            self.con.execute(sql.compare_statement(relation, stage, columns, keys, q, compared))
+            counts = self._fetchone(sql.compared_counts_query(compared))
             inserted, updated, unchanged = (int(c) for c in counts or (0, 0, 0))
             if updated and self._replaceable(schema, table, relation, columns):
-                self.con.execute(sql.delete_changed_statement(relation, stage, columns, keys, q))
-                self.con.execute(sql.insert_missing_statement(relation, stage, columns, keys, q))
+                self.con.execute(sql.delete_changed_statement(relation, compared, keys, q))
+                self.con.execute(sql.insert_new_and_changed_statement(relation, stage, compared, columns, keys, q))
             elif inserted or updated:
                 self.con.execute(sql.merge_statement(relation, stage, columns, keys, q))
+            self.con.execute(f"drop table {compared}")
             self.con.execute(f"drop table {stage}")
         return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged)
 
