@@ -170,15 +170,18 @@ def _fast_timestamp(values: list[object], kind: TimestampKind) -> pa.Array | Non
     return sqlite_fast.epoch_micros(numbers, kind)
 
 
-def _select(table: SqliteTableConfig, names: list[str], since: object | None) -> tuple[str, list[object]]:
+def _select(
+    table: SqliteTableConfig, names: list[str], since: object | None, unique: bool = False
+) -> tuple[str, list[object]]:
     """The read query. With a cursor, a key that appears more than once keeps only its latest row
-    (highest cursor, then highest rowid): duplicates are resolved at the source, deterministically."""
+    (highest cursor, then highest rowid): duplicates are resolved at the source, deterministically.
+    A key that cannot repeat (``unique``) needs no such window: the same rows, one sort less."""
     columns = ", ".join(quote(n) for n in names)
     where, params = "", []
     if table.cursor and since is not None:
         where, params = f" where {quote(table.cursor)} >= ?", [since]
     order = ", ".join(quote(n) for n in ([table.cursor] if table.cursor else []) + table.primary_key)
-    if not table.cursor:
+    if not table.cursor or unique:
         return f"select {columns} from {quote(table.name)}{where} order by {order}", params
     keys = ", ".join(quote(k) for k in table.primary_key)
     return (
@@ -262,7 +265,8 @@ def _python_batches(
 ) -> Iterator[tuple[pa.Table, object | None]]:
     """The rows from position ``skip`` on (the scanner gave those before), converted value by value."""
     names = [c.name for c in columns]
-    query, params = _select(table, names, since)
+    unique = bool(table.cursor) and sqlite_scan.keys_unique(con, table, columns)
+    query, params = _select(table, names, since, unique)
     if skip:
         query += f" limit -1 offset {int(skip)}"
     cursor = con.execute(query, params)

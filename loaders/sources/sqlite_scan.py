@@ -38,7 +38,7 @@ class Plan:
     query: str  # its one parameter: the SQLite file
 
 
-def _unique_not_null(con: sqlite3.Connection, table: SqliteTableConfig, columns: list[SqliteColumn]) -> bool:
+def keys_unique(con: sqlite3.Connection, table: SqliteTableConfig, columns: list[SqliteColumn]) -> bool:
     """The primary key can hold no repeat and no NULL: the rowid itself (an INTEGER PRIMARY KEY
     with no index of its own: ``INTEGER PRIMARY KEY DESC`` is not the rowid), or a unique,
     non-partial index on exactly those columns, all NOT NULL."""
@@ -85,7 +85,7 @@ def plan(
             return None  # decimals, booleans, blobs, dates: the Python reader's rules
     if table.cursor and since is not None:
         return None  # an incremental read is mostly small: the scanner's start costs more than it saves
-    if table.cursor and not _unique_not_null(con, table, columns):
+    if table.cursor and not keys_unique(con, table, columns):
         return None  # repeats are resolved by rowid, which the scanner does not show
     if _collated(con, table.name):
         return None
