@@ -111,6 +111,9 @@ def raw_batches(path: Path, query: Plan, batch_rows: int) -> Iterator[pa.RecordB
 
     con: Any = connect(":memory:", extensions=("sqlite",))
     try:
+        # one SQLite connection, so one read transaction: a snapshot, as the Python reader's one
+        # statement sees (parallel scans read rowid ranges at different moments)
+        con.execute("set sqlite_disable_multithreaded_scans = true")
         reader = con.execute(query.query, [str(path)]).to_arrow_reader(batch_rows)
         for batch in reader:
             if batch.num_rows:
