@@ -86,11 +86,13 @@ class RowMessage:
         return cls(descriptor, message_factory.GetMessageClass(found))
 
     def serialize(self, batch: pa.Table) -> Iterator[bytes]:
-        """Each row as serialized bytes; NULL fields are left out."""
+        """Each row as serialized bytes; NULL fields are left out (protobuf takes ``field=None``
+        in a constructor as the field not set, so no per-row filtering is needed)."""
         names = batch.column_names
         columns = [_wire_values(batch.column(i)) for i in range(batch.num_columns)]
+        make = self.cls
         for values in zip(*columns):
-            yield self.cls(**{n: v for n, v in zip(names, values) if v is not None}).SerializeToString()
+            yield make(**dict(zip(names, values))).SerializeToString()
 
 
 def _wire_values(column: pa.ChunkedArray) -> list[Any]:
@@ -194,13 +196,16 @@ def sized_requests(rows: Iterable[bytes], where: str, offset: int, max_bytes: in
     """Group serialized rows, in order, into requests of at most ``max_bytes``."""
     chunk: list[bytes] = []
     size = 0
-    for position, row in enumerate(rows, start=offset + 1):
-        framed = framed_size(row)
-        if framed > max_bytes:
-            raise LoaderError(f"{where}: row {position} is {len(row):,} bytes, over the AppendRows request limit")
-        if chunk and size + framed > max_bytes:
-            yield chunk
-            chunk, size = [], 0
+    for row in rows:
+        framed = len(row) + 8  # framed_size(row), inlined: this loop runs once per row
+        if size + framed > max_bytes:
+            if framed > max_bytes:
+                position = offset + len(chunk) + 1
+                raise LoaderError(f"{where}: row {position} is {len(row):,} bytes, over the AppendRows request limit")
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+                chunk, size = [], 0
         chunk.append(row)
         size += framed
     if chunk:
