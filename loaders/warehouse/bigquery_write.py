@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loaders.errors import LoaderError
+from loaders.warehouse import proto_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class RowMessage:
 
     descriptor: Any  # google.protobuf.descriptor_pb2.DescriptorProto, sent as writer_schema
     cls: type  # the generated message class
+    field_types: tuple[int, ...] = ()  # FieldDescriptorProto types, field 1 first
 
     @classmethod
     def for_schema(cls, schema: pa.Schema) -> RowMessage:
@@ -83,11 +85,19 @@ class RowMessage:
         found = pool.FindMessageTypeByName(f"roundtrip.{_MESSAGE_NAME}")
         descriptor = descriptor_pb2.DescriptorProto()
         found.CopyToProto(descriptor)
-        return cls(descriptor, message_factory.GetMessageClass(found))
+        types = tuple(_field_type(f.type, f.name) for f in schema)
+        return cls(descriptor, message_factory.GetMessageClass(found), types)
 
     def serialize(self, batch: pa.Table) -> Iterator[bytes]:
-        """Each row as serialized bytes; NULL fields are left out (protobuf takes ``field=None``
-        in a constructor as the field not set, so no per-row filtering is needed)."""
+        """Each row as serialized bytes; NULL fields are left out. Column at a time
+        (``proto_rows``) where the batch's types are the ones the message was built for and
+        ``proto_rows`` writes them; otherwise a message per row (protobuf takes ``field=None``
+        in a constructor as the field not set)."""
+        if self.field_types == tuple(_field_type(f.type, f.name) for f in batch.schema):
+            encoded = proto_rows.encode(batch)
+            if encoded is not None:
+                yield from encoded
+                return
         names = batch.column_names
         columns = [_wire_values(batch.column(i)) for i in range(batch.num_columns)]
         make = self.cls
