@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int = 1) -> Generator[T, None, None]:
     """``items`` in order, the next ones produced in a thread while the caller works on this one.
     A caller that stops early (its own error, or ``close()``) stops the thread before returning."""
     waiting: queue.Queue[object] = queue.Queue(maxsize=depth)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,7 +105,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def raw_batches(path: Path, query: Plan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def raw_batches(path: Path, query: Plan, batch_rows: int) -> Generator[pa.RecordBatch, None, None]:
     """The planned rows in batches of ``batch_rows`` (the sort runs before the first one)."""
     from roundtrip.core.duckdb_extensions import connect
 
