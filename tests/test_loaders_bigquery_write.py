@@ -154,3 +154,25 @@ def test_rows_encoded_a_column_at_a_time_are_the_bytes_protobuf_writes() -> None
     assert proto_rows.encode(batch) == by_protobuf
     assert list(message.serialize(batch)) == by_protobuf
     assert proto_rows.encode(pa.table({"t": pa.array([1], pa.time64("us"))})) is None  # TIME: messages
+
+
+def test_the_sample_users_encode_to_protobufs_own_bytes() -> None:
+    """What the loader sends for the app's users (NULLs, fractional epochs, offsets in text):
+    column at a time, the same bytes as a message per row."""
+    from datetime import UTC, datetime
+
+    from loaders.warehouse import proto_rows
+    from loaders.warehouse.bigquery_write import _wire_values
+    from roundtrip.dev.sample_data.model import SampleConfig, users_table
+
+    users = users_table(SampleConfig(users=5000))
+    users = users.append_column(
+        "signup_ts", pa.array((users.column("signup_at").to_numpy() * 1e6).astype("int64"), pa.timestamp("us", "UTC"))
+    ).append_column("loaded_at", pa.array([datetime(2026, 12, 2, tzinfo=UTC)] * users.num_rows))
+    message = RowMessage.for_schema(users.schema)
+    columns = [_wire_values(users.column(i)) for i in range(users.num_columns)]
+    by_protobuf = [
+        message.cls(**{k: v for k, v in zip(users.column_names, values) if v is not None}).SerializeToString()
+        for values in zip(*columns)
+    ]
+    assert proto_rows.encode(users) == by_protobuf
