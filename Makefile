@@ -123,9 +123,15 @@ spark: setup  ## the medallion on Spark: bronze -> silver -> gold (SPARK_ARGS="-
 medallion-auto: setup  ## Spark above THRESHOLD bronze rows, else loaders + dbt build (THRESHOLD=20000000)
 	$(PY) -m spark_jobs auto $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(AUTO_ARGS)
 
+# the bench extra (dlt, the loaders' peer): only for the benchmarks, never for make setup
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	@echo "== bench: the bench extra of pyproject.toml (dlt)"
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[dev,bench]' 2>&1 | { grep -E '^(Successfully installed|ERROR)' || true; }
+	touch $@
+
 # BENCH_ARGS, e.g. make bench BENCH_ARGS="--size 10m --only postgres_sync,memory"
 BENCH_ARGS ?=
-bench: setup  ## benchmarks: ratios against baselines run side by side (BENCH_ARGS="--size 1m"); not part of make test
+bench: setup $(VENV)/.bench-installed  ## benchmarks: ratios against baselines run side by side (BENCH_ARGS="--size 1m"); not part of make test
 	@scripts/install-bench-packages
 	$(PY) -m benchmarks $(BENCH_ARGS)
 

@@ -157,6 +157,9 @@ def run(ctx: Context) -> list[Result]:
         with sqlite3.connect(app_db) as src, sqlite3.connect(capped.path) as dst:
             src.backup(dst)
             dst.execute(f"delete from users where rowid not in (select rowid from users order by user_id limit {rows})")
+        warm = BigQueryWarehouse(settings)  # the emulator's first query loads its extensions: not in a timing
+        warm.query("select 1")
+        warm.close()
         for i in range(ctx.repeat):
 
             def loader_sync(i: int = i) -> None:
@@ -169,17 +172,25 @@ def run(ctx: Context) -> list[Result]:
                 finally:
                     warehouse.close()
 
-            sync_seconds.append(timed(loader_sync)[0])
-            original_sync_seconds.append(timed(lambda: original_sync(settings, capped.path, users, f"orig_{i}"))[0])  # noqa: B023
+            def original(i: int = i) -> None:
+                original_sync(settings, str(capped.path), users, f"orig_{i}")
+
+            # A B, then B A: whichever runs first does not always meet a colder emulator
+            for fn, seconds in [(loader_sync, sync_seconds), (original, original_sync_seconds)][
+                :: 1 if i % 2 == 0 else -1
+            ]:
+                seconds.append(timed(fn)[0])
 
     details = {"encode_seconds": encode_seconds, "original_encode_seconds": original_seconds,
                "sync_seconds": sync_seconds, "original_sync_seconds": original_sync_seconds,
                "requests": len(sizes), "request_bytes": sizes}  # fmt: skip
     return [
         Result(NAME, f"rows/s, encoding {human(n)} users", n / min(encode_seconds), "rows/s",
-               rows / min(original_seconds), f"iterrows, 500 rows per request ({human(rows)} rows)", details=details),
+               rows / min(original_seconds), f"iterrows, 500 rows per request ({human(rows)} rows)", ">= 10",
+               details=details),
         Result(NAME, f"rows/s, whole sync to the emulator ({human(rows)} users)", rows / min(sync_seconds), "rows/s",
-               rows / min(original_sync_seconds), "read_sql + iterrows + AppendRows per 500 rows"),
+               rows / min(original_sync_seconds), "read_sql + iterrows + AppendRows per 500 rows", ">= 1.0",
+               note="the loader's MERGE (or its insert into a new table) and watermark included"),
         Result(NAME, f"request fill vs the 10 MB limit ({len(sizes)} requests)", statistics.median(fills) * 100, "%",
                note=f"min {min(fills) * 100:.1f} % over the full requests; the loader caps requests at 9 MiB"),
     ]  # fmt: skip

@@ -22,6 +22,7 @@ BENCHMARKS = {
     "source_sync": "benchmarks.source_sync",
     "redis_sync": "benchmarks.redis_sync",
     "bigquery_sync": "benchmarks.bigquery_sync",
+    "dlt_baseline": "benchmarks.dlt_baseline",
     "dbt_overhead": "benchmarks.dbt_overhead",
     "spark_vs_duckdb": "benchmarks.spark_vs_duckdb",
     "memory": "benchmarks.memory",

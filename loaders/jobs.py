@@ -7,6 +7,7 @@ are true.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from loaders import state
 from loaders.config import FileStreamConfig, LoadersConfig, SqliteSourceConfig, SqliteTableConfig, SqlSourceConfig
+from loaders.readahead import read_ahead
 from loaders.sources import files as file_source
 from loaders.sources import sql as sql_source
 from loaders.sources import sqlite as sqlite_source
@@ -113,10 +115,12 @@ def _load_table(
     highest = _Highest(since)
 
     def stamped() -> Iterator[pa.Table]:
-        for batch, cursor_max in read(since):
-            report.count_read(batch.num_rows)
-            highest.offer(cursor_max)
-            yield _stamp(batch, loaded_at)
+        # the source reads its next batch while the warehouse writes this one
+        with contextlib.closing(read_ahead(read(since))) as batches:
+            for batch, cursor_max in batches:
+                report.count_read(batch.num_rows)
+                highest.offer(cursor_max)
+                yield _stamp(batch, loaded_at)
 
     with warehouse.transaction():
         report.result += warehouse.merge(target_schema, table, stamped(), primary_key)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.core import Result, parse_size
+from benchmarks.core import Result, environment, parse_size
 
 
 def test_sizes_read_like_people_write_them() -> None:
@@ -42,3 +42,36 @@ def test_postgres_benchmark_runs_end_to_end_at_a_toy_size(tmp_path: Path) -> Non
     ]
     assert all(r["value"] > 0 and r["baseline"] > 0 and r["ratio"] > 0 for r in results)
     assert report["machine_before"]["cpus"] >= 1
+
+
+def test_dlt_baseline_runs_end_to_end_at_a_toy_size_and_compares_the_warehouses(tmp_path: Path) -> None:
+    pytest.importorskip("dlt", reason="dlt is the bench extra (make bench installs it)")
+    out = tmp_path / "results.json"
+    main(["--size", "3000", "--only", "dlt_baseline", "--repeat", "1", "--out", str(out), "--workdir", str(tmp_path)])
+    report = json.loads(out.read_text())
+    # the benchmark raises when the two warehouses differ: results mean they held the same rows
+    results = report["benchmarks"]["dlt_baseline"]["results"]
+    assert [r["target"] for r in results] == [">= 1.2", ">= 2"]
+    assert results[0]["details"]["repetitions"][0]["changed"] == 30  # 1 % of 3000
+    assert all(r["value"] > 0 and r["baseline"] > 0 for r in results)
+
+
+def test_dlt_baseline_fails_loudly_when_the_warehouses_differ(tmp_path: Path) -> None:
+    pytest.importorskip("dlt", reason="dlt is the bench extra (make bench installs it)")
+    import duckdb
+
+    from benchmarks import dlt_baseline
+    from roundtrip.dev.sample_data import SampleConfig, generate
+
+    app_db = tmp_path / "app.db"
+    generate(SampleConfig(users=200, items=10, orders=10, clicks=10), app_db, tmp_path / "landing", None)
+    source = dlt_baseline.users_source(app_db)
+    ours, theirs = tmp_path / "rt.duckdb", tmp_path / "dlt.duckdb"
+    dlt_baseline.roundtrip_load(source, ours)
+    with environment(**dlt_baseline.DLT_ENV):
+        dlt_baseline.dlt_load(source, theirs, tmp_path / "pipelines")
+    dlt_baseline.compare(source, ours, theirs, 200)  # the same rows: no error
+    with duckdb.connect(str(theirs)) as con:
+        con.execute("update raw_app.users set birth_year = null where user_id = 7")
+    with pytest.raises(RuntimeError, match="the warehouses differ"):
+        dlt_baseline.compare(source, ours, theirs, 200)

@@ -11,11 +11,12 @@ same rules as the rows, so they compare with the rows they identify.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from loaders.config import SqliteTableConfig, TimestampKind
 from loaders.errors import LoaderError
+from loaders.sources import sqlite_fast, sqlite_scan
 from roundtrip.core.sql import quote
 
 log = logging.getLogger(__name__)
@@ -146,22 +148,40 @@ def column_array(
     if kind == "date":
         return _to_date(values, column.name, table, row_name)
     if kind is not None:
-        return _to_timestamp(values, kind, column.name, table, row_name)
+        fast = _fast_timestamp(values, kind)
+        return fast if fast is not None else _to_timestamp(values, kind, column.name, table, row_name)
     wanted = column.arrow_type
     if pa.types.is_decimal(wanted):
         return _to_decimal(values, wanted, column.name, table, row_name)  # type: ignore[arg-type]
-    return _typed(values, column, table, row_name)
+    fast = sqlite_fast.plain(values, wanted)
+    return fast if fast is not None else _typed(values, column, table, row_name)
 
 
-def _select(table: SqliteTableConfig, names: list[str], since: object | None) -> tuple[str, list[object]]:
+def _fast_timestamp(values: list[object], kind: TimestampKind) -> pa.Array | None:
+    """The vectorised conversion where it is provably the same (else None: value by value)."""
+    if kind == "iso":
+        return sqlite_fast.iso_micros(values)
+    if not all(type(v) in (int, float) or v is None for v in values):
+        return None  # text in a numeric column: the Decimal rule reads it (or words the error)
+    try:
+        numbers = pa.array(values, pa.float64() if any(type(v) is float for v in values) else pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    return sqlite_fast.epoch_micros(numbers, kind)
+
+
+def _select(
+    table: SqliteTableConfig, names: list[str], since: object | None, unique: bool = False
+) -> tuple[str, list[object]]:
     """The read query. With a cursor, a key that appears more than once keeps only its latest row
-    (highest cursor, then highest rowid): duplicates are resolved at the source, deterministically."""
+    (highest cursor, then highest rowid): duplicates are resolved at the source, deterministically.
+    A key that cannot repeat (``unique``) needs no such window: the same rows, one sort less."""
     columns = ", ".join(quote(n) for n in names)
     where, params = "", []
     if table.cursor and since is not None:
         where, params = f" where {quote(table.cursor)} >= ?", [since]
     order = ", ".join(quote(n) for n in ([table.cursor] if table.cursor else []) + table.primary_key)
-    if not table.cursor:
+    if not table.cursor or unique:
         return f"select {columns} from {quote(table.name)}{where} order by {order}", params
     keys = ", ".join(quote(k) for k in table.primary_key)
     return (
@@ -177,6 +197,7 @@ def read_batches(
     table: SqliteTableConfig,
     since: object | None = None,
     batch_rows: int = 100_000,
+    scan_min_rows: int = sqlite_scan.MIN_ROWS,
 ) -> Iterator[tuple[pa.Table, object | None]]:
     """Yield the table (or rows with ``cursor >= since``) as Arrow tables of ``batch_rows``,
     each with the largest raw cursor value it holds (the next watermark). An empty result
@@ -184,6 +205,10 @@ def read_batches(
 
     ``>=`` rather than ``>``: rows sharing the watermark's value are read again and found
     unchanged by the MERGE, so none is skipped at the boundary and none is loaded twice.
+
+    Reads of at least ``scan_min_rows`` rows go through DuckDB's sqlite scanner where it gives
+    the same rows (``sqlite_scan``); from the first batch it cannot vouch for, and for every
+    other read, the Python reader below reads on.
     """
     if not path.exists():
         raise LoaderError(f"SQLite database {path} does not exist")
@@ -199,28 +224,71 @@ def read_batches(
                 raise LoaderError(f"loaders.yml: table {table.name!r} {setting} names unknown column(s) {missing}")
         if table.cursor and table.cursor not in names:
             raise LoaderError(f"loaders.yml: table {table.name!r} cursor {table.cursor!r} is not a column")
-        query, params = _select(table, names, since)
-        cursor = con.execute(query, params)
         read = 0
-        while True:
-            rows = cursor.fetchmany(batch_rows)
-            if not rows and read:
-                break
-            arrays = []
-            row_name = functools.partial(_row_name, rows, read, table.primary_key, names)
-            for i, column in enumerate(columns):
-                values = [row[i] for row in rows]
-                arrays.append(column_array(values, column, table.timestamps.get(column.name), table.name, row_name))
-            raw_max = None
-            if table.cursor:
-                position = names.index(table.cursor)
-                raw_max = max((row[position] for row in rows if row[position] is not None), default=None)
-            yield pa.table(arrays, names=names), raw_max
-            if not rows:
-                break
-            read += len(rows)
+        planned = sqlite_scan.plan(con, table, columns, since, scan_min_rows)
+        if planned is not None:
+            read, done = yield from _scanned(path, planned, columns, table, batch_rows)
+            if done:
+                return
+        yield from _python_batches(con, table, columns, since, batch_rows, read)
     finally:
         con.close()
+
+
+def _scanned(
+    path: Path, planned: sqlite_scan.Plan, columns: list[SqliteColumn], table: SqliteTableConfig, batch_rows: int
+) -> Generator[tuple[pa.Table, object | None], None, tuple[int, bool]]:
+    """The scanner's batches until one it cannot vouch for; returns (rows given, all given)."""
+    position = [c.name for c in columns].index(table.cursor) if table.cursor else None
+    read = 0
+    try:
+        with contextlib.closing(sqlite_scan.raw_batches(path, planned, batch_rows)) as batches:
+            for raw in batches:
+                converted = sqlite_scan.convert(raw, columns, table)
+                if converted is None:
+                    return read, False
+                yield converted, sqlite_fast.raw_max(raw.column(position)) if position is not None else None
+                read += raw.num_rows
+    except Exception as exc:  # the scanner refused a value (or is missing): the Python reader says why
+        log.debug("%s: DuckDB's scanner stopped after %d rows (%s); the Python reader reads on", table.name, read, exc)
+        return read, False
+    return read, read > 0
+
+
+def _python_batches(
+    con: sqlite3.Connection,
+    table: SqliteTableConfig,
+    columns: list[SqliteColumn],
+    since: object | None,
+    batch_rows: int,
+    skip: int,
+) -> Iterator[tuple[pa.Table, object | None]]:
+    """The rows from position ``skip`` on (the scanner gave those before), converted value by value."""
+    names = [c.name for c in columns]
+    unique = bool(table.cursor) and sqlite_scan.keys_unique(con, table, columns)
+    query, params = _select(table, names, since, unique)
+    if skip:
+        query += f" limit -1 offset {int(skip)}"
+    cursor = con.execute(query, params)
+    read = skip
+    while True:
+        rows = cursor.fetchmany(batch_rows)
+        if not rows and read:
+            break
+        row_name = functools.partial(_row_name, rows, read, table.primary_key, names)
+        values = list(zip(*rows)) if rows else [() for _ in columns]
+        arrays = [
+            column_array(list(values[i]), column, table.timestamps.get(column.name), table.name, row_name)
+            for i, column in enumerate(columns)
+        ]
+        raw_max = None
+        if table.cursor:
+            cursor_values = values[names.index(table.cursor)]
+            raw_max = max((v for v in cursor_values if v is not None), default=None)  # type: ignore[type-var]
+        yield pa.table(arrays, names=names), raw_max
+        if not rows:
+            break
+        read += len(rows)
 
 
 def _row_name(rows: list[tuple], first_row: int, keys: list[str], names: list[str], offset: int) -> str:  # type: ignore[type-arg]

@@ -266,7 +266,15 @@ class BigQueryWarehouse:
                 return WriteResult()
             stage, columns = staged
             sql.check_staged_keys(self._fetchone, stage, keys, f"{schema}.{table}", q)
+            new = self._existing(schema, table) is None
             relation = self._ensure_table(schema, table, columns)
+            if new:  # created just now: every staged row is new, no comparison to make
+                column_list = ", ".join(q(n) for n in columns.names)
+                row = self._fetchone(f"select count(*) from {stage}")
+                inserted = int(row[0]) if row else 0
+                if inserted:
+                    self._run(f"insert into {relation} ({column_list}) select {column_list} from {stage}")
+                return WriteResult(inserted=inserted)
             counts = self._fetchone(sql.merge_counts_query(relation, stage, columns.names, keys, q))
             inserted, updated, unchanged = (int(c) for c in counts or (0, 0, 0))
             if inserted or updated:

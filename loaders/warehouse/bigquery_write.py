@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loaders.errors import LoaderError
+from loaders.warehouse import proto_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class RowMessage:
 
     descriptor: Any  # google.protobuf.descriptor_pb2.DescriptorProto, sent as writer_schema
     cls: type  # the generated message class
+    field_types: tuple[int, ...] = ()  # FieldDescriptorProto types, field 1 first
 
     @classmethod
     def for_schema(cls, schema: pa.Schema) -> RowMessage:
@@ -83,14 +85,24 @@ class RowMessage:
         found = pool.FindMessageTypeByName(f"roundtrip.{_MESSAGE_NAME}")
         descriptor = descriptor_pb2.DescriptorProto()
         found.CopyToProto(descriptor)
-        return cls(descriptor, message_factory.GetMessageClass(found))
+        types = tuple(_field_type(f.type, f.name) for f in schema)
+        return cls(descriptor, message_factory.GetMessageClass(found), types)
 
     def serialize(self, batch: pa.Table) -> Iterator[bytes]:
-        """Each row as serialized bytes; NULL fields are left out."""
+        """Each row as serialized bytes; NULL fields are left out. Column at a time
+        (``proto_rows``) where the batch's types are the ones the message was built for and
+        ``proto_rows`` writes them; otherwise a message per row (protobuf takes ``field=None``
+        in a constructor as the field not set)."""
+        if self.field_types == tuple(_field_type(f.type, f.name) for f in batch.schema):
+            encoded = proto_rows.encode(batch)
+            if encoded is not None:
+                yield from encoded
+                return
         names = batch.column_names
         columns = [_wire_values(batch.column(i)) for i in range(batch.num_columns)]
+        make = self.cls
         for values in zip(*columns):
-            yield self.cls(**{n: v for n, v in zip(names, values) if v is not None}).SerializeToString()
+            yield make(**dict(zip(names, values))).SerializeToString()
 
 
 def _wire_values(column: pa.ChunkedArray) -> list[Any]:
@@ -194,13 +206,16 @@ def sized_requests(rows: Iterable[bytes], where: str, offset: int, max_bytes: in
     """Group serialized rows, in order, into requests of at most ``max_bytes``."""
     chunk: list[bytes] = []
     size = 0
-    for position, row in enumerate(rows, start=offset + 1):
-        framed = framed_size(row)
-        if framed > max_bytes:
-            raise LoaderError(f"{where}: row {position} is {len(row):,} bytes, over the AppendRows request limit")
-        if chunk and size + framed > max_bytes:
-            yield chunk
-            chunk, size = [], 0
+    for row in rows:
+        framed = len(row) + 8  # framed_size(row), inlined: this loop runs once per row
+        if size + framed > max_bytes:
+            if framed > max_bytes:
+                position = offset + len(chunk) + 1
+                raise LoaderError(f"{where}: row {position} is {len(row):,} bytes, over the AppendRows request limit")
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+                chunk, size = [], 0
         chunk.append(row)
         size += framed
     if chunk:

@@ -103,18 +103,55 @@ class DuckDBWarehouse:
 
     def merge(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
         with self.transaction():
+            if self._empty(schema, table):
+                return self._fill(schema, table, batches, keys)
             stage = self._stage(batches)
             if stage is None:
                 return WriteResult()
             sql.check_staged_keys(self._fetchone, stage, keys, f"{schema}.{table}", q)
             relation = self._ensure_table(schema, table, stage)
             columns = self._columns(stage)
-            counts = self._fetchone(sql.merge_counts_query(relation, stage, columns, keys, q))
+            compared = f"{stage}_compared"
+            self.con.execute(sql.compare_statement(relation, stage, columns, keys, q, compared))
+            counts = self._fetchone(sql.compared_counts_query(compared))
             inserted, updated, unchanged = (int(c) for c in counts or (0, 0, 0))
-            if inserted or updated:
+            if updated and self._replaceable(schema, table, relation, columns):
+                self.con.execute(sql.delete_changed_statement(relation, compared, keys, q))
+                self.con.execute(sql.insert_new_and_changed_statement(relation, stage, compared, columns, keys, q))
+            elif inserted or updated:
                 self.con.execute(sql.merge_statement(relation, stage, columns, keys, q))
+            self.con.execute(f"drop table {compared}")
             self.con.execute(f"drop table {stage}")
         return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged)
+
+    def _replaceable(self, schema: str, table: str, relation: str, columns: list[str]) -> bool:
+        """A changed row may be deleted and inserted again instead of updated in place when the
+        staged row is the whole row (the table has no column of its own to keep) and no index
+        or constraint sees the key twice in one transaction. DuckDB then writes the new rows
+        and a deletion mark, where an update rewrites the updated columns of every row group a
+        changed row is in (at the checkpoint): the same rows, for less work."""
+        if set(self._columns(relation)) - set(columns):
+            return False
+        row = self.con.execute(
+            "select (select count(*) from duckdb_indexes() where schema_name = $1 and table_name = $2)"
+            " + (select count(*) from duckdb_constraints() where schema_name = $1 and table_name = $2)",
+            [schema, table],
+        ).fetchone()
+        return row == (0,)
+
+    def _empty(self, schema: str, table: str) -> bool:
+        if not self._exists(schema, table):
+            return True
+        return self._fetchone(f"select exists (select 1 from {self._relation(schema, table)})") == (False,)
+
+    def _fill(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
+        """A merge into an empty table inserts every row: straight from the batches, no staging
+        copy and no comparison. The keys are checked in the table itself; a NULL or repeated one
+        raises, and the open transaction takes the rows back."""
+        inserted = self.append(schema, table, batches)
+        if self._exists(schema, table):
+            sql.check_staged_keys(self._fetchone, self._relation(schema, table), keys, f"{schema}.{table}", q)
+        return WriteResult(inserted=inserted)
 
     def delete_missing(self, schema: str, table: str, keys: list[str], present: Batches) -> int:
         if not self._exists(schema, table):

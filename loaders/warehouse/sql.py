@@ -37,6 +37,47 @@ def merge_statement(target: str, stage: str, columns: list[str], keys: list[str]
     )
 
 
+MATCHED, CHANGED = "_roundtrip_matched", "_roundtrip_changed"
+
+
+def compare_statement(target: str, stage: str, columns: list[str], keys: list[str], q: Quote, into: str) -> str:
+    """A temp table ``into``: each staged key, whether the target holds it and whether its row
+    differs. The one comparison of whole rows; the counts, the delete and the insert read it by
+    key only."""
+    key_list = ", ".join(f"s.{q(k)}" for k in keys)
+    return (
+        f"create temp table {into} as select {key_list}, t.{q(keys[0])} is not null as {MATCHED}, "
+        f"({_changed(columns, keys, q)}) as {CHANGED} from {stage} s left join {target} t on {_key_match(keys, q)}"
+    )
+
+
+def compared_counts_query(compared: str) -> str:
+    """Inserted, updated and unchanged, from ``compare_statement``'s table."""
+    return (
+        f"select coalesce(sum(case when {MATCHED} then 0 else 1 end), 0), "
+        f"coalesce(sum(case when {MATCHED} and {CHANGED} then 1 else 0 end), 0), "
+        f"coalesce(sum(case when {MATCHED} and not {CHANGED} then 1 else 0 end), 0) from {compared}"
+    )
+
+
+def delete_changed_statement(target: str, compared: str, keys: list[str], q: Quote) -> str:
+    """Delete the target's rows whose staged row differs (``insert_new_and_changed_statement``
+    puts the staged one in)."""
+    match = _key_match(keys, q, "t", "c")
+    return f"delete from {target} t using {compared} c where {match} and c.{MATCHED} and c.{CHANGED}"
+
+
+def insert_new_and_changed_statement(
+    target: str, stage: str, compared: str, columns: list[str], keys: list[str], q: Quote
+) -> str:
+    """Insert the staged rows that are new or changed."""
+    column_list = ", ".join(q(c) for c in columns)
+    return (
+        f"insert into {target} ({column_list}) select {column_list} from {stage} s where exists "
+        f"(select 1 from {compared} c where {_key_match(keys, q, 'c', 's')} and (not c.{MATCHED} or c.{CHANGED}))"
+    )
+
+
 def merge_counts_query(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
     """One row: how many staged rows the MERGE will insert, update and leave unchanged."""
     return (
