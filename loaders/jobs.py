@@ -21,12 +21,12 @@ import pyarrow as pa
 
 from loaders import state
 from loaders.config import FileStreamConfig, LoadersConfig, SqliteSourceConfig, SqliteTableConfig, SqlSourceConfig
-from loaders.readahead import read_ahead
 from loaders.sources import files as file_source
 from loaders.sources import sql as sql_source
 from loaders.sources import sqlite as sqlite_source
 from loaders.sources.lines import HeldBack
 from loaders.warehouse.base import LOADED_AT, Warehouse, WriteResult
+from roundtrip.core.read_ahead import read_ahead
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ def test_install_checks_the_signature_once_and_records_the_files(extension_dir: 
         config={"extension_directory": str(extension_dir), "allow_unsigned_extensions": ext._verified(extension_dir)}
     )
     con.execute("load postgres")
-    assert con.execute("select loaded from duckdb_extensions() where extension_name = 'postgres_scanner'").fetchone() == (
-        True,
-    )
+    assert con.execute(
+        "select loaded from duckdb_extensions() where extension_name = 'postgres_scanner'"
+    ).fetchone() == (True,)
 
 
 def test_a_changed_extension_file_is_checked_by_duckdb_again(extension_dir: Path, tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_a_changed_extension_file_is_checked_by_duckdb_again(extension_dir: Path
         f.write(b"\0")
     assert not ext._verified(extension_dir)
     con = duckdb.connect(config={"extension_directory": str(extension_dir)})
-    with pytest.raises(duckdb.Error, match="(?i)signature|invalid|metadata"):
+    with pytest.raises(duckdb.Error, match=r"(?i)signature|invalid|metadata"):
         con.execute("load postgres")
 
 

@@ -319,7 +319,7 @@ class RedisDestination:
                     yield data, count, batch.num_rows if last else 0
 
         done: list[np.ndarray] = []
-        for replies, batch_rows in self._link().exchange(read_ahead(encoded(), name="redis-encode"), 5):
+        for replies, batch_rows in self._link().exchange(read_ahead(encoded(), depth=2, name="redis-encode"), 5):
             done.append(replies[:, 0] == ord("+"))
             if batch_rows:  # the batch's last chunk is confirmed
                 yield np.concatenate(done)

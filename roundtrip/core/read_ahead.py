@@ -1,62 +1,68 @@
-"""Produce the items of an iterator on a helper thread, a few ahead of the consumer.
+"""Produce the next items of an iterator on a helper thread while the caller works on this one.
 
-For pipelines whose two halves release the GIL (DuckDB and Arrow producing batches, a socket
-or a database consuming them): the producer works on the next item while the consumer is busy
-with this one. Items come out in order; an exception of the producer is raised in the consumer
-where the item it failed on would have come; a consumer that stops early (or fails) stops the
-producer before the next item, and waits for it, so nothing touches the producer's resources
-after the loop.
+For pipelines whose two halves mostly run without the GIL: a loader's source (SQLite, DuckDB's
+scanner, Arrow conversions) ahead of its warehouse (DuckDB, Postgres, gRPC), a Redis sync's
+rendering and encoding (DuckDB, Arrow) ahead of its socket. Items arrive in their order, at most
+``depth`` of them wait (memory stays a few items), and the producer's error is raised where it
+happened: after the items before it, never instead of them.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def read_ahead(items: Iterable[T], depth: int = 2, name: str = "read-ahead") -> Iterator[T]:
-    """``items``, produced by a thread at most ``depth`` items ahead (memory: ``depth`` items)."""
-    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def read_ahead(items: Iterable[T], depth: int = 1, name: str = "read-ahead") -> Generator[T, None, None]:
+    """``items`` in order, the next ones produced in a thread while the caller works on this one.
+    A caller that stops early (its own error, or ``close()``) stops the thread before returning."""
+    waiting: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def put(item: object) -> bool:
         while not stop.is_set():
             try:
-                slots.put(item, timeout=0.1)
+                waiting.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
     def produce() -> None:
+        iterator = iter(items)
         try:
-            for item in items:
+            for item in iterator:
                 if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(_Failure(exc))
+                    break
+            else:
+                put(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(_Failed(exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:  # a generator source closes its connections in this thread
+                close()
 
-    worker = threading.Thread(target=produce, name=name, daemon=True)
-    worker.start()
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
     try:
         while True:
-            item = slots.get()
+            item = waiting.get()
             if item is _DONE:
                 return
-            if isinstance(item, _Failure):
-                raise item.exc
+            if isinstance(item, _Failed):
+                raise item.error
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        worker.join()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+        thread.join()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from loaders.readahead import read_ahead
+from roundtrip.core.read_ahead import read_ahead
 
 
 def test_every_item_arrives_once_in_its_order() -> None:
