@@ -45,7 +45,7 @@ class Result:
     unit: str
     baseline: float | None = None
     baseline_name: str | None = None
-    target: str | None = None  # e.g. ">= 0.5" (on the ratio)
+    target: str | None = None  # e.g. ">= 0.5" (on the ratio), or "<= 2 s" (on the value, in its unit)
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -57,10 +57,15 @@ class Result:
 
     @property
     def passed(self) -> bool | None:
-        if self.target is None or self.ratio is None:
+        if self.target is None:
             return None
-        op, limit = self.target.split()
-        return self.ratio >= float(limit) if op == ">=" else self.ratio <= float(limit)
+        op, limit, *unit = self.target.split()
+        if unit and unit != [self.unit]:
+            raise ValueError(f"target {self.target!r} is not in the result's unit {self.unit!r}")
+        measured = self.value if unit else self.ratio
+        if measured is None:
+            return None
+        return measured >= float(limit) if op == ">=" else measured <= float(limit)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "passed": self.passed}

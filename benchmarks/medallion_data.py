@@ -24,7 +24,8 @@ class Medallion:
         return Path(self.env["ROUNDTRIP_DUCKDB_PATH"])
 
 
-def prepare(ctx: Context, orders: int, name: str) -> Medallion:
+def prepare(ctx: Context, orders: int, name: str, cfg: SampleConfig | None = None) -> Medallion:
+    """``orders`` orders (users a tenth, as many clicks), or exactly ``cfg`` when given."""
     pg = ctx.postgres()
     folder = ctx.path(name)
     database = f"bench_{name}".replace("-", "_")
@@ -47,10 +48,10 @@ def prepare(ctx: Context, orders: int, name: str) -> Medallion:
         **pg.dbt_env(),
         "ROUNDTRIP_PG_DATABASE": database,
     }
-    cfg = SampleConfig(users=max(1_000, orders // 10), orders=orders, clicks=orders)
+    cfg = cfg or SampleConfig(users=max(1_000, orders // 10), orders=orders, clicks=orders)
     generate(cfg, folder / "app.db", folder / "landing", url)
     load_and_seed(env, folder)
-    return Medallion(orders, folder, env)
+    return Medallion(cfg.orders, folder, env)
 
 
 def load_and_seed(env: dict[str, str], folder: Path) -> None:

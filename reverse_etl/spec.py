@@ -24,7 +24,9 @@ format is in docs/reverse_etl.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
@@ -147,6 +149,9 @@ class RefreshModel(BaseModel):
 
     name: str
     reads: list[str]
+    relation: str | None = None  # schema.identifier, as on the serving Postgres
+    # the hash of what its view is built from (``serving_definition``); None: only dbt refreshes it
+    definition: str | None = None
 
 
 class ModelRef(BaseModel):
@@ -323,9 +328,52 @@ def serving_models(
         children = manifest.get("child_map", {}).get(node["unique_id"], [])
         chosen = [c for c in children if c.startswith("model.") and all(p in replaced for p in parents.get(c, [None]))]
     return [
-        RefreshModel(name=nodes[uid]["name"], reads=sorted(replaced[p] for p in parents.get(uid, []) if p in replaced))
+        RefreshModel(
+            name=nodes[uid]["name"],
+            reads=sorted(replaced[p] for p in parents.get(uid, []) if p in replaced),
+            relation=own_table(nodes[uid]),
+            definition=serving_definition(manifest, uid),
+        )
         for uid in sorted(chosen)
     ]
+
+
+# the Jinja a serving model may hold and still compile to the same SQL from the same file and
+# parents: comments, and calls of ref() and config() with literal arguments
+_JINJA_COMMENT = re.compile(r"{#.*?#}", re.S)
+_JINJA_TAG = re.compile(r"{{(.*?)}}|{%(.*?)%}", re.S)
+_PLAIN_CALL = re.compile(r"^[-+]?\s*(ref|config)\s*\([^(){}]*\)\s*[-+]?$")
+
+
+def serving_definition(manifest: dict[str, Any], uid: str) -> str | None:
+    """The hash that the project's ``serving_materialized_view`` materialization keeps in the
+    view's comment (macro ``serving_definition`` there; the two must stay identical): the model
+    file's checksum, its unique key and the relations it reads. None when that does not pin the
+    SQL down: Jinja other than ``ref()`` and ``config()`` (macros, vars, env vars, ``target``
+    can compile differently from one run to the next), hooks, or no unique key."""
+    nodes = manifest["nodes"]
+    node = nodes[uid]
+    config = node.get("config") or {}
+    key = config.get("unique_key")
+    keys = [key] if isinstance(key, str) else list(key or [])
+    tags = [a or b for a, b in _JINJA_TAG.findall(_JINJA_COMMENT.sub("", node.get("raw_code") or ""))]
+    if (
+        not keys
+        or node.get("depends_on", {}).get("macros")
+        or config.get("pre-hook")
+        or config.get("post-hook")
+        or not all(_PLAIN_CALL.match(tag.strip()) for tag in tags)
+    ):
+        return None
+    parents = []
+    for parent_id in sorted(node.get("depends_on", {}).get("nodes", [])):
+        if parent_id.startswith("source."):
+            source = manifest.get("sources", {})[parent_id]
+            parents.append(f"{parent_id}={source['schema']}.{source['identifier']}")
+        else:
+            parents.append(f"{parent_id}={nodes[parent_id]['schema']}.{nodes[parent_id]['alias']}")
+    text = f"{node['checksum']['checksum']}|{','.join(keys)}|{','.join(parents)}"
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def select(specs: list[SyncSpec], name: str, invalid: list[InvalidSync] | None = None) -> list[SyncSpec]:

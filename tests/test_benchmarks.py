@@ -24,6 +24,13 @@ def test_a_result_is_judged_on_its_ratio_against_the_target() -> None:
     assert Result("b", "s", 6.0, "s", None, None, None).passed is None
 
 
+def test_a_target_with_a_unit_judges_the_value_itself() -> None:
+    assert Result("b", "s", 1.5, "s", 9.0, "dbt run", "<= 2 s").passed is True
+    assert Result("b", "s", 2.5, "s", 90.0, "dbt run", "<= 2 s").passed is False  # whatever the ratio
+    with pytest.raises(ValueError, match="unit"):
+        _ = Result("b", "rows/s", 1.5, "rows/s", 9.0, "copy", "<= 2 s").passed
+
+
 @pytest.mark.postgres
 def test_postgres_benchmark_runs_end_to_end_at_a_toy_size(tmp_path: Path) -> None:
     out = tmp_path / "results.json"

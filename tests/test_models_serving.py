@@ -111,6 +111,34 @@ def test_later_runs_refresh_concurrently_while_readers_read(serving_database: tu
     assert (10, "at_risk") in served and 14 not in {user_id for user_id, _ in served}
 
 
+def test_each_view_keeps_the_definition_that_a_duckdb_manifest_gives_reverse_etl(
+    serving_database: tuple[DbtProject, str], tmp_path: Path
+) -> None:
+    """The hash the materialization keeps in each view's comment (Jinja, built on Postgres) is
+    the one reverse_etl computes from the DuckDB manifest it reads: what lets it refresh the
+    views without starting dbt (reverse_etl/refresh.py)."""
+    import json
+
+    from reverse_etl.spec import serving_definition
+
+    project, url = serving_database
+    duckdb_project = DbtProject(tmp_path / "duckdb_target", project.env)
+    duckdb_project.run("parse", target="duckdb")
+    manifest = json.loads((tmp_path / "duckdb_target" / "manifest.json").read_text())
+    expected = {
+        node["name"]: serving_definition(manifest, uid)
+        for uid, node in manifest["nodes"].items()
+        if node["name"] in SERVING_KEYS
+    }
+    assert set(expected) == set(SERVING_KEYS) and all(expected.values())
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select matviewname, obj_description((schemaname || '.' || matviewname)::regclass, 'pg_class') "
+            "from pg_matviews where schemaname = 'serving'"
+        ).fetchall()
+    assert {name: comment.rsplit(" definition ", 1)[-1] for name, comment in rows} == expected
+
+
 def test_full_refresh_rebuilds_the_view_and_its_index(serving_database: tuple[DbtProject, str]) -> None:
     project, url = serving_database
     before = _matviews(url)

@@ -3,7 +3,9 @@
     Postgres: a real materialized view with a unique index on the model's `unique_key`. The first
     run (or a changed definition, or --full-refresh) builds it under a temporary name and swaps it
     in, in one transaction; every later run only does `refresh materialized view concurrently`,
-    which readers never wait for. The definition's hash is kept in the view's comment.
+    which readers never wait for. The view's comment keeps the hash of its compiled SQL and
+    `serving_definition` (below), which reverse_etl compares with its manifest to refresh the
+    view itself, without starting dbt, while the definition is unchanged (reverse_etl/refresh.py).
     DuckDB (no materialized views): the adapter's own table materialization.
     BigQuery: dbt-bigquery's materialized view (BigQuery refreshes it), or a table for a model
     configured with `meta: {bigquery_materialized_view: false}` (SQL BigQuery refuses in one). -#}
@@ -13,7 +15,8 @@
     {%- set key_columns = [unique_key] if unique_key is string else unique_key -%}
     {%- set target_relation = this.incorporate(type='materialized_view') -%}
     {%- set existing_relation = load_cached_relation(this) -%}
-    {%- set marker = 'serving_materialized_view ' ~ local_md5(sql ~ '|' ~ key_columns | join(',')) -%}
+    {%- set marker = 'serving_materialized_view ' ~ local_md5(sql ~ '|' ~ key_columns | join(','))
+        ~ ' definition ' ~ roundtrip.serving_definition(model, key_columns) -%}
     {%- set grant_config = config.get('grants') -%}
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
@@ -84,4 +87,24 @@
         select coalesce(obj_description(to_regclass('{{ relation }}'), 'pg_class'), '') as comment
     {% endset %}
     {{ return(run_query(query).columns[0].values()[0]) }}
+{% endmacro %}
+
+
+{#- What a serving model's view is built from, as one hash that every manifest of the project
+    holds whatever its target: the model file's checksum, its unique key and the relations it
+    reads (schema.identifier, without the database, which differs between targets). reverse_etl
+    computes the same from its DuckDB manifest (reverse_etl/spec.py, `serving_definition`): the
+    two must stay identical. -#}
+{% macro serving_definition(node, key_columns) %}
+    {%- set parents = [] -%}
+    {%- for uid in node.depends_on.nodes | sort -%}
+        {%- if uid.startswith('source.') -%}
+            {%- set parent = graph.sources[uid] -%}
+            {%- do parents.append(uid ~ '=' ~ parent.schema ~ '.' ~ parent.identifier) -%}
+        {%- else -%}
+            {%- set parent = graph.nodes[uid] -%}
+            {%- do parents.append(uid ~ '=' ~ parent.schema ~ '.' ~ parent.alias) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(local_md5(node.checksum.checksum ~ '|' ~ key_columns | join(',') ~ '|' ~ parents | join(','))) }}
 {% endmacro %}

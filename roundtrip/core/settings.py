@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     schema_raw_app: str = _setting("raw_app", "schema of the SQLite loader's copy (dbt source `app`)", "warehouse")
     schema_raw_catalog: str = _setting("raw_catalog", "schema of the catalog copy (dbt source `catalog`)", "warehouse")
     schema_bronze: str = _setting("bronze", "schema of the event records (dbt source `events`)", "warehouse")
-    dbt_threads: int | None = _setting(None, "dbt threads", "warehouse", "2 (duckdb, postgres), 4 (bigquery)", ge=1)
+    dbt_threads: int | None = _setting(None, "dbt threads", "warehouse", "1 (duckdb), 2 (postgres), 4 (bigquery)", ge=1)
     bq_project: str = _setting("roundtrip-local", "BigQuery project", "bigquery")
     bq_dataset: str = _setting("analytics", "BigQuery dataset of dbt's models", "bigquery")
     bq_location: str = _setting("EU", "BigQuery location", "bigquery")

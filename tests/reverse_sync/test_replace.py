@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,8 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
+from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync, run_syncs
 from reverse_etl.runs import recent_runs
+from reverse_etl.spec import SyncSpec, load_specs
 from roundtrip.core.paths import PROJECT_ROOT
 
 from .conftest import FIXTURE_PROJECT, Harness
@@ -191,3 +193,87 @@ def test_replace_syncs_run_together_share_one_refresh(harness: Harness) -> None:
         r.status for s in ("serving_items", "serving_retired_items") for r in recent_runs(harness.postgres.url(), s, 1)
     ]
     assert history == ["failed", "failed"]
+
+
+def _comment(harness: Harness, relation: str) -> str:
+    return harness.sql("select obj_description(%s::regclass, 'pg_class')", (relation,))[0][0] or ""
+
+
+def test_a_view_built_from_the_manifests_definition_is_refreshed_in_place(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once dbt has built the view, a later replace refreshes it with no dbt process at all: its
+    comment holds the definition hash that the manifest gives reverse_etl too."""
+    harness.model("items_export", V1)
+    assert harness.run("serving_items").refreshed == ["items_mv"]  # the first build: dbt
+    (items_mv,) = [m for m in harness.specs["serving_items"].refresh if m.name == "items_mv"]
+    assert items_mv.relation == "serving.items_mv" and items_mv.definition
+    assert _comment(harness, "serving.items_mv").endswith(f" definition {items_mv.definition}")  # Jinja == Python
+    oid = harness.sql("select 'serving.items_mv'::regclass::oid")
+
+    import reverse_etl.refresh
+
+    def no_dbt(models: list[str], *args: object) -> None:
+        raise AssertionError(f"dbt was started for {models}")
+
+    monkeypatch.setattr(reverse_etl.refresh, "run_dbt_refresh", no_dbt)
+    harness.model("items_export", V2)
+    second = harness.run("serving_items")
+    assert second.error is None and second.refreshed == ["items_mv"]
+    mv = "select item_id, title, price::text from serving.items_mv order by 1"
+    assert harness.sql(mv) == [(1, "lamp", "12.00"), (3, "chair", "45.50"), (4, "rug", "30.00")]
+    assert harness.sql("select 'serving.items_mv'::regclass::oid") == oid  # refreshed, not rebuilt
+    assert harness.sql("select count(*) from reverse_etl.pending_refreshes") == [(0,)]
+
+
+def test_a_changed_model_definition_is_rebuilt_by_dbt(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same sync after the serving model's file changed (a new column): the view's comment
+    no longer holds the manifest's definition, so dbt, not an in-place refresh, serves it."""
+    project = tmp_path / "project"
+    shutil.copytree(FIXTURE_PROJECT, project)
+
+    def specs() -> dict[str, SyncSpec]:
+        out = tmp_path / "target"
+        env = {**os.environ, "ROUNDTRIP_DUCKDB_PATH": str(harness.warehouse), "ROUNDTRIP_TARGET": "duckdb"}
+        subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), "--quiet", "parse", "--project-dir", str(project),
+             "--profiles-dir", str(PROJECT_ROOT / "profiles"), "--target-path", str(out), "--log-path", str(out)],
+            check=True, env=env, cwd=project,
+        )  # fmt: skip
+        return {s.name: s for s in load_specs(out / "manifest.json")}
+
+    def run(spec: SyncSpec) -> SyncResult:
+        endpoints = Endpoints(postgres_url=harness.postgres.url(), redis_url=harness.redis.url())
+        result = run_sync(spec, endpoints, RunOptions(dbt_project_dir=project))
+        assert result.error is None, result.error
+        return result
+
+    harness.model("items_export", V1)
+    before = specs()["serving_items"]
+    assert run(before).refreshed == ["items_mv"]
+
+    model = project / "models" / "serving" / "items_mv.sql"
+    model.write_text(
+        model.read_text().replace(
+            "select item_id, title, price", "select item_id, title, price, price * 2 as double_price"
+        )
+    )
+    after = specs()["serving_items"]
+    (old,), (new,) = ([m for m in s.refresh if m.name == "items_mv"] for s in (before, after))
+    assert new.definition != old.definition
+
+    dbt_runs: list[list[str]] = []
+    import reverse_etl.refresh
+
+    real = reverse_etl.refresh.run_dbt_refresh
+    monkeypatch.setattr(
+        reverse_etl.refresh, "run_dbt_refresh", lambda models, *a: (dbt_runs.append(models), real(models, *a))
+    )
+    harness.model("items_export", V2)
+    assert run(after).refreshed == ["items_mv"]
+    assert dbt_runs == [["items_mv"]]
+    mv = "select item_id, title, double_price::text from serving.items_mv order by 1"
+    assert harness.sql(mv) == [(1, "lamp", "24.00"), (3, "chair", "91.00"), (4, "rug", "60.00")]
+    assert _comment(harness, "serving.items_mv").endswith(f" definition {new.definition}")

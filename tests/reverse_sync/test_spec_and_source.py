@@ -18,7 +18,7 @@ from reverse_etl.destinations.redis import TARGET, VALUE, RedisDestination
 from reverse_etl.errors import SyncError, TransientSyncError, is_transient, translate
 from reverse_etl.records import FINGERPRINT, REASON, ROW_KEY, ROWS, Records, Scratch
 from reverse_etl.sources.duckdb import DuckDBSource
-from reverse_etl.spec import SyncSettings, SyncSpec, load_specs, load_syncs
+from reverse_etl.spec import SyncSettings, SyncSpec, load_specs, load_syncs, serving_definition
 
 from .conftest import Harness
 
@@ -36,6 +36,32 @@ def test_specs_resolve_targets_and_serving_models_from_the_manifest(fixture_mani
     assert [m.name for m in specs["serving_retired_items"].refresh] == ["all_item_ids_mv"]
     assert specs["crm_segments"].settings.track_changes is not None
     assert specs["reco"].target == "reco:{user_id}" and specs["reco"].settings.value == "list"
+
+
+def test_a_serving_definition_is_pinned_down_only_by_ref_and_config(fixture_manifest: Path) -> None:
+    """The hash of a serving model (compared with its view's comment to refresh it without dbt)
+    covers its file, key and parents; Jinja that may compile differently from run to run (vars,
+    macros, env vars) or hooks leave it None: only dbt refreshes such a model."""
+    manifest = json.loads(fixture_manifest.read_text())
+    uid = "model.retl_fixture.items_mv"
+    plain = serving_definition(manifest, uid)
+    declared = {m.name: m for spec in load_specs(fixture_manifest) for m in spec.refresh}
+    assert plain and declared["items_mv"].definition == plain and declared["items_mv"].relation == "serving.items_mv"
+    node = manifest["nodes"][uid]
+    node["raw_code"] = "{# a comment #}" + node["raw_code"].replace("ref('items_export')", "ref( 'items_export' ) -")
+    assert serving_definition(manifest, uid) == plain  # the hash is of the file's checksum, unchanged here
+    node["checksum"]["checksum"] = "0" * 64
+    assert serving_definition(manifest, uid) not in (None, plain)
+    manifest["nodes"]["model.retl_fixture.items_export"]["alias"] = "items_export_v2"
+    changed_parent = serving_definition(manifest, uid)
+    assert changed_parent not in (None, plain)
+    for jinja in ("{{ var('x') }}", "{{ ref('items_export') ~ env_var('X') }}", "{% set x = 1 %}", "{{ this }}"):
+        manifest["nodes"][uid] = {**node, "raw_code": node["raw_code"] + jinja}
+        assert serving_definition(manifest, uid) is None, jinja
+    manifest["nodes"][uid] = {**node, "config": {**node["config"], "post-hook": [{"sql": "analyze"}]}}
+    assert serving_definition(manifest, uid) is None
+    manifest["nodes"][uid] = {**node, "config": {**node["config"], "unique_key": None}}
+    assert serving_definition(manifest, uid) is None
 
 
 def test_invalid_meta_names_the_exposure(fixture_manifest: Path, tmp_path: Path) -> None:
