@@ -145,3 +145,23 @@ files_to_read as (
         )
     {% endif %}
 {% endmacro %}
+
+{% macro delivery_rank(tie_breakers) -%}
+{#- Which delivery of an ingestion id a record is (1: the original, kept; >1: a duplicate).
+    The earliest delivery is the original; exact ties fall back to the record's fields, in
+    ``tie_breakers`` order (text compared byte-wise by the caller), then to its place in the
+    landing files. -#}
+case
+            when ingestion_id is null then 1
+            else row_number() over (
+                partition by ingestion_id
+                order by
+                    ingested_at nulls last,
+                    {%- for expression in tie_breakers %}
+                    {{ expression }} nulls last,
+                    {%- endfor %}
+                    {{ bytewise('source_file') }},
+                    source_line
+            )
+        end
+{%- endmacro %}

@@ -21,23 +21,15 @@ clicks as (
 clicks_ranked as (
     select
         *,
-        case
-            when ingestion_id is null then 1
-            else row_number() over (
-                partition by ingestion_id
-                order by
-                    ingested_at nulls last,
-                    {{ bytewise('event_ts_raw') }} nulls last,
-                    {{ bytewise('event_id') }} nulls last,
-                    {{ bytewise('session_id') }} nulls last,
-                    user_id nulls last,
-                    item_id nulls last,
-                    {{ bytewise('event_type') }} nulls last,
-                    {{ bytewise('search_query') }} nulls last,
-                    {{ bytewise('source_file') }},
-                    source_line
-            )
-        end as delivery_rank
+        {{ delivery_rank([
+            bytewise('event_ts_raw'),
+            bytewise('event_id'),
+            bytewise('session_id'),
+            'user_id',
+            'item_id',
+            bytewise('event_type'),
+            bytewise('search_query'),
+        ]) }} as delivery_rank
     from clicks_in_scope
 ),
 

@@ -49,26 +49,16 @@ items as (
 orders_ranked as (
     select
         *,
-        case
-            when ingestion_id is null then 1
-            else row_number() over (
-                partition by ingestion_id
-                -- earliest delivery is the original; exact ties fall back to the record's fields
-                -- (text byte-wise), then to its place in the landing files
-                order by
-                    ingested_at nulls last,
-                    {{ bytewise('event_ts_raw') }} nulls last,
-                    {{ bytewise('order_id') }} nulls last,
-                    user_id nulls last,
-                    item_id nulls last,
-                    quantity nulls last,
-                    unit_price nulls last,
-                    {{ bytewise('session_id') }} nulls last,
-                    {{ bytewise('currency') }} nulls last,
-                    {{ bytewise('source_file') }},
-                    source_line
-            )
-        end as delivery_rank
+        {{ delivery_rank([
+            bytewise('event_ts_raw'),
+            bytewise('order_id'),
+            'user_id',
+            'item_id',
+            'quantity',
+            'unit_price',
+            bytewise('session_id'),
+            bytewise('currency'),
+        ]) }} as delivery_rank
     from orders_in_scope
 ),
 
