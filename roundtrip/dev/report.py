@@ -30,6 +30,8 @@ TEMPLATE = """<!doctype html>
   table { border-collapse: collapse; width: 100%; margin-top: .5rem; }
   th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #e8ebf0; }
   td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+  .wide { overflow-x: auto; }  /* a table wider than the page scrolls by itself */
+  table.counts th, table.counts td { padding: .3rem .35rem; font-size: .92em; }  /* the count tables' ten-odd columns in the page's width */
   .ok { color: #147a3d; } .bad { color: #b3261e; }
   .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(20rem, 1fr)); gap: 1rem; }
   .layer { border: 1px solid #dde2ea; border-radius: 8px; padding: .4rem .8rem; }
@@ -57,7 +59,7 @@ Generated {{ now }} in {{ total }} s.</p>
 </table>
 
 <h2>What each reverse sync did</h2>
-<table><tr><th>sync</th><th>mode</th><th>status</th>{% for c in counts %}<th class="n">{{ c }}</th>{% endfor %}<th class="n">s</th></tr>
+<table class="counts"><tr><th>sync</th><th>mode</th><th>status</th>{% for c in counts %}<th class="n">{{ c }}</th>{% endfor %}<th class="n">s</th></tr>
 {% for s in syncs %}<tr><td>{{ s.sync }}{% if s.refreshed %}<div class="small">then refreshed {{ s.refreshed | join(", ") }}</div>{% endif %}</td>
 <td>{{ s.mode }}</td><td class="{{ 'ok' if s.status.startswith('succeeded') else 'bad' }}">{{ s.status }}</td>
 {% for c in counts %}<td class="n">{{ "{:,}".format(s.get(c) or 0) if s.get(c) else "·" }}</td>{% endfor %}
@@ -77,9 +79,9 @@ Generated {{ now }} in {{ total }} s.</p>
 </div>
 
 <h2>What was loaded</h2>
-<table><tr>{% for k in loaded_columns %}<th{% if k != 'source' and k != 'table' %} class="n"{% endif %}>{{ k }}</th>{% endfor %}</tr>
+<div class="wide"><table class="counts"><tr>{% for k in loaded_columns %}<th{% if k != 'source' and k != 'table' %} class="n"{% endif %}>{{ k }}</th>{% endfor %}</tr>
 {% for row in loaded %}<tr>{% for k in loaded_columns %}<td{% if k != 'source' and k != 'table' %} class="n"{% endif %}>{{ number(row.get(k, "")) }}</td>{% endfor %}</tr>{% endfor %}
-</table>
+</table></div>
 </body></html>
 """
 
