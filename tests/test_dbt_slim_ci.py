@@ -64,6 +64,7 @@ def main_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return warehouse, folder / "state"
 
 
+@pytest.mark.slow  # a main build, then a slim build against its manifest: ~30 s
 def test_ci_slim_builds_the_changed_model_and_its_children_only(main_build: tuple[Path, Path], tmp_path: Path) -> None:
     warehouse, state = main_build
     state_manifest = json.loads((state / "manifest.json").read_text())

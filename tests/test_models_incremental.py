@@ -130,6 +130,7 @@ def _silver_rows(project: DbtProject, warehouse: Warehouse) -> dict[str, object]
     return {r.name: warehouse.rows(r) for r in project.relations(("model",)) if r.schema == "silver"}
 
 
+@pytest.mark.slow  # builds the project three times (full, incremental, full again): ~20 s
 @pytest.mark.parametrize("target", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_incremental_build_equals_full_refresh(target: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     duckdb_path = tmp_path / "warehouse.duckdb"
