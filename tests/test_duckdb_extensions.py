@@ -48,3 +48,12 @@ def test_an_unrecorded_directory_is_not_trusted(tmp_path: Path, extension_dir: P
     shutil.copytree(extension_dir, copy)
     (copy / ext.VERIFIED).unlink()
     assert not ext._verified(copy)  # copied files have other inodes too
+
+
+def test_another_duckdb_versions_folder_is_neither_loaded_nor_checked(extension_dir: Path) -> None:
+    old = extension_dir / "v0.9.0" / "linux_amd64"
+    old.mkdir(parents=True)
+    (old / "postgres_scanner.duckdb_extension").write_bytes(b"an extension of another DuckDB")
+    ext._verify(extension_dir)  # does not try to load the other version's file
+    assert ext._verified(extension_dir)
+    assert all(name.startswith(f"v{duckdb.__version__}/") for name in ext._fingerprints(extension_dir))
