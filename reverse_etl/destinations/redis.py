@@ -21,6 +21,7 @@ bytes and checked with NumPy, and only an error reply is parsed (by hiredis) for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -319,12 +320,15 @@ class RedisDestination:
                     yield data, count, batch.num_rows if last else 0
 
         done: list[np.ndarray] = []
-        for replies, batch_rows in self._link().exchange(read_ahead(encoded(), depth=2, name="redis-encode"), 5):
-            done.append(replies[:, 0] == ord("+"))
-            if batch_rows:  # the batch's last chunk is confirmed
-                yield np.concatenate(done)
-                done.clear()
-                changes.handed(batch_rows)
+        # closed on any way out, so the encoder thread has stopped touching the run's DuckDB
+        # connection before the engine uses it again (to roll back, say)
+        with contextlib.closing(read_ahead(encoded(), depth=2, name="redis-encode")) as chunks:
+            for replies, batch_rows in self._link().exchange(chunks, 5):
+                done.append(replies[:, 0] == ord("+"))
+                if batch_rows:  # the batch's last chunk is confirmed
+                    yield np.concatenate(done)
+                    done.clear()
+                    changes.handed(batch_rows)
 
     def write(self, changes: Changes) -> SyncCounts:
         plan = changes.plan
