@@ -1,6 +1,6 @@
 """After a replace: refresh the serving models (the materialized views) on Postgres, dbt owning them.
 
-The project's materialization (macros/materializations/serving_materialized_view.sql) creates
+The project's materialization (macros/materializations/serving_materialized_view.sql, its comment from macros/serving/) creates
 each materialized view the first time and runs ``REFRESH MATERIALIZED VIEW CONCURRENTLY``
 afterwards, so readers are never blocked. It keeps in the view's comment the hash of what the
 view is built from (``serving_definition``: the model file, its unique key, the relations it

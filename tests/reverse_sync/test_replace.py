@@ -233,6 +233,10 @@ def test_a_changed_model_definition_is_rebuilt_by_dbt(
     no longer holds the manifest's definition, so dbt, not an in-place refresh, serves it."""
     project = tmp_path / "project"
     shutil.copytree(FIXTURE_PROJECT, project)
+    # the fixture reads the project's shared macros by a relative path: give the copy its own
+    shutil.copytree(PROJECT_ROOT / "macros" / "serving", project / "shared_macros")
+    config = project / "dbt_project.yml"
+    config.write_text(config.read_text().replace("../../../macros/serving", "shared_macros"))
 
     def specs() -> dict[str, SyncSpec]:
         out = tmp_path / "target"
