@@ -33,13 +33,12 @@ failed run leaves the state as it was, and the next run resends what it had sent
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
-import queue
 import shutil
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ import pyarrow.csv as pacsv
 from reverse_etl.pg import Postgres
 from reverse_etl.records import CHANGED, HEALED, NEW, REASON, ROW, ROW_KEY, SENT, Records
 from reverse_etl.spec import SyncSpec
+from roundtrip.core.read_ahead import read_ahead
 from roundtrip.core.sql import literal, postgres_type, quote
 
 log = logging.getLogger(__name__)
@@ -147,45 +147,12 @@ def copy_batches(cur: Any, table: str, columns: list[str], batches: Iterable[pa.
     thread encodes the next batch while this one is sent."""
     rows = 0
     with cur.copy(f"copy {table} ({', '.join(columns)}) from stdin (format csv)") as copy:
-        for batch in prefetched((b.num_rows, csv_bytes(b)) for b in batches):
-            rows += batch[0]
-            copy.write(batch[1])
+        encoded = read_ahead(((b.num_rows, csv_bytes(b)) for b in batches), name="reverse_etl-csv")
+        with contextlib.closing(encoded):
+            for count, data in encoded:
+                rows += count
+                copy.write(data)
     return rows
-
-
-_DONE = object()
-
-
-def prefetched(items: Iterator[Any]) -> Iterator[Any]:
-    """``items``, computed one ahead in a helper thread (errors re-raised here)."""
-    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        slot.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slot.put(_DONE)
-        except BaseException as exc:
-            slot.put(exc)
-
-    worker = threading.Thread(target=produce, name="reverse_etl-prefetch", daemon=True)
-    worker.start()
-    try:
-        while (item := slot.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 # ---------------------------------------------------------------- one sync's state
