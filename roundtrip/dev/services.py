@@ -268,7 +268,16 @@ def hand_to_unprivileged(path: Path) -> None:
         os.chown(root, pw.pw_uid, pw.pw_gid)
         for name in dirs + files:
             os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
-    for parent in path.parents:  # traversable (o+x), nothing more
+    make_traversable(path)
+
+
+def make_traversable(path: Path) -> None:
+    """When root, every folder above ``path`` gets o+x (nothing more), so the unprivileged user
+    reaches it: the data folder, and the binaries and their libraries (a checkout may sit under
+    a private 0700 folder)."""
+    if not _is_root():
+        return
+    for parent in path.parents:
         mode = parent.stat().st_mode
         if not mode & 0o001:
             os.chmod(parent, mode | 0o001)
@@ -334,6 +343,7 @@ class LocalPostgres(LocalServer):
 
     def start(self, timeout: float = 30.0) -> PostgresEndpoint:
         bin_dir = postgres_bin_dir()
+        make_traversable(bin_dir)  # initdb and postgres load their libraries from beside it
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="postgres-", dir=self.base_dir))
         os.chmod(self.folder, 0o755)
