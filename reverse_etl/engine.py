@@ -21,11 +21,13 @@ it that never claims more than the destination holds:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -374,18 +376,27 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
                     if options.on_rows is not None:
                         options.on_rows(spec.name, rows)
 
+                changes = Changes(records, plan, gone_count, change, on_batch=handed)
+
+                def remember() -> None:  # what the state must now say: known since classify
+                    with timer("remember"):
+                        if counts.rejected:
+                            state.reject()
+                        state.remember(state.gone_query)
+                    with timer("cache"), contextlib.closing(scratch.con.cursor()) as outside:
+                        state.prepare_cache(outside)  # a first state; in place once committed
+
                 # the one transaction: the destination's writes (Postgres), the state, the record
+                pg.begin()
                 if destination.transactional:
-                    pg.begin()
-                with timer("write"):
-                    counts.add(destination.write(Changes(records, plan, gone_count, change, on_batch=handed)))
-                crash.reached("written")
-                if not pg.in_transaction:
-                    pg.begin()
-                with timer("remember"):
-                    if counts.rejected:
-                        state.reject()
-                    state.remember(state.gone_query)
+                    with timer("write"):
+                        counts.add(destination.write(changes))
+                    crash.reached("written")
+                    remember()
+                else:  # Redis: the state's part runs beside the write, and commits after it
+                    with timer("write"):
+                        counts.add(_write_beside(destination, changes, scratch.con, remember))
+                    crash.reached("written")
                 with timer("finish"):
                     counts.add(destination.finish(state))
                 state.record_columns(records.types)
@@ -419,6 +430,24 @@ def _attempt(spec: SyncSpec, endpoints: Endpoints, options: RunOptions, result: 
             pg.detach()
         if destination is not None:
             destination.close()
+
+
+def _write_beside(destination: Destination, changes: Changes, con: Any, beside: Any) -> SyncCounts:
+    """``destination.write`` (on a cursor of its own) while ``beside`` runs on ``con`` in a
+    helper thread: both wait on other processes (redis-server, Postgres) and release the GIL.
+    Returns the write's counts once both are done; the write's error comes first."""
+    cursor = con.cursor()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="reverse_etl-state") as pool:
+            job = pool.submit(beside)
+            try:
+                written = destination.write(replace(changes, records=changes.records.on(cursor)))
+            finally:
+                concurrent.futures.wait([job])  # never leave it running on the connection
+            job.result()
+            return written
+    finally:
+        cursor.close()
 
 
 def _columns(records: Records) -> str:

@@ -22,6 +22,7 @@ bounded by the batch size, not the table size.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import shutil
 import tempfile
@@ -119,6 +120,10 @@ class Scratch:
         self.folder: Path | None = None
         # a unique name: DuckDB shares one instance between the connections of a process
         self.db = f"rt_{uuid.uuid4().hex[:12]}"
+        # in memory like the temp schema, but seen by every cursor of the run's connection (a
+        # temp table is not): the classified records, read by a destination writing on its own
+        # cursor while the state's transaction runs on the connection (reverse_etl.engine)
+        self.shared = f"{self.db}_mem"
 
     def __enter__(self) -> Scratch:
         from roundtrip.core.duckdb_extensions import connect
@@ -130,6 +135,7 @@ class Scratch:
             self.con.execute(f"set temp_directory = {literal(str(self.folder / 'spill'))}")
             self.con.execute("set preserve_insertion_order = false")  # nothing here depends on it
             self.con.execute(f"attach {literal(str(self.folder / 'run.duckdb'))} as {self.db} (read_write)")
+            self.con.execute(f"attach ':memory:' as {self.shared}")
         except BaseException:
             self.close()
             raise
@@ -156,6 +162,7 @@ class Records:
         self.settings = spec.settings
         self.con = scratch.con
         self.db = scratch.db
+        self.shared = scratch.shared
         self.relation = relation
         self.where = describe
         self.shape: RecordShape | None = None
@@ -290,7 +297,7 @@ class Records:
         is_lost = f"l.{quote(next(iter(shape.identity)))} is not null" if self.lost_relation else "false"
         try:
             self.con.execute(
-                f"""create or replace temp table classified as
+                f"""create or replace table {self.classified} as
                     select r.*, case when s.recorded is null or not s.recorded then {NEW}
                                      when {is_lost} then {HEALED}
                                      when s.fingerprint is distinct from r.{FINGERPRINT} then {CHANGED}
@@ -304,7 +311,7 @@ class Records:
         plan = Plan()
         names = {NEW: "new", CHANGED: "changed", UNCHANGED: "unchanged", HEALED: "healed"}
         for change, records_count, rows in self.con.execute(
-            f"select {CHANGE}, count(*), sum({ROWS}) from temp.classified group by 1"
+            f"select {CHANGE}, count(*), sum({ROWS}) from {self.classified} group by 1"
         ).fetchall():
             setattr(plan, names[change], int(records_count))
             plan.rows += int(rows)
@@ -315,7 +322,15 @@ class Records:
 
     @property
     def classified(self) -> str:
-        return "temp.classified"
+        return f"{self.shared}.classified"
+
+    def on(self, con: Any) -> Records:
+        """These records read through ``con``, a cursor of the run's connection: a destination
+        streams its writes there while the connection runs the state's transaction. What the
+        cursor reads (the model, the classified records) is visible to every cursor."""
+        other = copy.copy(self)
+        other.con = con
+        return other
 
     def records(
         self, changes: tuple[int, ...] = EVERY, ordered: bool = True, rendered: bool = True

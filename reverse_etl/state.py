@@ -25,7 +25,10 @@ The run's own DuckDB keeps the current state in a local cache file per sync
 cache has the version Postgres holds classifies against it without reading the state over the
 network; any other (a first run on this machine, a run killed after its commit, a state changed
 elsewhere) rebuilds it from the log first. The cache is updated after the commit; a run that
-dies before that leaves a stale version, never a wrong state.
+dies before that leaves a stale version, never a wrong state. A sync's first state, which has
+nothing to update in place, is written whole before the commit into a file of its own (beside
+the Redis writes, on a cursor of the run's connection) that replaces the cache only once the
+commit is in.
 
 Everything a run writes to this Postgres commits in one transaction (``reverse_etl.pg``): a
 failed run leaves the state as it was, and the next run resends what it had sent.
@@ -185,6 +188,7 @@ class StateStore:
         self._doubts = 0
         self._cache_attached = False
         self._gone: str | None = None
+        self._prepared: Path | None = None  # a first state's cache file, waiting for the commit
         self.gone_query: str | None = None  # set by the engine for the modes that delete (StateView)
 
     # ---------------------------------------------------------------- names
@@ -290,6 +294,9 @@ class StateStore:
             self._detach_cache()
         except Exception as exc:
             log.debug("detaching the cache failed: %s", exc)
+        if self._prepared is not None:  # the commit never came: the file never was the state
+            _remove_duckdb_file(self._prepared)
+            self._prepared = None
 
     # ---------------------------------------------------------------- the sync's tables
 
@@ -392,10 +399,40 @@ class StateStore:
             merged = f"select m.* from ({merged}) m anti join ({gone}) g on {on_gone}"
         return merged
 
+    def prepare_cache(self, con: Any) -> None:
+        """Before the commit, after ``remember``: a sync's first state (what it sends) written
+        whole, with the version it will have, into a file beside the cache (``con``: a cursor
+        outside the run's transaction). ``update_cache`` puts it in the cache's place once the
+        commit is in; ``close`` removes it if the commit never came. Later states are updated
+        in place after the commit instead (a few rows, not a copy of them all)."""
+        if self.dry_run or self.version is None or self.records.state != "temp.empty_state":
+            return
+        prepared = self.cache_file.with_suffix(".next.duckdb")
+        _remove_duckdb_file(prepared)
+        prepared.parent.mkdir(parents=True, exist_ok=True)
+        kinds = (NEW,) if self.mode == "insert_only" else SENT
+        con.execute(f"attach {literal(str(prepared))} as {CACHE_ALIAS}_next")
+        try:
+            con.execute(f"create table {CACHE_ALIAS}_next.state as {self.records.state_rows_sql(kinds)}")
+            con.execute(f"create table {CACHE_ALIAS}_next.meta as select {int(self.version)}::bigint as version")
+        finally:
+            con.execute(f"detach {CACHE_ALIAS}_next")
+        self._prepared = prepared
+
     def update_cache(self) -> None:
         """After the commit: the cache becomes the state just committed, by applying what this
         run changed (a failure here only leaves the cache stale: the next run rebuilds it)."""
         if self.dry_run or self.version is None:
+            return
+        if self._prepared is not None:  # a first state, written before the commit
+            try:
+                self._detach_cache()
+                self.cache_file.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+                self._prepared.replace(self.cache_file)
+            except Exception as exc:
+                log.warning("sync %s: could not put the local state cache in place (%s)", self.sync, exc)
+                self.drop_cache()
+            self._prepared = None
             return
         try:
             if not self._attach_cache():
@@ -496,6 +533,11 @@ class StateStore:
             f"""insert into {SCHEMA}.pending_refreshes (sync, models) values ({literal(self.sync)}, {array})
                 on conflict (sync) do update set models = excluded.models, since = now()"""
         )
+
+
+def _remove_duckdb_file(path: Path) -> None:
+    for p in (path, path.with_suffix(path.suffix + ".wal")):
+        p.unlink(missing_ok=True)
 
 
 def raise_identity_changed(sync: str, was: list[str], now: list[str]) -> None:

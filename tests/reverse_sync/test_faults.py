@@ -251,6 +251,37 @@ def test_insert_only_redis_never_resends_across_a_kill(harness: Harness, fixture
     }
 
 
+def test_a_first_state_cache_counts_only_once_its_commit_is_in(
+    harness: Harness, fixture_manifest: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync's first state is written to a cache file of its own beside the Redis writes; it
+    replaces the cache only after the commit. Killed before the commit, or with a commit that
+    fails, the next run must not classify against it: it sends every record again."""
+    model, before, _, _ = SCENARIOS["profile_cache"]
+    harness.model(model, before)
+    caches = data_dir / "reverse_etl"
+    assert run_killed(harness, fixture_manifest, "profile_cache", "written").returncode == -9
+    assert not [p for p in caches.glob("*.duckdb") if ".next." not in p.name]  # nothing in place
+
+    from reverse_etl.pg import Postgres
+
+    def failing_commit(self: Postgres) -> None:
+        raise RuntimeError("the commit did not come through")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Postgres, "commit", failing_commit)
+        failed = harness.run("profile_cache")
+    assert failed.status == "failed" and not list(caches.glob("*.duckdb"))  # the prepared file is gone too
+    # and Postgres has no state either
+    assert harness.sql("select count(*) from reverse_etl.syncs where sync = 'profile_cache'") == [(0,)]
+
+    first = ok(harness.run("profile_cache"))
+    assert first.counts.inserted == 2  # nothing was trusted: both keys sent
+    assert [p.name for p in caches.glob("*.duckdb")] == [f"{p.stem}.duckdb" for p in caches.glob("rows_*.duckdb")]
+    destination_equals_mart(harness, "profile_cache")
+    assert writes(ok(harness.run("profile_cache"))) == 0  # the cache now in place holds what was sent
+
+
 # ---------------------------------------------------------------- drift
 
 
