@@ -15,7 +15,8 @@ it that never claims more than the destination holds:
 3. classify every record, check the guards (nothing written yet);
 4. write-ahead (destinations outside the transaction, i.e. Redis): commit the keys about to be
    sent as in doubt;
-5. write, update the state, clear the doubt, record the run's counts, commit;
+5. write, update the state, clear the doubt, record the run's counts, commit (for Redis the
+   state's part runs beside the write; the commit waits for the write's last reply);
 6. refresh the serving models (replace), record the final status.
 """
 
@@ -27,7 +28,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -438,7 +438,7 @@ def _write_beside(destination: Destination, changes: Changes, con: Any, beside: 
     Returns the write's counts once both are done; the write's error comes first."""
     cursor = con.cursor()
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="reverse_etl-state") as pool:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reverse_etl-state") as pool:
             job = pool.submit(beside)
             try:
                 written = destination.write(replace(changes, records=changes.records.on(cursor)))
