@@ -253,8 +253,7 @@ class StateStore:
             self.con.execute(f"create or replace temp table state as {current}")
             return "temp.state"
         self._detach_cache()
-        self.cache_file.unlink(missing_ok=True)
-        self.cache_file.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+        _remove_duckdb_file(self.cache_file)
         self._attach_cache()
         self.con.execute(f"create table {CACHE_ALIAS}.state as {current}")
         self.con.execute(f"create table {CACHE_ALIAS}.meta (version bigint)")
@@ -427,7 +426,7 @@ class StateStore:
         if self._prepared is not None:  # a first state, written before the commit
             try:
                 self._detach_cache()
-                self.cache_file.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+                _remove_duckdb_file(self.cache_file)
                 self._prepared.replace(self.cache_file)
             except Exception as exc:
                 log.warning("sync %s: could not put the local state cache in place (%s)", self.sync, exc)
@@ -467,8 +466,7 @@ class StateStore:
 
     def drop_cache(self) -> None:
         self._detach_cache()
-        for path in (self.cache_file, self.cache_file.with_suffix(".duckdb.wal")):
-            path.unlink(missing_ok=True)
+        _remove_duckdb_file(self.cache_file)
 
     # ---------------------------------------------------------------- what the model dropped (StateView)
 
