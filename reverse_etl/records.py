@@ -47,6 +47,8 @@ CHANGE = "__rt_change"
 UNCHANGED, NEW, CHANGED, HEALED = 0, 1, 2, 3
 SENT = (NEW, CHANGED, HEALED)  # what an upsert writes
 EVERY = (NEW, CHANGED, UNCHANGED, HEALED)
+# a sync's state before its first commit: no records, the identity columns' types (see use)
+EMPTY_STATE = "temp.empty_state"
 
 
 def json_object(columns: list[str]) -> str:
@@ -166,7 +168,7 @@ class Records:
         self.relation = relation
         self.where = describe
         self.shape: RecordShape | None = None
-        self.state = "temp.empty_state"  # the state relation classify joins (see use_state)
+        self.state = EMPTY_STATE  # the state relation classify joins (see use_state)
         self.lost_relation: str | None = None
         self._clean: bool | None = None  # no NULL and no shared key in the model: no reject pass
         try:
@@ -202,13 +204,13 @@ class Records:
             )
         identity = ", ".join(f"{expr} as {quote(name)}" for name, expr in shape.identity.items())
         self.con.execute(
-            f"create or replace temp table empty_state as select {identity}, null::bigint as fingerprint, "
+            f"create or replace temp table {EMPTY_STATE} as select {identity}, null::bigint as fingerprint, "
             f"true as recorded from {self.projected()} limit 0"
         )
 
     def identity_types(self) -> dict[str, str]:
         """The identity columns and their DuckDB types (the state table's columns)."""
-        rows = self.con.execute("describe temp.empty_state").fetchall()
+        rows = self.con.execute(f"describe {EMPTY_STATE}").fetchall()
         return {r[0]: r[1] for r in rows if r[0] not in ("fingerprint", "recorded")}
 
     def _shape(self) -> RecordShape:
@@ -269,6 +271,11 @@ class Records:
         """The state to classify against: identity columns, ``fingerprint`` (NULL: in doubt)
         and ``recorded`` (false: a killed run may have written it, the state never recorded it)."""
         self.state = relation
+
+    @property
+    def first_state(self) -> bool:
+        """Whether the sync has no committed state yet (its first run, or the first since a reset)."""
+        return self.state == EMPTY_STATE
 
     def state_count(self) -> int:
         """The records the state says the destination holds."""

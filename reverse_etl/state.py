@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from reverse_etl.pg import Postgres
-from reverse_etl.records import CHANGED, HEALED, NEW, REASON, ROW, ROW_KEY, SENT, Records
+from reverse_etl.records import CHANGED, EMPTY_STATE, HEALED, NEW, REASON, ROW, ROW_KEY, SENT, Records
 from reverse_etl.spec import SyncSpec
 from roundtrip.core.read_ahead import read_ahead
 from roundtrip.core.sql import literal, postgres_type, quote
@@ -303,7 +303,7 @@ class StateStore:
         """The sync's rows and doubt tables and its ``syncs`` row, created on its first commit."""
         if self.version is not None:
             return
-        arrow = self.con.execute(f"select {self._ids()} from temp.empty_state limit 0").arrow().schema
+        arrow = self.con.execute(f"select {self._ids()} from {EMPTY_STATE} limit 0").arrow().schema
         columns = ", ".join(f"{quote(f.name)} {postgres_type(f.type) or 'text'}" for f in arrow)
         identity = json.dumps([[f.name, postgres_type(f.type) or "text"] for f in arrow])
         self.pg.execute(
@@ -339,7 +339,7 @@ class StateStore:
             )
 
     def _create_on_side(self, side: Any) -> None:
-        arrow = self.con.execute(f"select {self._ids()} from temp.empty_state limit 0").arrow().schema
+        arrow = self.con.execute(f"select {self._ids()} from {EMPTY_STATE} limit 0").arrow().schema
         columns = ", ".join(f"{quote(f.name)} {postgres_type(f.type) or 'text'}" for f in arrow)
         side.execute(f"create table if not exists {self._doubt()} ({columns}, run_id bigint)")
         self.pg.refresh_catalog()
@@ -404,7 +404,7 @@ class StateStore:
         outside the run's transaction). ``update_cache`` puts it in the cache's place once the
         commit is in; ``close`` removes it if the commit never came. Later states are updated
         in place after the commit instead (a few rows, not a copy of them all)."""
-        if self.dry_run or self.version is None or self.records.state != "temp.empty_state":
+        if self.dry_run or self.version is None or not self.records.first_state:
             return
         prepared = self.cache_file.with_suffix(".next.duckdb")
         _remove_duckdb_file(prepared)
@@ -438,8 +438,8 @@ class StateStore:
                 return
             cache = f"{CACHE_ALIAS}.state"
             kinds = (NEW,) if self.mode == "insert_only" else SENT
-            fresh = self.records.state == "temp.empty_state" or self._cache_version() is None
-            if self.records.state == "temp.empty_state":  # the sync's first state: what it sent
+            fresh = self.records.first_state or self._cache_version() is None
+            if self.records.first_state:  # the sync's first state: what it sent
                 self.con.execute(f"create or replace table {cache} as {self.records.state_rows_sql(kinds)}")
             elif fresh:  # the first state on this machine: written whole (via a copy: it may read the cache)
                 self.con.execute(f"create or replace temp table next_state as {self._new_state_sql(self._gone)}")
