@@ -1,5 +1,8 @@
 """``dbt run`` / ``dbt build`` on DuckDB against the same models' compiled SQL run directly.
 
+At 10 x ``size`` orders (10 M for ``--size 1m``, the target's scale): dbt's fixed cost of
+starting and parsing is what the target judges against the models' own work.
+
 On one loaded warehouse and a byte copy of it (same bronze, same seeds): dbt compiles the
 project once; then, interleaved, ``dbt run --full-refresh`` on one copy and, on the other, each
 model's compiled SQL from the manifest, in dependency order, as ``create or replace view`` or
@@ -66,7 +69,8 @@ def run_breakdown(target: Path) -> dict[str, float]:
 
 
 def run(ctx: Context) -> list[Result]:
-    data = prepare(ctx, ctx.size, NAME)
+    orders = ctx.size * 10
+    data = prepare(ctx, orders, NAME)
     direct = data.folder / "direct" / data.warehouse.name  # same file name: same database name
     direct.parent.mkdir()
     shutil.copyfile(data.warehouse, direct)
@@ -88,8 +92,8 @@ def run(ctx: Context) -> list[Result]:
     details = {"dbt_run_seconds": dbt_seconds, "compiled_seconds": direct_seconds, "models": len(models),
                "threads": load_settings().dbt_threads or "1 (profile default)", "dbt_run": breakdowns}  # fmt: skip
     return [
-        Result(NAME, f"seconds, dbt run ({human(ctx.size)} orders, {len(models)} models)", min(dbt_seconds), "s", base,
+        Result(NAME, f"seconds, dbt run ({human(orders)} orders, {len(models)} models)", min(dbt_seconds), "s", base,
                "compiled SQL run directly in DuckDB", "<= 1.15", details=details),
-        Result(NAME, f"seconds, dbt build with tests ({human(ctx.size)} orders)", build_seconds, "s", base,
+        Result(NAME, f"seconds, dbt build with tests ({human(orders)} orders)", build_seconds, "s", base,
                "compiled SQL run directly in DuckDB", "<= 1.2", note="build adds the data and unit tests"),
     ]  # fmt: skip
