@@ -156,10 +156,12 @@ def _preflight(connections: Connections, chosen: list[SyncSpec], as_json: bool) 
 
 
 def _check_warehouse(settings: Settings, warehouse: str, chosen: list[SyncSpec]) -> None:
-    if warehouse == "duckdb" and chosen and not settings.duckdb_path.exists():
+    from reverse_etl.sources import warehouse_file
+
+    if warehouse == "duckdb" and chosen and not warehouse_file(settings).exists():
         # one clear line, rather than the same failure once per sync and as many failed runs
         raise SyncError(
-            f"warehouse {settings.duckdb_path} not found: nothing to sync yet",
+            f"warehouse {warehouse_file(settings)} not found: nothing to sync yet",
             hint="build it first: make demo, or the loaders and `make dbt-build`",
         )
 

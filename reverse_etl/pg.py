@@ -36,12 +36,12 @@ def with_application_name(url: str, name: str) -> str:
 class PgSession:
     """One Postgres attached to the run's DuckDB connection ``con`` as ``alias``."""
 
-    def __init__(self, con: Any, url: str, alias: str, application: str, read_only: bool = False) -> None:
+    def __init__(self, con: Any, url: str, alias: str, application: str, what: str, read_only: bool = False) -> None:
         self.con = con
         self.alias = alias
         self.read_only = read_only
         self.in_transaction = False
-        self.what = application
+        self.what = what  # who is asking, in error messages ("sync crm_segments")
         target = with_application_name(url, application)
         mode = ", read_only" if read_only else ""
         self._run(lambda: con.execute("load postgres"))
@@ -63,9 +63,10 @@ class PgSession:
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """The rows of a read-only Postgres ``sql`` (it sees the transaction's own writes)."""
-        return self._run(
+        rows: list[tuple[Any, ...]] = self._run(
             lambda: self.con.execute(f"select * from postgres_query({literal(self.alias)}, {literal(sql)})").fetchall()
         )
+        return rows
 
     def query_relation(self, sql: str) -> str:
         """A read-only Postgres ``sql`` as a DuckDB table function, to select from in DuckDB SQL."""

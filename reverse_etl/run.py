@@ -251,10 +251,16 @@ class SyncRun:
             source = open_source(spec.warehouse, self.settings, wait=self.options.wait)
             try:
                 relation = source.relation(self.con, scratch.db, spec.source, list(mapping) if mapping else None)
-            except SyncError:
-                raise
             except Exception as exc:
-                raise classify(exc, f"sync {spec.name}: model {spec.model}") from exc
+                error = classify(exc, f"sync {spec.name}: model {spec.model}")
+                text = str(error).lower()
+                if "does not exist" in text and ("catalog" in text or "relation" in text or "table" in text):
+                    target = "" if spec.warehouse == "duckdb" else f" --target {spec.warehouse}"
+                    raise SyncError(
+                        f"sync {spec.name}: model {spec.model} is not built yet ({source.describe(spec.source)})",
+                        hint=f"build it and what it needs: roundtrip dbt build --select +exposure:{spec.name}{target}",
+                    ) from exc
+                raise error from exc
             where = f"sync {spec.name}: model {spec.model} ({source.describe(spec.source)})"
             return Model.of(self.con, relation, mapping, scratch.table("model_renamed"), where)
 
@@ -263,9 +269,9 @@ class SyncRun:
     def shape(self, model: Model) -> Records:
         """The destination's record shape over the model; its checks of the rows."""
         assert self.scratch is not None
-        self.pg = PgSession(
-            self.con, self.connections.state_url, STATE_ALIAS, f"reverse_etl:{self.spec.name}", self.dry_run
-        )
+        name = self.spec.name
+        url = self.connections.state_url
+        self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
         self.destination = open_destination(self.spec, self.connections, self.pg, self.options)
         with self.phase("shape"):
             shape = self.destination.shape(model)

@@ -79,7 +79,8 @@ def connect(url: str, application: str, autocommit: bool = True) -> Any:
     try:
         return psycopg.connect(url, autocommit=autocommit, application_name=application[:63], connect_timeout=10)
     except psycopg.Error as exc:
-        raise from_psycopg(exc, application) from exc
+        who = application.removeprefix("reverse_etl:")
+        raise from_psycopg(exc, f"sync {who}: the state's Postgres") from exc
 
 
 @contextmanager

@@ -55,7 +55,7 @@ class Known:
     state: str  # DuckDB relation: identity columns, fingerprint (NULL: unknown), recorded
     owned: int  # records the state says the destination holds
     digest: str | None  # what ``digest`` said after the last commit (None: never, or unknown)
-    columns: list[str] | None  # the model columns last sent (None: never)
+    columns: dict[str, str] | None  # the model columns last sent, in order, with their DuckDB types (None: unknown)
     retired: str | None = None  # DuckDB relation: identities this sync wrote, then deleted
 
 

@@ -128,14 +128,14 @@ class RedisLink:
             raise self._fail(reply)
         for line in reply.decode().splitlines():
             if line.startswith("run_id:"):
-                return line.split(":", 1)[1].strip()
+                return str(line.split(":", 1)[1].strip())
         return "unknown"
 
     def _recv(self) -> bytes:
         import redis
 
         try:
-            data = self.sock.recv(1 << 20)
+            data: bytes = self.sock.recv(1 << 20)
         except OSError as exc:
             raise redis.exceptions.ConnectionError(f"Redis connection lost: {exc}") from exc
         if not data:

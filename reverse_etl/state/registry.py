@@ -55,8 +55,8 @@ def read(pg: PgSession, sync: str) -> SyncRow | None:
     if not rows:
         return None
     r = rows[0]
-    identity = [tuple(pair) for pair in json.loads(r[2])]
-    return SyncRow(sync, r[0], r[1], identity, int(r[3]), int(r[4]), int(r[5]), r[6] or "", r[7])  # type: ignore[arg-type]
+    identity = [(str(name), str(kind)) for name, kind in json.loads(r[2])]
+    return SyncRow(sync, r[0], r[1], identity, int(r[3]), int(r[4]), int(r[5]), r[6] or "", r[7])
 
 
 def write(pg: PgSession, row: SyncRow) -> None:

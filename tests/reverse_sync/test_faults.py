@@ -503,6 +503,17 @@ def test_a_wrong_password_is_terminal_and_never_shown(
     assert line["status"] == "failed" and line["attempts"] == 1
     no_secret(done.stdout, done.stderr)
 
+    # --debug shows the tracebacks, through the same redaction: DuckDB's error repeats the
+    # connection string, password included
+    debug = cli_run(
+        harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": wrong.url()}, "run", "--sync", "crm_segments", "--debug"
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "password authentication failed" in debug.stderr
+    no_secret(debug.stdout, debug.stderr)
+    status = cli_run(harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": wrong.url()}, "status", "--debug")
+    assert status.returncode == 1 and "Traceback" in status.stderr
+    no_secret(status.stdout, status.stderr)
+
 
 def test_a_server_that_is_down_fails_every_sync_at_once_in_one_line(
     harness: Harness, fixture_manifest: Path, secure_servers: Any
