@@ -11,6 +11,8 @@ values, and the crash points of the fault tests sit between them:
  3. state        the state's self-check and repairs, and the state the records classify against
                  (the local cache, or the log); a change of the model's columns is refused
                  unless ``on_schema_change`` allows it
+    --- the run's one transaction on the state's Postgres opens; a Postgres destination's table
+        is locked against other writers (readers go on) until the commit ---
  4. drift        what the destination does not hold as the state says: a digest or the server's
                  identity, a sample read back; everything read back when they disagree
  5. classify     every record new, changed, unchanged or healed; the rows rejected; the records
@@ -18,8 +20,6 @@ values, and the crash points of the fault tests sit between them:
  6. guard        thresholds on deletes and rejects; a dry run stops here
  7. write-ahead  a destination outside the transaction (Redis): the identities about to be sent,
                  committed as in doubt                                               [marked]
-    --- the run's one transaction on the state's Postgres opens; a Postgres destination's table
-        is locked against other writers until the commit and checked unchanged since drift ---
  8. write        new, changed and healed records; then deletes (mirror) or the swap (replace)
                                                                         [first_batch, written]
  9. remember     in the transaction: the state's log, doubts cleared, the destination's digest,
@@ -147,6 +147,7 @@ class SyncRun:
         self.rejections: list[dict[str, Any]] = []
         self.checked = 0
         self._first_batch = True
+        self._work: Any = None
 
     # ---------------------------------------------------------------- the protocol
 
@@ -157,14 +158,14 @@ class SyncRun:
                 model = self.read()
                 records = self.shape(model)
                 known = self.state(records)
-                drift = self.drift(records, known)
-                plan = self.classify(records, known, drift)
-                self.guard(plan, known)
-                if self.dry_run:
-                    return self.planned(records, plan)
-                self.write_ahead(records, plan)
-                self.begin(drift, plan, known)
+                self.begin()
                 try:
+                    drift = self.drift(records, known)
+                    plan = self.classify(records, known, drift)
+                    self.guard(plan, known)
+                    if self.dry_run:
+                        return self.planned(records, plan)
+                    self.write_ahead(records, plan)
                     if self.transactional:
                         counts = self.write(records, plan)
                         self.remember(records, plan, self.digest(model, drift, counts))
@@ -235,8 +236,17 @@ class SyncRun:
 
     @property
     def con(self) -> Any:
+        """The run's DuckDB connection: it holds the state's transaction."""
         assert self.scratch is not None
         return self.scratch.con
+
+    @property
+    def work(self) -> Any:
+        """A cursor of the run's DuckDB for its own work (drift, classification): outside the
+        state's transaction."""
+        if self._work is None:
+            self._work = self.con.cursor()
+        return self._work
 
     # ---------------------------------------------------------------- 1. read
 
@@ -275,7 +285,7 @@ class SyncRun:
         self.destination = open_destination(self.spec, self.connections, self.pg, self.options)
         with self.phase("shape"):
             shape = self.destination.shape(model)
-            return Records(self.con, self.scratch.shared, self.spec, model, shape)
+            return Records(self.work, self.scratch.shared, self.spec, model, shape)
 
     # ---------------------------------------------------------------- 3. state
 
@@ -309,16 +319,20 @@ class SyncRun:
                 return known
             return state.load(self.options.full_resync, known_columns)
 
-    def begin(self, drift: Drift, plan: Plan, known: Known) -> None:
-        """The run's one transaction on the state's Postgres; the destination held against
-        other writers until the commit, and checked unchanged since ``drift`` looked at it."""
+    def begin(self) -> None:
+        """The run's one transaction on the state's Postgres (none in a dry run); the
+        destination held against other writers until the commit, so that what drift sees is
+        what the run writes over. The run's DuckDB work from here to the writes goes through
+        its work cursor: a DuckDB transaction writes to one attached database only, and the
+        main connection's starts on each database at its first use (after the classification)."""
         assert self.pg is not None and self.destination is not None
+        if self.dry_run:
+            return
         self.pg.begin()
-        writes = bool(plan.sent or plan.gone or drift.seen != known.digest)
         with self.phase("begin"):
-            self.destination.hold(drift, writes)
+            self.destination.hold()
 
-    # ---------------------------------------------------------------- 4. drift (before the transaction: its work tables are DuckDB's)
+    # ---------------------------------------------------------------- 4. drift
 
     def drift(self, records: Records, known: Known) -> Drift:
         assert self.destination is not None
@@ -505,6 +519,9 @@ class SyncRun:
         return refreshed
 
     def close(self) -> None:
+        if self._work is not None:
+            self._work.close()
+            self._work = None
         if self.sync_state is not None:
             self.sync_state.close()
         if self.pg is not None:

@@ -161,7 +161,14 @@ class RunHistory:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.conn.close()  # releases the advisory lock
+        # released explicitly: a closed connection's backend releases it only once it has
+        # exited, which the next run of the sync, started at once, may not wait for
+        try:
+            self.conn.execute(f"select pg_advisory_unlock({lock_key_sql()})", (self.sync,))
+        except Exception as error:  # the connection is gone: so is the lock
+            log.debug("sync %s: unlock failed (%s)", self.sync, error)
+        finally:
+            self.conn.close()
 
     def _running_since(self) -> str:
         row = self.conn.execute(

@@ -351,8 +351,16 @@ def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[lis
 
 
 def own_table(node: dict[str, Any]) -> str:
-    """Where ``ref()`` puts the model on any target: its schema and alias."""
-    return f"{node['schema']}.{node.get('alias') or node['name']}"
+    """Where ``ref()`` puts the model on any target: its schema and alias (as ``parse_relation``
+    reads it back: a part holding a dot or a quote is quoted)."""
+    return format_relation(node["schema"], node.get("alias") or node["name"])
+
+
+def format_relation(schema: str, table: str) -> str:
+    def part(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
+
+    return f"{part(schema)}.{part(table)}"
 
 
 def serving_models(

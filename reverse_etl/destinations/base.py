@@ -121,10 +121,9 @@ class Destination(Protocol):
         """What the destination no longer holds as ``known`` says; ``sample``: records to read
         back even when nothing looks wrong (-1: every record)."""
 
-    def hold(self, drift: Drift, writes: bool) -> None:
-        """At the start of the run's transaction: keep other writers out until the commit and
-        check the destination did not change since ``drift`` (a change: a transient error, the
-        attempt is tried again). ``writes``: whether the run will write anything."""
+    def hold(self) -> None:
+        """At the start of the run's transaction, before ``drift``: keep other writers out until
+        the commit, so that what drift sees is what the run writes over."""
 
     def write(self, changes: Changes) -> SyncCounts:
         """Write what the mode needs; count inserted / updated / unchanged / healed."""

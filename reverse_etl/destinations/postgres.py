@@ -39,7 +39,7 @@ import pyarrow as pa
 from reverse_etl.counts import SyncCounts
 from reverse_etl.destinations.base import Capabilities, Changes, Drift, Finished, Known, Verified
 from reverse_etl.destinations.pg_values import Column, rules_for, sent_as_text, written_expression
-from reverse_etl.errors import DestinationError, SyncError, TransientSyncError
+from reverse_etl.errors import DestinationError, SyncError, from_postgres_extension
 from reverse_etl.pg import PgSession
 from reverse_etl.records import (
     CHANGE,
@@ -200,17 +200,13 @@ class PostgresDestination:
             return replace(self._compare(records, known, None, "the sample found rows that differ"), **seen)
         return Drift(**seen)
 
-    def hold(self, drift: Drift, writes: bool) -> None:
-        """Lock the table against other writers (readers go on) until the commit, and check it
-        still holds what drift saw: a change made meanwhile would otherwise be taken into the
-        digest this run records, and never found."""
-        if self.settings.mode == "insert_only" or not writes or not self._exists():
+    def hold(self) -> None:
+        """Lock the table against other writers (readers go on) until the commit: a change made
+        while the run reads it would otherwise be taken into the digest it records, and never
+        found. ``insert_only`` shares its table with the app and other syncs: no lock."""
+        if self.settings.mode == "insert_only" or not self._exists():
             return
         self.pg.execute(f"lock table {self.relation} in share row exclusive mode")
-        if drift.seen is not None and self._digest(drift.columns or []) != drift.seen:
-            raise TransientSyncError(
-                f"sync {self.spec.name}: {self.spec.target} changed while the run was reading it; trying again"
-            )
 
     def _compare(self, records: Records, known: Known, sample: int | None, reason: str) -> Drift:
         """Read the table back (every row, or ``sample`` random records of the state) and list
@@ -270,9 +266,9 @@ class PostgresDestination:
         selected = ", ".join(q(c) if c in present else f"null as {q(c)}" for c in everything)
         held = records.table("rt_held")
         if identities is None:
-            self.pg.duck(f"create or replace table {held} as select {selected} from {self.remote}")
+            self._work(records, f"create or replace table {held} as select {selected} from {self.remote}")
             return held
-        self.pg.duck(f"create or replace table {held} as select {selected} from {self.remote} limit 0")
+        self._work(records, f"create or replace table {held} as select {selected} from {self.remote} limit 0")
         rows = con.execute(identities).fetchall()
         key_list = ", ".join(pg_ident(k) for k in keys)
         pg_selected = ", ".join(pg_ident(c) if c in present else f"null as {pg_ident(c)}" for c in everything)
@@ -285,6 +281,15 @@ class PostgresDestination:
             sql = f"select {pg_selected} from {self.relation} where ({key_list}) in (values {values})"
             con.execute(f"insert into {held} select * from {self.pg.query_relation(sql)}")
         return held
+
+    def _work(self, records: Records, sql: str) -> None:
+        """DuckDB work that reads the table (read back into a work table), on the run's work
+        cursor: outside the run's transaction, which writes to Postgres only. It reads in a
+        session of its own; the run's lock keeps writers out, not readers."""
+        try:
+            records.con.execute(sql)
+        except Exception as exc:
+            raise from_postgres_extension(exc, f"sync {self.spec.name}: reading {self.spec.target}") from exc
 
     def digest(self, columns: list[str]) -> str | None:
         """Row count and XOR of each row's hash over the written ``columns`` (Postgres 14+)."""
@@ -675,7 +680,8 @@ class PostgresDestination:
         keys = self.settings.primary_key
         key_list = ", ".join(q(k) for k in keys)
         extra = records.table("rt_extra")
-        self.pg.duck(
+        self._work(
+            records,
             f"""create or replace table {extra} as
                 select {key_list} from {self.remote} anti join (select {key_list} from {records.accepted()}) m
                 using ({key_list})"""
@@ -688,7 +694,7 @@ class PostgresDestination:
             return None
         table = records.table("rt_held_keys")
         keys = ", ".join(q(k) for k in self.settings.primary_key)
-        self.pg.duck(f"create or replace table {table} as select {keys} from {self.remote}")
+        self._work(records, f"create or replace table {table} as select {keys} from {self.remote}")
         return table
 
     def after_commit(self, refresh_due: list[str]) -> list[str]:

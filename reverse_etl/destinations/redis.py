@@ -262,7 +262,7 @@ class RedisDestination:
             )  # fmt: skip
         return Drift(lost=lost if n_lost else None, extra=extra if n_extra else None, checked=checked, reason=reason)
 
-    def hold(self, drift: Drift, writes: bool) -> None:
+    def hold(self) -> None:
         """Nothing to hold: Redis writes are not in the transaction (the write-ahead covers them)."""
 
     def digest(self, columns: list[str]) -> str | None:

@@ -302,7 +302,7 @@ class SyncState:
                         anti join ({state}) n using ({ids})"""
                 )
                 self.log.rewrite(self.con, version, state, f"select * from {kept}")
-                logged = live + self.records.count(f"select * from {kept}")
+                logged = live + int(self.con.execute(f"select count(*) from {kept}").fetchone()[0])
             else:
                 self.log.append(self.con, version, self.records.state_rows_sql(kinds), gone)
                 logged = logged + appended + plan.gone
