@@ -684,7 +684,7 @@ class PostgresDestination:
             records,
             f"""create or replace table {extra} as
                 select {key_list} from {self.remote} anti join (select {key_list} from {records.accepted()}) m
-                using ({key_list})"""
+                using ({key_list})""",
         )
         return extra
 
