@@ -264,31 +264,30 @@ def _storage_read(
 def _run_query(
     rest: Any, plan: TablePlan, names: list[str], where_sql: str | None, billing: str, query_dataset: str | None
 ) -> TableId:
-    """A view's rows through a query job; its result table (anonymous, or in ``query_dataset``)."""
-    from google.cloud import bigquery
-
+    """A view's rows through a query job; its result table: BigQuery's anonymous one, or with
+    ``query_dataset`` a table created there that expires in a day (dropped after the read)."""
     statement = f"select {', '.join(bq(n) for n in names)} from {plan.relation}"
     statement += f" where {where_sql}" if where_sql else ""
-    config = bigquery.QueryJobConfig()
+    result: TableId | None = None
     if query_dataset:
         stamp = datetime.now(UTC)
+        project, _, dataset = query_dataset.rpartition(".")
         name = f"_read_{sanitize(plan.table.table)}_{stamp:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:8]}"
-        config.destination = f"{query_dataset}.{name}"
-        config.write_disposition = "WRITE_TRUNCATE"
+        result = TableId(project or billing, dataset, name)
+        statement = (
+            f"create table {bq(result.project)}.{bq(result.dataset)}.{bq(result.table)} options "
+            f"(expiration_timestamp = timestamp_add(current_timestamp(), interval {QUERY_RESULT_HOURS} hour)) "
+            f"as {statement}"
+        )
     log.info("%s is a %s: reading it through a query job", plan.table, plan.table_type.lower())
     try:
-        job = rest.query(statement, job_config=config, location=plan.location)
+        job = rest.query(statement, location=plan.location)
         job.result()
     except Exception as exc:
         raise _loader_error(exc, plan.where, plan.table, billing, "filter" if plan.filter else "name") from None
+    if result is not None:
+        return result
     destination = job.destination
-    if query_dataset:  # dropped after the read; the expiry covers a crash before that
-        try:
-            result = rest.get_table(destination)
-            result.expires = datetime.now(UTC) + timedelta(hours=QUERY_RESULT_HOURS)
-            rest.update_table(result, ["expires"])
-        except Exception as exc:
-            log.warning("could not set an expiry on %s (it is dropped after the read): %s", destination, exc)
     return TableId(destination.project, destination.dataset_id, destination.table_id)
 
 
