@@ -48,7 +48,11 @@ def _schema() -> list[Any]:
         F("CamelCase", "STRING"),
         F("t", "TIME"),
         F("tags", "STRING", mode="REPEATED"),
-        F("rec", "RECORD", fields=[F("a", "INT64"), F("seen_at", "TIMESTAMP"), F("amount", "NUMERIC"), F("raw", "BYTES")]),
+        F(
+            "rec",
+            "RECORD",
+            fields=[F("a", "INT64"), F("seen_at", "TIMESTAMP"), F("amount", "NUMERIC"), F("raw", "BYTES")],
+        ),
         F("events", "RECORD", mode="REPEATED", fields=[F("x", "STRING")]),
         F("updated_at", "TIMESTAMP"),
     ]
@@ -452,10 +456,13 @@ ERRORS = [
     ({"cursor": "updated_at", "lookback": "soon"}, ["lookback 'soon'"]),
     ({"filter": "nope > 1"}, ["nope", "filter in loaders.yml"]),
 ]
+# each error on DuckDB, one on Postgres as well: the checks run before any warehouse write
+ERROR_CASES = [pytest.param("duckdb", *e, id=f"duckdb-{i}") for i, e in enumerate(ERRORS)] + [
+    pytest.param("postgres", *ERRORS[-1], id="postgres-filter", marks=pytest.mark.postgres)
+]
 
 
-@pytest.mark.parametrize("target", TARGETS, indirect=True)
-@pytest.mark.parametrize(("settings", "words"), ERRORS, ids=[e[1][0] for e in ERRORS])
+@pytest.mark.parametrize(("target", "settings", "words"), ERROR_CASES, indirect=["target"])
 def test_errors_name_the_table_and_setting_and_write_nothing(
     source: Source, target: Target, tmp_path: Path, settings: dict[str, Any], words: list[str]
 ) -> None:
@@ -563,3 +570,42 @@ def test_a_nul_character_is_refused_for_postgres_naming_the_row(source: Source, 
 
     with psycopg.connect(pg_url) as conn:  # nothing half-written
         assert conn.execute("select to_regclass('raw_bq.nul')").fetchone() == (None,)
+
+
+def test_into_bigquery_itself_every_type_then_incrementally(source: Source, tmp_path: Path) -> None:
+    """BigQuery -> BigQuery (another project into the billing project's dataset): JSON columns stay
+    JSON, the MERGE compares them by their text (BigQuery's JSON has no equality)."""
+    emulator = source.emulator
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
+    env.update({**emulator.env(), "ROUNDTRIP_BQ_LOCATION": "US"})
+    table = source.create("every", ROWS)
+    dataset = f"raw_{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "loaders.yml"
+    import yaml
+
+    entry = {"name": table, "primary_key": ["id"], "cursor": "updated_at"}
+    config.write_text(yaml.safe_dump({"bigquery": {"src": {"target_schema": dataset, "tables": [entry]}}}))
+    target = Target("bigquery", env, tmp_path / "unused.duckdb", None)
+    [first] = _reports(_run(target, config))
+    assert (first["read"], first["inserted"]) == (3, 3)
+
+    def loaded() -> list[dict[str, Any]]:
+        data = source.client.list_rows(f"{emulator.project}.{dataset}.every").to_arrow(create_bqstorage_client=False)
+        rows = [{k: v for k, v in r.items() if k != "_loaded_at"} for r in data.to_pylist()]
+        return [_comparable(r) for r in sorted(rows, key=lambda r: r["id"])]
+
+    assert loaded() == [_comparable(_expected(r)) for r in ROWS]
+    types = {f.name: f.field_type for f in source.client.get_table(f"{emulator.project}.{dataset}.every").schema}
+    assert (types["n"], types["j"], types["rec"], types["ts"], types["dt"]) == (
+        "NUMERIC", "JSON", "JSON", "TIMESTAMP", "DATETIME",
+    )  # fmt: skip
+
+    changed = {**ROWS[1], "id": 2, "j": '{"now": "set"}', "updated_at": "2026-02-01T00:00:00Z"}
+    source.query(f"delete from `{table}` where id = 2")
+    source.insert("every", [changed, {**ROWS[1], "id": 4, "updated_at": "2026-02-01T00:00:00Z"}])
+    [second] = _reports(_run(target, config))
+    assert (second["read"], second["inserted"], second["updated"], second["unchanged"]) == (2, 1, 1, 0)
+    assert loaded() == [
+        _comparable(_expected(r))
+        for r in (ROWS[0], changed, ROWS[2], {**ROWS[1], "id": 4, "updated_at": "2026-02-01T00:00:00Z"})
+    ]
