@@ -609,3 +609,24 @@ def test_into_bigquery_itself_every_type_then_incrementally(source: Source, tmp_
         _comparable(_expected(r))
         for r in (ROWS[0], changed, ROWS[2], {**ROWS[1], "id": 4, "updated_at": "2026-02-01T00:00:00Z"})
     ]
+
+
+@pytest.mark.parametrize("target", ["duckdb"], indirect=True)
+def test_medallion_auto_counts_the_bigquery_sources(source: Source, target: Target, tmp_path: Path) -> None:
+    """`medallion-auto --bigquery`: the loader's estimate joins the bronze estimate in the choice."""
+    table = source.create("big", _incremental_rows(1, 7, "2026-03-01T10:00:00Z"), _small_schema())
+    config = _config(tmp_path, [{"name": table, "primary_key": ["id"], "filter": "id > 2"}])
+    env = {**target.env, "ROUNDTRIP_LOADERS_CONFIG": str(config)}
+    (tmp_path / "landing").mkdir()
+    command = [sys.executable, "-m", "spark_jobs", "auto", "--plan", "--json", "--bigquery", "--threshold", "4"]
+    done = subprocess.run(
+        [*command, "--landing", str(tmp_path / "landing")], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {line["stream"]: line["rows"] for line in lines[:-1]} == {
+        "orders": 0,
+        "clicks": 0,
+        f"bigquery:src {table}": 5,
+    }
+    assert lines[-1]["engine"] == "spark" and "~5 rows" in lines[-1]["reason"]
