@@ -23,6 +23,7 @@ BENCHMARKS = {
     "redis_sync": "benchmarks.redis_sync",
     "bigquery_sync": "benchmarks.bigquery_sync",
     "dlt_baseline": "benchmarks.dlt_baseline",
+    "bigquery_source": "benchmarks.bigquery_source",
     "dbt_overhead": "benchmarks.dbt_overhead",
     "serving_refresh": "benchmarks.serving_refresh",
     "spark_vs_duckdb": "benchmarks.spark_vs_duckdb",
