@@ -150,7 +150,11 @@ def run(ctx: Context) -> list[Result]:
                 try:
                     took, _ = timed(lambda rep=rep: dlt_load(emulator, rep / "dlt.duckdb", rep / "pipelines"))
                 except Exception as exc:  # the peer cannot read the emulator: say why, keep our figure
-                    why_not = f"dlt could not read the emulator: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    root = exc
+                    while root.__cause__ or root.__context__:  # dlt wraps the driver's error
+                        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+                    reason = " ".join(str(root).split())[:240]
+                    why_not = f"dlt could not read the emulator: {type(root).__name__}: {reason}"
                 else:
                     dlt_seconds.append(took)
                     compare(rep / "roundtrip.duckdb", rep / "dlt.duckdb", n)
