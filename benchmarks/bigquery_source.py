@@ -82,8 +82,11 @@ def dlt_load(emulator: Any, path: Path, pipelines: Path) -> None:
     import sqlalchemy as sa
     from dlt.sources.sql_database import sql_table
 
+    # the DB-API would fetch a query's result through the Storage Read API, from its anonymous
+    # result table, which the emulator cannot read: REST pages instead (tabledata.list)
     engine = sa.create_engine(
-        f"bigquery://{emulator.project}?user_supplied_client=True", connect_args={"client": emulator.client()}
+        f"bigquery://{emulator.project}?user_supplied_client=True",
+        connect_args={"client": emulator.client(), "prefer_bqstorage_client": False},
     )
     resource = sql_table(
         credentials=engine,
