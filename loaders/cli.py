@@ -141,6 +141,61 @@ app.command("sql")(
 )
 
 
+# ---- bigquery: tables of any project -> warehouse (kept in one block) ----
+
+
+@app.command("bigquery")
+def bigquery_cmd(
+    source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
+    full_refresh: FullRefreshOpt = False,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="print the rows each table would read, read nothing")
+    ] = False,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """BigQuery tables of any project -> warehouse (Storage Read API, MERGE on keys, incremental by cursor)."""
+    from loaders.bigquery_job import estimate_bigquery, load_bigquery
+
+    configure_logging(debug, quiet)
+
+    def sources(cfg: LoadersConfig) -> dict[str, Any]:
+        if not cfg.bigquery:
+            raise LoaderError("no bigquery sources in loaders.yml", hint="see docs/loaders.md, BigQuery tables")
+        return _pick(cfg.bigquery, source, "bigquery source")
+
+    if estimate:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                e.as_dict() for n, s in sources(cfg).items() for e in estimate_bigquery(n, s, wh, full_refresh)
+            ],
+            config,
+            wait,
+        )
+        _report("bigquery: rows to read", rows, as_json)
+        return
+    with ProgressBoard("rows read") as board:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                r.as_dict()
+                for n, s in sources(cfg).items()
+                for r in load_bigquery(n, s, wh, full_refresh, progress=board.advance)
+            ],
+            config,
+            wait,
+        )
+    _report("bigquery -> warehouse", rows, as_json)
+
+
+# ---- end of bigquery
+
+
 @app.command()
 def files(
     stream: Annotated[Optional[str], typer.Option(help="stream name in loaders.yml (default: all)")] = None,

@@ -102,6 +102,35 @@ class FileStreamConfig(_Strict):
         return types
 
 
+class BigQueryTableConfig(_Strict):
+    """One table (or view) of any project, read through the Storage Read API."""
+
+    name: str  # project.dataset.table
+    target_table: str | None = None  # default: the table's name, sanitized
+    columns: list[str] | None = None  # source names; None: every column (keys and cursor always read)
+    filter: str | None = None  # a BigQuery SQL predicate applied by BigQuery (row restriction)
+    primary_key: list[str]  # the MERGE keys (source names)
+    cursor: str | None = None  # TIMESTAMP, DATETIME, DATE or INT64: incremental when set
+    # re-read this far behind the watermark for rows that arrive late: 2h, 30m, 1d, 90s (time
+    # cursors) or a number (INT64 cursors); default none
+    lookback: str | int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _table_id(cls, name: str) -> str:
+        from roundtrip.core.bigquery_read import TableId
+
+        return str(TableId.parse(name))
+
+
+class BigQuerySourceConfig(_Strict):
+    target_schema: str
+    # a view's query job writes its result here (project.dataset; the table expires after a day
+    # and is dropped after the read); default: BigQuery's anonymous result table
+    query_dataset: str | None = None
+    tables: list[BigQueryTableConfig]
+
+
 class ExportTableConfig(_Strict):
     name: str
     columns: list[str] | None = None  # the columns to export, in order; None: all of them
@@ -123,6 +152,7 @@ class LoadersConfig(_Strict):
     sqlite: dict[str, SqliteSourceConfig] = Field(default_factory=dict)
     sql: dict[str, SqlSourceConfig] = Field(default_factory=dict)
     files: dict[str, FileStreamConfig] = Field(default_factory=dict)
+    bigquery: dict[str, BigQuerySourceConfig] = Field(default_factory=dict)
     exports: dict[str, ExportConfig] = Field(default_factory=dict)
 
 
