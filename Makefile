@@ -8,6 +8,8 @@ PY := $(BIN)/python
 # ROUNDTRIP_WAREHOUSE_URL), no colour codes in piped output, target/<target>/ for non-duckdb targets
 DBT := $(BIN)/roundtrip dbt
 TARGET ?= duckdb
+# which syncs: a selector as dbt's --select (a name, crm_*, tag:crm, destination:redis,
+# model:user_segments, state:modified; space-separated values are a union, e.g. SYNC="tag:crm reco_cache")
 SYNC ?= all
 # extra reverse_etl flags, e.g. make reverse-sync SYNC_ARGS=--json
 SYNC_ARGS ?=
@@ -102,20 +104,20 @@ docs: setup  ## generate the dbt docs site into target/
 docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:8080
 	$(DBT) docs serve --target $(TARGET) --host 127.0.0.1 --port 8080
 
-syncs: setup  ## list the reverse syncs declared in dbt
+syncs: setup  ## list the reverse syncs declared in dbt (SYNC=selector to list some)
 	$(DBT) parse --target $(TARGET) >/dev/null
-	$(PY) -m reverse_etl list --target $(TARGET)
+	$(PY) -m reverse_etl list --target $(TARGET) --select "$(SYNC)"
 
-reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
+reverse-sync: setup  ## run reverse syncs (SYNC=name|tag:X|...|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
 	$(DBT) parse --target $(TARGET) >/dev/null
-	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
+	$(PY) -m reverse_etl run --target $(TARGET) --select "$(SYNC)" $(SYNC_ARGS)
 
-reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
+reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=selector|all): counts and sample changes, writes nothing
 	$(DBT) parse --target $(TARGET) >/dev/null
-	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) --dry-run $(SYNC_ARGS)
+	$(PY) -m reverse_etl run --target $(TARGET) --select "$(SYNC)" --dry-run $(SYNC_ARGS)
 
-reverse-sync-verify: setup  ## read each destination back and compare with its mart (SYNC=name|all); SYNC_ARGS=--repair rewrites what differs
-	$(PY) -m reverse_etl verify --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
+reverse-sync-verify: setup  ## read each destination back and compare with its mart (SYNC=selector|all); SYNC_ARGS=--repair rewrites what differs
+	$(PY) -m reverse_etl verify --target $(TARGET) --select "$(SYNC)" $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)
 	$(PY) -m reverse_etl status $(if $(filter-out all,$(SYNC)),--sync $(SYNC))

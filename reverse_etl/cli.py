@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
+from reverse_etl import invocation
+from reverse_etl.cli_options import (
+    ExcludeOpt,
+    ResultsOpt,
+    SelectOpt,
+    SelectorCommand,
+    StateOpt,
+    SyncOpt,
+    chosen_syncs,
+)
 from reverse_etl.connections import Connections
 from reverse_etl.engine import RunOptions, SyncResult, run_syncs
 from reverse_etl.errors import SyncError
-from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs, select
+from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs
 from roundtrip.core.cli import (
     DebugOpt,
     JsonOpt,
+    LogFormatOpt,
     ProgressBoard,
     QuietOpt,
     TargetOpt,
@@ -49,11 +62,39 @@ def _declared(target: str | None) -> tuple[Settings, str, list[SyncSpec], list[I
     return settings, warehouse, specs, invalid
 
 
-@app.command("list")
-def list_syncs(target: TargetOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+def _chosen(
+    warehouse: str,
+    specs: list[SyncSpec],
+    invalid: list[InvalidSync],
+    sync: str | None,
+    select: list[str] | None,
+    exclude: list[str] | None,
+    state: Path | None,
+) -> tuple[list[SyncSpec], list[InvalidSync]]:
+    """The selected syncs (valid, invalid), told to the invocation's record; none: said so."""
+    chosen, broken = chosen_syncs(warehouse, specs, invalid, sync, select, exclude, state)
+    if recording := invocation.current():
+        recording.selected(warehouse, chosen, broken)
+    if not chosen and not broken:
+        err_console.print("nothing selected: no sync left after --exclude, or none modified (state:modified)")
+    return chosen, broken
+
+
+@app.command("list", cls=SelectorCommand)
+def list_syncs(
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+    sync: SyncOpt = None,
+    select: SelectOpt = None,
+    exclude: ExcludeOpt = None,
+    state: StateOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
     """Syncs declared in dbt (the manifest of the --target warehouse), and the invalid ones."""
-    configure_logging(debug)
-    _, _, specs, invalid = _declared(target)
+    configure_logging(debug, log_format=log_format)
+    _, warehouse, specs, invalid = _declared(target)
+    specs, invalid = chosen_syncs(warehouse, specs, invalid, sync, select, exclude, state)
     rows: list[dict[str, Any]] = [
         {
             "sync": s.name,
@@ -77,9 +118,10 @@ def list_syncs(target: TargetOpt = None, as_json: JsonOpt = False, debug: DebugO
         sys.exit(EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=SelectorCommand)
+@invocation.recorded("run")
 def run(
-    sync: Annotated[str, typer.Option("--sync", help="sync name, or 'all'")] = "all",
+    sync: SyncOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan; write nothing")] = False,
     full_resync: Annotated[
         bool, typer.Option("--full-resync", help="send every record again, whatever the sync state says")
@@ -103,11 +145,16 @@ def run(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    select: SelectOpt = None,
+    exclude: ExcludeOpt = None,
+    state: StateOpt = None,
+    results_path: ResultsOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
-    """Run one sync or all of them (each under its own lock, retried on transient errors)."""
-    configure_logging(debug, quiet)
+    """Run the selected syncs, all by default (each under its own lock, retried on transient errors)."""
+    configure_logging(debug, quiet, log_format)
     settings, warehouse, specs, invalid = _declared(target)
-    chosen = select(specs, sync, invalid)
+    chosen, broken = _chosen(warehouse, specs, invalid, sync, select, exclude, state)
     _check_warehouse(settings, warehouse, chosen)
     connections = connections_from(settings)
     _preflight(connections, chosen, as_json)
@@ -123,8 +170,9 @@ def run(
             settings=settings,
             on_rows=lambda name, rows: board.advance(name, rows),
         )
-        results = run_syncs(chosen, connections, options)
-    broken = invalid if sync == "all" else []
+        results = run_syncs(chosen, connections, options) if chosen else []
+    if recording := invocation.current():
+        recording.add_results(results)
     if as_json:
         for r in results:
             print(json.dumps(r.as_dict() | _details(r), default=str))
@@ -132,8 +180,8 @@ def run(
             print(json.dumps({"sync": i.name, "status": "invalid", "error": redact(i.reason)}))
     else:
         _print_results(results, dry_run)
-        for i in broken:
-            err_console.print(f"[bold red]invalid:[/] {i.name}: {redact(i.reason)}", highlight=False)
+    for i in broken:  # on stderr with --json too: the reason a selected sync cannot run
+        err_console.print(f"[bold red]invalid:[/] {i.name}: {escape(redact(i.reason))}", highlight=False)
     if broken or any(not r.ok for r in results):
         sys.exit(EXIT_FAILED)
     if any(r.counts.rejected for r in results):
@@ -143,9 +191,13 @@ def run(
 def _preflight(connections: Connections, chosen: list[SyncSpec], as_json: bool) -> None:
     """Every server the chosen syncs need, reached once before any of them runs: a server that
     is down fails the invocation in one line (with --json, one failed line per sync)."""
+    if not chosen:
+        return
     try:
         connections.preflight({s.settings.destination for s in chosen})
     except SyncError as exc:
+        if recording := invocation.current():
+            recording.fail(exc)
         if as_json:
             for spec in chosen:
                 line = {"sync": spec.name, "mode": spec.mode, "status": "failed", "error": redact(str(exc))}
@@ -166,9 +218,10 @@ def _check_warehouse(settings: Settings, warehouse: str, chosen: list[SyncSpec])
         )
 
 
-@app.command()
+@app.command(cls=SelectorCommand)
+@invocation.recorded("verify")
 def verify(
-    sync: Annotated[str, typer.Option("--sync", help="sync name, or 'all'")] = "all",
+    sync: SyncOpt = None,
     repair: Annotated[
         bool, typer.Option("--repair", help="write again what is missing or differs (and delete what mirror deleted)")
     ] = False,
@@ -178,6 +231,11 @@ def verify(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    select: SelectOpt = None,
+    exclude: ExcludeOpt = None,
+    state: StateOpt = None,
+    results_path: ResultsOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Read each sync's destination back and compare it with the mart: rows (keys) missing,
     differing by value, or extra; --repair sends exactly those again. Exit 1 when any differ."""
@@ -185,9 +243,9 @@ def verify(
 
     from reverse_etl.verify import verify_syncs
 
-    configure_logging(debug, quiet)
+    configure_logging(debug, quiet, log_format)
     settings, warehouse, specs, invalid = _declared(target)
-    chosen = select(specs, sync, invalid)
+    chosen, broken = _chosen(warehouse, specs, invalid, sync, select, exclude, state)
     _check_warehouse(settings, warehouse, chosen)
     connections = connections_from(settings)
     _preflight(connections, chosen, as_json)
@@ -198,6 +256,8 @@ def verify(
         todo = [s for s, r in zip(chosen, reports, strict=True) if r.problems]
         repaired = run_syncs(todo, connections, replace(options, dry_run=False, verify_all=True))
         reports = verify_syncs(chosen, connections, options, limit)
+    if recording := invocation.current():
+        recording.add_verification(reports, repaired)
     if as_json:
         for report in reports:
             print(json.dumps(report.as_dict(), default=str))
@@ -214,7 +274,9 @@ def verify(
                 console.print(line, markup=False)
         if repaired:
             _print_results(repaired, dry_run=False)
-    if any(r.problems for r in reports) or any(not r.ok for r in repaired):
+    for i in broken:
+        err_console.print(f"[bold red]invalid:[/] {i.name}: {escape(redact(i.reason))}", highlight=False)
+    if broken or any(r.problems for r in reports) or any(not r.ok for r in repaired):
         sys.exit(EXIT_FAILED)
 
 
@@ -280,11 +342,12 @@ def status(
     limit: Annotated[int, typer.Option(help="runs shown with --sync", min=1)] = 10,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run history from reverse_etl.runs: the last run of every sync, or the last runs of one."""
     from reverse_etl.runs import recent_runs
 
-    configure_logging(debug)
+    configure_logging(debug, log_format=log_format)
     connections = connections_from(load_settings())
     connections.preflight(set())
     rows = [r.as_dict() for r in recent_runs(connections.state_url, sync, limit)]

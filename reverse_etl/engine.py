@@ -23,6 +23,7 @@ from reverse_etl.results import LOCKED, PLANNED, RunOptions, SyncResult
 from reverse_etl.run import Outcome, SyncRun
 from reverse_etl.runs import BLOCKED, COMMITTED, FAILED, SUCCEEDED, WITH_REJECTS, RunEnd, RunHistory, record_end
 from reverse_etl.spec import SyncSpec
+from roundtrip.core.logs import log_context
 from roundtrip.core.redact import redact
 from roundtrip.core.settings import Settings, load_settings
 
@@ -32,7 +33,19 @@ __all__ = ["Connections", "RunOptions", "SyncResult", "run_sync", "run_syncs"]
 
 
 def run_sync(spec: SyncSpec, connections: Connections, options: RunOptions | None = None) -> SyncResult:
-    """Run (or with ``dry_run`` plan) one sync; failures are in the result, never raised."""
+    """Run (or with ``dry_run`` plan) one sync; failures are in the result, never raised. Its
+    log records carry the sync's name (``--log-format json``)."""
+    with log_context(sync=spec.name):
+        result = _run_sync(spec, connections, options)
+        level = {FAILED: logging.ERROR, BLOCKED: logging.ERROR, LOCKED: logging.WARNING}.get(
+            result.status, logging.INFO
+        )
+        failure = {"error": result.error, "hint": result.hint} if result.error else {}
+        log.log(level, "sync %s: %s in %.2fs", spec.name, result.status, result.seconds, extra=failure)
+    return result
+
+
+def _run_sync(spec: SyncSpec, connections: Connections, options: RunOptions | None) -> SyncResult:
     options = options or RunOptions()
     started = time.perf_counter()
     result = SyncResult(spec)
@@ -61,7 +74,6 @@ def run_sync(spec: SyncSpec, connections: Connections, options: RunOptions | Non
             end = RunEnd(result.run_id, result.status, counts, result.error, result.attempts)
             record_end(_state_url(connections), spec, end, outbox)
     result.seconds = time.perf_counter() - started
-    log.info("sync %s: %s in %.2fs", spec.name, result.status, result.seconds)
     return result
 
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reverse_etl.errors import SyncError
+from reverse_etl.notify import NotifySettings
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 OnSchemaChange = Literal["fail", "append_new_columns", "sync_all_columns"]
@@ -88,6 +89,8 @@ class SyncSettings(BaseModel):
     verify_sample: int = Field(default=100, ge=0)
     # NaN and ±Infinity have no JSON spelling: a Redis sync rejects the row, or writes null
     non_finite: Literal["reject", "null"] = "reject"
+    # who hears about this sync's failures, besides ROUNDTRIP_SYNC_NOTIFY_* (reverse_etl.notify)
+    notify: NotifySettings | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SyncSettings:

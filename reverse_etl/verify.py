@@ -14,12 +14,14 @@ from reverse_etl.errors import SyncError
 from reverse_etl.results import RunOptions
 from reverse_etl.run import SyncRun, Verification
 from reverse_etl.spec import SyncSpec
+from roundtrip.core.logs import log_context
 from roundtrip.core.settings import load_settings
 
 
 def verify_sync(spec: SyncSpec, connections: Connections, options: RunOptions, limit: int = 10) -> Verification:
     settings = options.settings or load_settings()
-    return SyncRun(spec, connections, options, settings, None).verify(limit)
+    with log_context(sync=spec.name):
+        return SyncRun(spec, connections, options, settings, None).verify(limit)
 
 
 def verify_syncs(

@@ -48,44 +48,60 @@ TargetOpt = Annotated[
     Optional[Literal["duckdb", "postgres", "bigquery"]],
     typer.Option("--target", help="the warehouse: duckdb, postgres or bigquery (default: ROUNDTRIP_TARGET, duckdb)"),
 ]
+LogFormatOpt = Annotated[
+    Optional[Literal["text", "json"]],
+    typer.Option(
+        "--log-format",
+        help="logs on stderr as text, or one JSON object per line (default: ROUNDTRIP_LOG_FORMAT, text)",
+    ),
+]
 WaitOpt = Annotated[
     float,
     typer.Option("--wait", help="seconds to wait for a DuckDB warehouse locked by another process", min=0),
 ]
 
 
-def configure_logging(debug: bool = False, quiet: bool = False) -> None:
-    """Logs go to stderr through rich; ``--debug`` shows debug logs, ``--quiet`` warnings only."""
+def configure_logging(debug: bool = False, quiet: bool = False, log_format: str | None = None) -> None:
+    """Logs go to stderr through rich, or as JSON lines (``--log-format json``, see
+    ``roundtrip.core.logs``); ``--debug`` shows debug logs, ``--quiet`` warnings only."""
     from roundtrip.core.settings import load_settings
 
+    level, chosen_format = logging.INFO, log_format
+    try:
+        settings = load_settings()
+        level, chosen_format = getattr(logging, settings.log_level), log_format or settings.log_format
+    except RoundtripError:
+        pass  # the bad setting is reported by the command itself
     if debug:
         level = logging.DEBUG
     elif quiet:
         level = logging.WARNING
+    global _quiet, _json
+    _json = chosen_format == "json"
+    handler: logging.Handler
+    if _json:
+        from roundtrip.core.logs import ConsoleLines, JsonHandler
+
+        handler = JsonHandler()
+        # what the CLI prints to stderr becomes records too: stderr stays one JSON object a line
+        err_console.file, err_console.soft_wrap = ConsoleLines(), True
     else:
-        try:
-            level = getattr(logging, load_settings().log_level)
-        except RoundtripError:
-            level = logging.INFO  # the bad setting is reported by the command itself
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        datefmt="%H:%M:%S",
-        handlers=[RedactingRichHandler(console=err_console, show_path=debug, rich_tracebacks=True, markup=False)],
-        force=True,
-    )
+        handler = RedactingRichHandler(console=err_console, show_path=debug, rich_tracebacks=True, markup=False)
+        err_console.file, err_console.soft_wrap = None, False  # type: ignore[assignment]  # None: sys.stderr
+    logging.basicConfig(level=level, format="%(message)s", datefmt="%H:%M:%S", handlers=[handler], force=True)
     for noisy in ("urllib3", "botocore", "google", "py4j", "filelock", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    global _quiet
     _quiet = quiet
 
 
 _quiet = False
+_json = False
 
 
 def is_quiet() -> bool:
-    """``--quiet`` was given, or nobody is watching (output is not a terminal)."""
-    return _quiet or not err_console.is_terminal
+    """``--quiet`` was given, the logs are JSON (no progress bars among them), or nobody is
+    watching (output is not a terminal)."""
+    return _quiet or _json or not err_console.is_terminal
 
 
 class RedactingRichHandler(RichHandler):
@@ -144,6 +160,12 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
 
 
 def report_error(exc: BaseException, debug: bool) -> None:
+    if _json:  # one record: the message, its hint, the traceback with --debug (all redacted)
+        message, hint = describe(exc)
+        logging.getLogger("roundtrip.cli").error(
+            "%s", message, exc_info=exc if debug else None, extra={"hint": hint} if hint else None
+        )
+        return
     if debug:  # as text, redacted: a driver's message may repeat a connection string
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         err_console.print(escape(redact(trace.rstrip())), highlight=False, soft_wrap=True)

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
         pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
     )  # fmt: skip
 
+    sync_notify_url: SecretStr | None = _setting(
+        None,
+        "`roundtrip sync`: a webhook that gets an HTTP POST of the invocation's results (JSON) when it fails "
+        "or a guard blocks a sync",
+        "reverse_etl",
+        "",
+    )
+    sync_notify_command: str | None = _setting(
+        None,
+        "`roundtrip sync`: a shell command run with the invocation's results (JSON) on stdin when it fails "
+        "or a guard blocks a sync",
+        "reverse_etl",
+        "",
+    )
+
     test_crash_at: str | None = _setting(
         None, "tests only: kill -9 a sync run when it reaches this phase (reverse_etl.crashpoints)", "reverse_etl", ""
     )
@@ -167,6 +182,9 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------------ output
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _setting(
         "INFO", "log level of every CLI (`--debug` also shows tracebacks)", "output"
+    )
+    log_format: Literal["text", "json"] = _setting(
+        "text", "logs on stderr as text, or one JSON object per line (`--log-format`)", "output"
     )
 
     @model_validator(mode="before")
