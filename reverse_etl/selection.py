@@ -135,6 +135,11 @@ class Selector:
     def uses_state(self) -> bool:
         return any(c.method == "state" for c in self.criteria)
 
+    @property
+    def is_a_name(self) -> bool:
+        """A plain sync name (no method, no glob)."""
+        return self.text == self.criteria[0].value and not any(ch in self.text for ch in "*?[")
+
     def matches(self, sync: DeclaredSync, modified: set[str] | None, with_state: bool = True) -> bool:
         return all(c.matches(sync, modified) for c in self.criteria if with_state or c.method != "state")
 
@@ -176,7 +181,8 @@ class Selection:
                 continue  # every sync, however many (none included)
             if not any(selector.matches(sync, modified, with_state=False) for sync in declared):
                 names = ", ".join(s.name for s in declared) or "none"
-                raise SyncError(f"no sync matches {selector.text!r}; declared: {names}", hint=GRAMMAR)
+                what = "named" if selector.is_a_name else "matches"
+                raise SyncError(f"no sync {what} {selector.text!r}; declared: {names}", hint=GRAMMAR)
         chosen = []
         for sync in declared:
             picked = not self.select or any(s.matches(sync, modified) for s in self.select)

@@ -97,7 +97,7 @@ def test_json_logs_are_one_object_per_line_with_the_sync_and_no_secret(
     listed = sync_cli(harness, fixture_manifest, {"ROUNDTRIP_LOG_FORMAT": "json"}, "list", "--select", "nope")
     assert listed.returncode == 1
     [error] = records(listed.stderr)
-    assert error["level"] == "ERROR" and "no sync matches 'nope'" in error["message"] and "hint" in error
+    assert error["level"] == "ERROR" and "no sync named 'nope'" in error["message"] and "hint" in error
 
     # a server that is down, its URL carrying a password: the error is one record, redacted,
     # and --debug adds the traceback to it, redacted too

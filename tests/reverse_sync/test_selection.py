@@ -89,7 +89,7 @@ def test_set_semantics_as_dbt(fixture_manifest: Path) -> None:
 @pytest.mark.parametrize(
     ("select", "message"),
     [
-        (["nope"], "no sync matches 'nope'; declared: crm_segments, "),
+        (["nope"], "no sync named 'nope'; declared: crm_segments, "),
         (["tag:crm nope_*"], "no sync matches 'nope_*'"),  # one typo in a union is not ignored
         (["tag:crm,destination:redis"], "no sync matches 'tag:crm,destination:redis'"),
         (["color:red"], "unknown method 'color'"),
