@@ -127,6 +127,8 @@ class Invocation:
         document = self.document()
         payload = run_results.encode(document)
         path = Path(self.args.get("results_path") or run_results.default_path(settings.data_dir))
+        if path.is_dir():  # a folder: the file goes inside, under its usual name
+            path = path / run_results.FILE_NAME
         try:
             run_results.write_atomically(path, payload)
             log.debug("results written to %s", path)

@@ -15,7 +15,7 @@ what its own selectors pick. A criterion is one of:
                        manifest in ``--state DIR``; a sync new since then counts as modified
 =====================  ==========================================================================
 
-Every value except ``tag:``'s is matched as a glob. A selector that matches no declared sync is
+Every value is matched as itself or as a glob. A selector that matches no declared sync is
 an error naming it and the declared syncs (a typo never silently runs nothing), except that
 ``state:modified`` may narrow a selection down to nothing: nothing changed, nothing to do.
 Invalid exposures are selected like the others (their tags, destination and model are read from
@@ -88,15 +88,19 @@ class Criterion:
 
     def matches(self, sync: DeclaredSync, modified: set[str] | None) -> bool:
         if self.method == "name":
-            return self.value in ("all", "*") or fnmatch.fnmatchcase(sync.name, self.value)
+            return self.value in ("all", "*") or self._fits(sync.name)
         if self.method == "tag":
-            return any(fnmatch.fnmatchcase(tag, self.value) for tag in sync.tags)
+            return any(self._fits(tag) for tag in sync.tags)
         if self.method == "destination":
-            return sync.destination is not None and fnmatch.fnmatchcase(sync.destination, self.value)
+            return sync.destination is not None and self._fits(sync.destination)
         if self.method == "model":
-            return any(fnmatch.fnmatchcase(model, self.value) for model in sync.models)
+            return any(self._fits(model) for model in sync.models)
         assert self.method == "state" and modified is not None
         return sync.name in modified
+
+    def _fits(self, text: str) -> bool:
+        """Equal, or matched as a glob (a name holding ``[`` still selects itself)."""
+        return text == self.value or fnmatch.fnmatchcase(text, self.value)
 
 
 @dataclass(frozen=True)

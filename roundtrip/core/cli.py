@@ -181,7 +181,13 @@ def run_cli(app: Callable[..., Any], argv: Sequence[str] | None = None) -> None:
     args = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in args
     try:
-        app(args, standalone_mode=False)
+        # typer turns Ctrl-C and `raise typer.Exit(n)` into a returned status when it is not
+        # standalone: a returned status must still end the process with it
+        status = app(args, standalone_mode=False)
+        if isinstance(status, int) and not isinstance(status, bool) and status:
+            if status == 130:
+                err_console.print("[yellow]interrupted[/]")
+            sys.exit(status)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -128,7 +128,7 @@ class ConsoleLines:
         text = line.rstrip()
         if not text.strip():
             return
-        first = text.lstrip().split(":", 1)[0].lower() if ":" in text else ""
+        first = text.strip().split(":", 1)[0].lower()  # "error: ...", or a whole word: "interrupted"
         level = self._last_level if first == "hint" else _LEVEL_OF_PREFIX.get(first, logging.INFO)
         self._last_level = level
         self.log.log(level, "%s", text.strip())

@@ -294,3 +294,46 @@ def test_a_failing_hook_changes_nothing(
     assert "answered HTTP 500" in done.stderr
     assert [s for (s,) in harness.sql("select status from reverse_etl.runs")] == ["blocked"] * 3
     assert redis.Redis.from_url(harness.redis.url()).keys("profile:*") == []
+
+
+def test_an_interrupted_invocation_says_so_in_its_file_and_exit_status(
+    harness: Harness, fixture_manifest: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C while the sync waits for a warehouse another process holds: exit 130, the file
+    says `interrupted` for each chosen sync, and nobody is paged for it."""
+    import signal
+
+    import duckdb
+
+    harness.model("segments", segments("(1, 'a@example.com', 'regular', 1.00)"))
+    payload = tmp_path / "payload.json"
+    env = {
+        **os.environ,
+        "ROUNDTRIP_DUCKDB_PATH": str(harness.warehouse),
+        "DBT_TARGET_PATH": str(fixture_manifest.parent),
+        "ROUNDTRIP_POSTGRES_URL": harness.postgres.url(),
+        "ROUNDTRIP_REDIS_URL": harness.redis.url(),
+        "ROUNDTRIP_SYNC_NOTIFY_COMMAND": f"cat > '{payload}'",
+    }
+    holder = duckdb.connect(str(harness.warehouse))  # a `dbt build` holding the file
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reverse_etl", "run", "--select", "crm_segments", "--wait", "60", "--log-format", "json"],
+            env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        assert process.stderr is not None
+        for line in process.stderr:  # until it waits for the warehouse
+            if "is in use by" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        holder.close()
+    assert process.returncode == 130
+    assert any(r["message"] == "interrupted" and r["level"] == "WARNING" for r in records(err))
+    document = json.loads(results_file(harness).read_text())
+    assert document["status"] == "interrupted" and document["exit_code"] == 130
+    assert by_sync(document)["crm_segments"]["status"] == "interrupted"
+    assert not payload.exists()
+    assert harness.sql("select to_regclass('crm.segments') is null") == [(True,)]  # nothing written
