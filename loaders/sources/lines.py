@@ -96,8 +96,13 @@ class _Dropping:
     head: bytes
     ends_with_cr: bool
 
+    def keep_head(self, more: bytes) -> None:
+        if len(self.head) < RAW_LIMIT:
+            self.head += more[: RAW_LIMIT - len(self.head)]
+
     def done(self) -> LongLine:
-        return LongLine(self.offset, self.size - self.ends_with_cr, self.head)
+        size = self.size - self.ends_with_cr
+        return LongLine(self.offset, size, self.head[:size])
 
 
 def chunks(
@@ -117,6 +122,7 @@ def chunks(
     while block := handle.read(chunk_bytes):
         if dropping is not None:
             end = block.find(b"\n")
+            dropping.keep_head(block[: RAW_LIMIT if end < 0 else min(end, RAW_LIMIT)])
             if end < 0:
                 dropping.size += len(block)
                 dropping.ends_with_cr = block.endswith(b"\r")
@@ -223,7 +229,7 @@ def split(data: bytes, file_offset: int, first_line: int, max_line: int = MAX_LI
             size = int(sizes[i]) - (data[ends[i] - 1] == 13)
             if size > max_line:
                 keep[i] = False
-                raw = data[starts[i] : starts[i] + RAW_LIMIT]
+                raw = data[starts[i] : starts[i] + min(size, RAW_LIMIT)]
                 held.append(
                     HeldBack(int(numbers[i]), file_offset + int(starts[i]), too_long(size, max_line), raw, size)
                 )
