@@ -27,6 +27,7 @@ import pyarrow as pa
 from loaders.config import MAX_LINE_BYTES
 
 CHUNK_BYTES = 64 << 20
+DROP_READ_BYTES = 1 << 20  # reads while a line past the limit is counted and dropped
 BOM = b"\xef\xbb\xbf"
 RAW_LIMIT = 1000  # bytes of a held-back line kept as its raw text
 _WHITESPACE = b" \t\r\n"
@@ -112,14 +113,23 @@ def chunks(
     may not), and a ``LongLine`` for a line that went past ``max_line`` before its break came.
 
     The bytes of a line longer than a block are kept as a list of blocks and joined once, when
-    its break arrives (never ``pending + block`` again and again); past ``max_line`` they are no
-    longer kept at all. A line longer than ``max_line`` that ends inside a chunk is left to
+    its break arrives (never ``pending + block`` again and again); a read never takes such a line
+    past ``max_line + 1`` bytes, and past ``max_line`` its bytes are no longer kept at all but
+    counted in small reads. A line longer than ``max_line`` that ends inside a chunk is left to
     ``split``, which holds it back the same way."""
     offset = 0  # file offset of the first pending byte
     pending: list[memoryview] = []  # the start of a line whose break has not come yet
     pending_size = 0
     dropping: _Dropping | None = None
-    while block := handle.read(chunk_bytes):
+    while True:
+        # a line near the limit reads only up to the limit: past it, nothing more is kept
+        if dropping is not None:
+            size = min(chunk_bytes, DROP_READ_BYTES)
+        else:
+            size = min(chunk_bytes, max(1, max_line + 1 - pending_size))
+        block = handle.read(size)
+        if not block:
+            break
         if dropping is not None:
             end = block.find(b"\n")
             dropping.keep_head(block[: RAW_LIMIT if end < 0 else min(end, RAW_LIMIT)])
