@@ -194,8 +194,9 @@ def test_a_file_changed_while_read_is_held_back_and_loads_whole_at_the_next_run(
     plan, final, reason = CHANGES[change]
     for nth, when, content in plan:
         changing.actions[("b-moving.jsonl", nth, when)] = _rewrite(moving, content)
-    stream = FileStreamConfig(
-        path=f"changing://{landing}", table="orders", target_schema="bronze", columns=COLUMNS, strategy=strategy
+    stream = FileStreamConfig.model_validate(
+        {"path": f"changing://{landing}", "table": "orders", "target_schema": "bronze", "columns": COLUMNS}
+        | {"strategy": strategy}
     )
 
     faulty = jobs.load_files("orders", stream, target)
@@ -315,7 +316,9 @@ def test_a_line_longer_than_max_line_bytes_is_held_back_with_its_offset_and_the_
     long_line = (130 << 20) + 7  # past two 64 MiB reads: counted and dropped as it comes
     _sparse_line_file(landing / f"a-long.{fmt}", head, long_line, tail)
     (landing / f"b-next.{fmt}").write_bytes(head)
-    stream = FileStreamConfig(path=str(landing), format=fmt, table="orders", target_schema="bronze", columns=COLUMNS)
+    stream = FileStreamConfig.model_validate(
+        {"path": str(landing), "format": fmt, "table": "orders", "target_schema": "bronze", "columns": COLUMNS}
+    )
 
     for run in ("faulty", "next"):
         report = jobs.load_files("orders", stream, target)
@@ -353,11 +356,15 @@ def test_max_line_bytes_is_a_setting_and_a_line_at_the_limit_loads(target: Wareh
     at_limit = json.dumps({"order_id": "fits", "quantity": "1", "note": "x" * 100}).encode()
     over = json.dumps({"order_id": "over", "quantity": "1", "note": "x" * 101}).encode()
     (landing / "o.jsonl").write_bytes(at_limit + b"\r\n" + over + b"\n" + _orders("k", 2))
-    stream = FileStreamConfig(
-        path=str(landing), table="orders", target_schema="bronze", columns=COLUMNS, max_line_bytes=len(at_limit)
+    stream = FileStreamConfig.model_validate(  # as loaders.yml gives it
+        {"path": str(landing), "table": "orders", "target_schema": "bronze", "columns": COLUMNS}
+        | {"max_line_bytes": len(at_limit)}
     )
     assert stream.max_line_bytes == len(at_limit)
-    assert FileStreamConfig(path=".", table="t", max_line_bytes="2 MiB").max_line_bytes == 2 << 20
+    assert (
+        FileStreamConfig.model_validate({"path": ".", "table": "t", "max_line_bytes": "2 MiB"}).max_line_bytes
+        == 2 << 20
+    )
 
     jobs.load_files("orders", stream, target)
 
