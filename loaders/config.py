@@ -26,7 +26,7 @@ _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 # ISO dates (YYYY-MM-DD) -> dates
 TimestampKind = Literal["epoch_s", "epoch_ms", "iso", "date"]
 MAX_LINE_BYTES = 64 << 20
-MAX_COLUMNS = 10_000
+MAX_COLUMNS = 1_600
 _FILE_TYPE = re.compile(
     r"bigint|integer|double|boolean|date|timestamp|timestamptz|varchar|decimal\(\s*\d+\s*,\s*\d+\s*\)"
 )
@@ -85,8 +85,8 @@ class FileStreamConfig(_Strict):
     # memory; "64MiB", "512 KiB" or a number of bytes
     max_line_bytes: ByteSize = Field(default=ByteSize(MAX_LINE_BYTES), gt=0)
     # a CSV header or the JSON fields of a stream without declared columns: more columns than
-    # this hold the file back (declared columns are the limit when there are some); BigQuery
-    # holds 10,000 columns, PostgreSQL 1,600
+    # this hold the file back (declared columns are the limit when there are some). 1,600 is what
+    # every target holds (PostgreSQL's limit; BigQuery holds 10,000)
     max_columns: int = Field(default=MAX_COLUMNS, gt=0)
 
     @model_validator(mode="after")
