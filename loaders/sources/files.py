@@ -36,6 +36,7 @@ from loaders.sources import csvfile, jsonl
 from loaders.sources.lines import HeldBack
 from loaders.sources.snapshot import FetchError, Reading, changed, is_local, store_fingerprint, version_of
 from roundtrip.core.contract import MISSING_FIELDS
+from roundtrip.core.sql import literal
 from roundtrip.core.sql import quote as q
 
 log = logging.getLogger(__name__)
@@ -339,7 +340,7 @@ def _coerce(
         rejects = con.execute(
             " union all ".join(
                 f"select {SOURCE_FILE} as source_file, {SOURCE_LINE} as source_line, "
-                f"'{c}' as column_name, {q(c)} as value, '{t}' as expected_type from _text "
+                f"{literal(c)} as column_name, {q(c)} as value, {literal(t)} as expected_type from _text "
                 f"where {q(c)} is not null and try_cast({q(c)} as {t}) is null"
                 for c, t in stream.types.items()
             )
