@@ -204,9 +204,11 @@ def load_files(
     ``catalog``: the current set of files is the whole truth, swapped in atomically (an empty
     source empties the table); an unchanged set loads nothing.
 
-    Either way, a line that cannot be read is held back in the quarantine and the rest of its
-    file loads; a file that cannot be read at all is held back whole and the others load. A
-    held-back file is read again only when its content changes.
+    Either way, each file is read once by ``read_one``: a line that cannot be read is held back
+    in the quarantine and the rest of its file loads; a file that cannot be read at all (or an
+    entry that is no file: a link that loops or leads nowhere) is held back whole and the others
+    load. A held-back file is read again only when its content changes; one that changed while
+    it was read is read again at the next run, whatever it holds then.
     """
     started = time.perf_counter()
     report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}", progress=progress)

@@ -56,6 +56,17 @@ def test_every_line_is_numbered_and_placed_alike_at_every_read_size(seed: int) -
             assert _read(content, chunk_bytes, max_line) == expected, (max_line, chunk_bytes)
 
 
+@pytest.mark.parametrize("break_", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 50, 51, 52, 1 << 20])
+def test_a_line_of_exactly_the_limit_loads_and_one_byte_more_is_held_back(break_: bytes, chunk_bytes: int) -> None:
+    limit = 50
+    content = b"a" * limit + break_ + b"b" * (limit + 1) + break_ + b"c" * limit + b"\r" + b"d" + break_ + b"e"
+    kept, held = _read(content, chunk_bytes, limit)
+    assert [(n, text[:1], len(text)) for n, _, text in kept] == [(1, "a", limit), (4, "e", 1)]
+    assert [(n, size) for n, _, size, _ in held] == [(2, limit + 1), (3, limit + 2)]
+    assert (kept, held) == _reference(content, limit)
+
+
 def test_a_line_past_the_limit_is_counted_and_dropped_in_constant_memory() -> None:
     """A 256 MiB line without a break, read 1 MiB at a time with a 4 MiB limit: the reader never
     holds more than the limit and a read, and the line is held back with its true size."""

@@ -113,10 +113,10 @@ def chunks(
     may not), and a ``LongLine`` for a line that went past ``max_line`` before its break came.
 
     The bytes of a line longer than a block are kept as a list of blocks and joined once, when
-    its break arrives (never ``pending + block`` again and again); a read never takes such a line
-    past ``max_line + 1`` bytes, and past ``max_line`` its bytes are no longer kept at all but
-    counted in small reads. A line longer than ``max_line`` that ends inside a chunk is left to
-    ``split``, which holds it back the same way."""
+    its break arrives (never ``pending + block`` again and again). A read never takes such a line
+    past ``max_line + 2`` bytes (``max_line`` and a ``\\r\\n``); past ``max_line`` its bytes are
+    no longer kept at all, only counted, in small reads. A line longer than ``max_line`` that
+    ends inside a chunk is left to ``split``, which holds it back the same way."""
     offset = 0  # file offset of the first pending byte
     pending: list[memoryview] = []  # the start of a line whose break has not come yet
     pending_size = 0
@@ -126,7 +126,7 @@ def chunks(
         if dropping is not None:
             size = min(chunk_bytes, DROP_READ_BYTES)
         else:
-            size = min(chunk_bytes, max(1, max_line + 1 - pending_size))
+            size = min(chunk_bytes, max(1, max_line + 2 - pending_size))
         block = handle.read(size)
         if not block:
             break
@@ -151,7 +151,8 @@ def chunks(
         if cut == 0:  # no break in this block: the pending line goes on
             pending.append(view)
             pending_size += len(view)
-            if pending_size > max_line:  # keep its head, count the rest
+            # past the limit (a last carriage return may be its line break's): keep its head only
+            if pending_size - block.endswith(b"\r") > max_line:
                 dropping = _Dropping(offset, pending_size, _head(pending), block.endswith(b"\r"))
                 pending, pending_size = [], 0
             continue
