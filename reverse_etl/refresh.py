@@ -25,7 +25,7 @@ from pathlib import Path
 from reverse_etl.errors import SyncError
 from reverse_etl.runs import connect
 from reverse_etl.spec import RefreshModel, SyncSpec
-from reverse_etl.state import clear_pending_refresh
+from reverse_etl.state.columns import clear_owed_refresh
 from roundtrip.core.errors import RoundtripError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def refresh_together(
     ``dbt run --select <models>`` on the postgres target; then clear the syncs' debts. Returns
     each sync's refreshed models."""
     syncs = ", ".join(spec.name for spec, _ in due)
-    with connect(postgres_url, due[0][0].name, autocommit=True) as conn:
+    with connect(postgres_url, f"reverse_etl:{due[0][0].name}") as conn:
         ready = {spec.name: ready_models(conn, spec, names) for spec, names in due}
         models = sorted({m for names in ready.values() for m in names})
         if models:
@@ -84,7 +84,7 @@ def refresh_together(
                 ", ".join(left) or "none",
             )
         for spec, _ in due:
-            clear_pending_refresh(conn, spec.name)
+            clear_owed_refresh(conn, spec.name)
     return ready
 
 
