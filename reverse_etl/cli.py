@@ -16,6 +16,7 @@ import typer
 
 from reverse_etl.connections import Connections
 from reverse_etl.connections import kinds as connection_kinds
+from reverse_etl.counts import FIELDS
 from reverse_etl.engine import RunOptions, SyncResult, run_syncs
 from reverse_etl.errors import SyncError
 from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs, select
@@ -239,7 +240,7 @@ def result_rows(results: list[SyncResult]) -> list[dict[str, Any]]:
     ]
 
 
-COUNT_NAMES = ("read", "inserted", "updated", "unchanged", "healed", "deleted", "rejected")
+COUNT_NAMES = FIELDS
 
 
 def _print_results(results: list[SyncResult], dry_run: bool) -> None:

@@ -47,7 +47,7 @@ from reverse_etl import guards, preview, schema_change
 from reverse_etl.connections import Connections
 from reverse_etl.counts import SyncCounts
 from reverse_etl.crashpoints import CrashPoints
-from reverse_etl.destinations.base import Changes, Destination, Drift, Known
+from reverse_etl.destinations.base import Changes, Destination, Drift, Known, Written
 from reverse_etl.errors import SyncError, classify
 from reverse_etl.pg import PgSession
 from reverse_etl.records import CHANGED, HEALED, NEW, Model, Plan, Records, q
@@ -417,11 +417,12 @@ class SyncRun:
         if self.options.on_rows is not None:
             self.options.on_rows(self.spec.name, rows)
 
-    def write(self, records: Records, plan: Plan) -> SyncCounts:
+    def write(self, records: Records, plan: Plan) -> Written:
         """The destination's writes, then its deletes or swap; the refresh that follows is owed."""
         assert self.destination is not None and self.sync_state is not None
         with self.phase("write"):
-            counts = self.destination.write(self._changes(records, plan))
+            written = self.destination.write(self._changes(records, plan))
+        counts = written.counts
         counts.read, counts.rejected = plan.rows + plan.rejected, plan.rejected
         self.crash.reached("written")
         with self.phase("finish"):
@@ -431,37 +432,41 @@ class SyncRun:
             self.refresh_due = finished.refresh_due
             if self.refresh_due:
                 self.sync_state.owe_refresh(self.refresh_due)  # cleared once they are refreshed
-        return counts
+        return written
 
     def write_and_remember(self, model: Model, records: Records, plan: Plan, drift: Drift) -> SyncCounts:
         """Phases 8 and 9, in the order the destination's transactions allow."""
         assert self.destination is not None
         if self.transactional:  # the state's own database: one transaction for both
-            counts = self.write(records, plan)
-            self.remember(records, plan, self.digest(model, drift, counts))
+            written = self.write(records, plan)
+            self.remember(records, plan, self.digest(model, drift, written.counts), written)
         elif self.destination.capabilities.digest_moves:  # another database: it commits first
-            counts = self.write(records, plan)
-            digest = self.digest(model, drift, counts)
+            written = self.write(records, plan)
+            digest = self.digest(model, drift, written.counts)
             self.destination.commit()
-            self.remember(records, plan, digest)
+            self.remember(records, plan, digest, written)
+        elif self.spec.settings.match != "both":  # Redis, whose policy decides what the state records
+            digest = self.digest(model, drift, None)
+            written = self.write(records, plan)
+            self.remember(records, plan, digest, written)
         else:  # Redis: the state's part runs beside the writes, which are durable as they go
-            counts = self.write_beside(records, plan, self.digest(model, drift, None))
-        return counts
+            written = self.write_beside(records, plan, self.digest(model, drift, None))
+        return written.counts
 
-    def write_beside(self, records: Records, plan: Plan, digest: str | None) -> SyncCounts:
+    def write_beside(self, records: Records, plan: Plan, digest: str | None) -> Written:
         """``write`` on a cursor of its own while ``remember`` runs on the run's connection in
         a helper thread: both wait on other processes (redis-server, Postgres) and release the
         GIL. The write's error comes first; the helper is always waited for."""
         cursor = self.con.cursor()
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reverse_etl-state") as pool:
-                job = pool.submit(self.remember, records, plan, digest)
+                job = pool.submit(self.remember, records, plan, digest, None)
                 try:
-                    counts = self.write(records.on_cursor(cursor), plan)
+                    written = self.write(records.on_cursor(cursor), plan)
                 finally:
                     concurrent.futures.wait([job])  # never leave it running on the connection
                 job.result()
-                return counts
+                return written
         finally:
             cursor.close()
 
@@ -479,12 +484,14 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 9. remember
 
-    def remember(self, records: Records, plan: Plan, digest: str | None) -> None:
-        """In the transaction: what the state must now say; the rejected rows kept."""
+    def remember(self, records: Records, plan: Plan, digest: str | None, written: Written | None) -> None:
+        """In the transaction: what the state must now say (``written``: what a write policy
+        kept from the destination); the rejected rows kept."""
         assert self.sync_state is not None
         state = self.sync_state
+        kept, absent = (written.kept, written.absent) if written else (None, None)
         with self.phase("remember"):
-            state.remember(plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only")
+            state.remember(plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only", kept, absent)
             if plan.rejected:
                 state.keep_rejected(self.run_id or 0)
             state.prune_rejected()

@@ -90,6 +90,11 @@ class SyncSettings(BaseModel):
     verify_sample: int = Field(default=100, ge=0)
     # NaN and ±Infinity have no JSON spelling: a Redis sync rejects the row, or writes null
     non_finite: Literal["reject", "null"] = "reject"
+    # write policies (upsert, mirror): create records only, update existing ones only, or both;
+    # fill_empty: only fill destination columns that are NULL (all non-key ones, or those
+    # listed): for CRM fields people edit
+    match: Literal["both", "create_only", "update_only"] = "both"
+    fill_empty: bool | list[str] = False
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> SyncSettings:
@@ -111,6 +116,14 @@ class SyncSettings(BaseModel):
             self._check_postgres()
         else:
             self._check_redis()
+        if self.match != "both" and self.mode not in ("upsert", "mirror"):
+            raise ValueError(f"match: {self.match} applies to mode upsert or mirror (insert_only creates only)")
+        if self.fill_empty:
+            if kind != "postgres" or self.mode not in ("upsert", "mirror") or self.match == "create_only":
+                raise ValueError("fill_empty applies to postgres syncs in mode upsert or mirror that update rows")
+            keys = set(self.primary_key) & set(self.fill_empty if isinstance(self.fill_empty, list) else [])
+            if keys:
+                raise ValueError(f"fill_empty cannot name key columns: {sorted(keys)}")
         if self.columns is not None:
             clash = [c for c in [*self.columns, *self.columns.values()] if c.startswith(RESERVED_PREFIX)]
             if clash:

@@ -99,6 +99,18 @@ class Changes:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What ``write`` did: its counts, and the records a write policy kept from it (DuckDB
+    tables of identities): ``kept``, the destination holds another version (``create_only``
+    found the key there; the state keeps what it said of them), ``absent``, it holds none
+    (``update_only`` found no row; the state forgets them)."""
+
+    counts: SyncCounts
+    kept: str | None = None
+    absent: str | None = None
+
+
+@dataclass(frozen=True)
 class Finished:
     counts: SyncCounts
     refresh_due: list[str] = field(default_factory=list)  # serving models to refresh after the commit
@@ -128,8 +140,8 @@ class Destination(Protocol):
         """At the start of the run's transaction, before ``drift``: keep other writers out until
         the commit, so that what drift sees is what the run writes over."""
 
-    def write(self, changes: Changes) -> SyncCounts:
-        """Write what the mode needs; count inserted / updated / unchanged / healed."""
+    def write(self, changes: Changes) -> Written:
+        """Write what the mode needs; count inserted / updated / unchanged / healed / skipped."""
 
     def finish(self, records: Records, gone: str | None, owed_refresh: list[str]) -> Finished:
         """After the writes, before the commit: ``gone`` (a DuckDB query of identities) deleted
@@ -174,5 +186,6 @@ __all__ = [
     "Finished",
     "Known",
     "Verified",
+    "Written",
     "identity_columns",
 ]
