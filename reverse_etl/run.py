@@ -432,6 +432,7 @@ class SyncRun:
             self.refresh_due = finished.refresh_due
             if self.refresh_due:
                 self.sync_state.owe_refresh(self.refresh_due)  # cleared once they are refreshed
+        self.test_destination(records, plan)
         return written
 
     def write_and_remember(self, model: Model, records: Records, plan: Plan, drift: Drift) -> SyncCounts:
@@ -452,6 +453,23 @@ class SyncRun:
         else:  # Redis: the state's part runs beside the writes, which are durable as they go
             written = self.write_beside(records, plan, self.digest(model, drift, None))
         return written.counts
+
+    def test_destination(self, records: Records, plan: Plan) -> None:
+        """``meta.sync.tests`` on what the destination holds, before the commit: a failure fails
+        the run loudly (a Postgres destination's writes then roll back; Redis's stay, and the
+        write-ahead marks make the next run send them again)."""
+        tests = self.spec.settings.tests
+        if tests is None:
+            return
+        assert self.destination is not None
+        with self.phase("tests"):
+            failures = self.destination.test(records, tests, plan.records)
+        if failures:
+            kept = "nothing was committed" if self.destination.capabilities.digest_moves else "its writes stay"
+            raise SyncError(
+                f"sync {self.spec.name}: destination tests failed: {'; '.join(failures)}; {kept}",
+                hint="see meta.sync.tests of the exposure; the model or the destination is not what the tests expect",
+            )
 
     def write_beside(self, records: Records, plan: Plan, digest: str | None) -> Written:
         """``write`` on a cursor of its own while ``remember`` runs on the run's connection in

@@ -52,6 +52,18 @@ class TrackChanges(BaseModel):
     changed_at: str
 
 
+class DestinationTests(BaseModel):
+    """Assertions on the destination after the write, before the commit (``meta.sync.tests``),
+    as dbt tests assert on a model: a failing one fails the run (Postgres: nothing committed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # the destination's rows (Redis: the mart's keys that exist) within this share of the mart's records
+    row_count: dict[Literal["within_pct"], float] | None = None
+    unique: list[str] | None = None  # columns whose values are unique in the destination (Postgres)
+    not_null: list[str] | None = None  # columns with no NULL in the destination (Postgres)
+
+
 class RetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,6 +107,7 @@ class SyncSettings(BaseModel):
     # listed): for CRM fields people edit
     match: Literal["both", "create_only", "update_only"] = "both"
     fill_empty: bool | list[str] = False
+    tests: DestinationTests | None = None  # assertions on the destination after the write
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> SyncSettings:
@@ -124,6 +137,8 @@ class SyncSettings(BaseModel):
             keys = set(self.primary_key) & set(self.fill_empty if isinstance(self.fill_empty, list) else [])
             if keys:
                 raise ValueError(f"fill_empty cannot name key columns: {sorted(keys)}")
+        if self.tests and (self.tests.unique or self.tests.not_null) and kind != "postgres":
+            raise ValueError("tests: unique and not_null apply to postgres syncs (a Redis key is unique)")
         if self.columns is not None:
             clash = [c for c in [*self.columns, *self.columns.values()] if c.startswith(RESERVED_PREFIX)]
             if clash:

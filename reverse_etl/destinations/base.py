@@ -29,6 +29,7 @@ import pyarrow as pa
 from reverse_etl.counts import SyncCounts
 from reverse_etl.records import Model, Plan, Records, RecordShape
 from reverse_etl.schema_change import SchemaChange
+from reverse_etl.spec import DestinationTests
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,10 @@ class Destination(Protocol):
 
     def extra(self, records: Records) -> str | None:
         """The identities the destination holds that the model does not render (a DuckDB table)."""
+
+    def test(self, records: Records, tests: DestinationTests, expected: int) -> list[str]:
+        """``meta.sync.tests`` on what the destination now holds (``expected``: the mart's
+        records); one line per failure."""
 
     def commit(self) -> None:
         """Outside the state's transaction, after the writes and before the state commits: make

@@ -57,7 +57,7 @@ from reverse_etl.records import (
     payload_columns,
     q,
 )
-from reverse_etl.spec import SyncSpec
+from reverse_etl.spec import DestinationTests, SyncSpec
 from roundtrip.core.sql import duck_ident, literal, pg_ident, postgres_type
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,28 @@ class PostgresDestination:
         if self.settings.mode == "insert_only" or not self._exists():
             return
         self.pg.execute(f"lock table {self.relation} in share row exclusive mode")
+
+    def test(self, records: Records, tests: DestinationTests, expected: int) -> list[str]:
+        """In the run's transaction, on what it is about to commit."""
+        failures = []
+        if tests.row_count is not None:
+            held = int(self.pg.scalar(f"select count(*) from {self.relation}") or 0)
+            share = 100.0 * abs(held - expected) / max(expected, 1)
+            if share > tests.row_count["within_pct"]:
+                failures.append(
+                    f"row_count: {self.spec.target} holds {held:,} rows, the mart {expected:,} records "
+                    f"({share:.1f} % apart, more than within_pct {tests.row_count['within_pct']:g})"
+                )
+        if tests.unique:
+            cols = ", ".join(pg_ident(c) for c in tests.unique)
+            dupes = int(self.pg.scalar(f"select count(*) - count(distinct ({cols})) from {self.relation}") or 0)
+            if dupes:
+                failures.append(f"unique({', '.join(tests.unique)}): {dupes:,} rows repeat a value")
+        for column in tests.not_null or []:
+            nulls = int(self.pg.scalar(f"select count(*) from {self.relation} where {pg_ident(column)} is null") or 0)
+            if nulls:
+                failures.append(f"not_null({column}): {nulls:,} rows have no value")
+        return failures
 
     def commit(self) -> None:
         if not self.capabilities.transactional:  # (in the state's database, the state's commit is it)

@@ -49,7 +49,7 @@ from reverse_etl.records import (
     fingerprint_of,
     q,
 )
-from reverse_etl.spec import SyncSpec, key_template_fields
+from reverse_etl.spec import DestinationTests, SyncSpec, key_template_fields
 from roundtrip.core.read_ahead import read_ahead
 from roundtrip.core.sql import literal
 
@@ -505,6 +505,22 @@ class RedisDestination:
                 where {key_template_sql(self.spec.target)} = {q(TARGET)}"""
         )
         return table
+
+    def test(self, records: Records, tests: DestinationTests, expected: int) -> list[str]:
+        """row_count: how many of the mart's keys exist (pipelined EXISTS)."""
+        if tests.row_count is None:
+            return []
+        held = 0
+        for batch in records.stream(f"select {q(TARGET)} from ({records.records_of_model()})"):
+            replies = self.link.replies([b"EXISTS", batch[TARGET]], batch.num_rows, 4)
+            held += int((replies[:, 1] == ord("1")).sum())
+        share = 100.0 * abs(held - expected) / max(expected, 1)
+        if share <= tests.row_count["within_pct"]:
+            return []
+        return [
+            f"row_count: {held:,} of the mart's {expected:,} keys exist in Redis "
+            f"({share:.1f} % apart, more than within_pct {tests.row_count['within_pct']:g})"
+        ]
 
     def commit(self) -> None:
         """Nothing: each Redis command is durable as it is answered (the write-ahead covers a crash)."""

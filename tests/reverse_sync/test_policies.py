@@ -102,3 +102,37 @@ def test_redis_policies_use_set_nx_and_xx(harness: Harness, redis_client: redis.
         assert harness.owned(match) == [("profile:1",)]
     again = ok(harness.run(spec))
     assert again.get("inserted", 0) + again.get("updated", 0) == 0
+
+
+def test_destination_tests_fail_the_run_and_leave_postgres_as_it_was(harness: Harness) -> None:
+    harness.sql(DDL)
+    tests = {"row_count": {"within_pct": 10}, "unique": ["email"], "not_null": ["email"]}
+    spec = harness.variant("crm_segments", "tested", "segments", target=CRM, track_changes=None, tests=tests)
+    harness.model("segments", people((1, "a@x", "regular"), (2, "b@x", "regular")))
+    assert ok(harness.run(spec)) == {"read": 2, "inserted": 2}
+    before = held(harness)
+
+    harness.model("segments", "select * from (" + people((1, "a@x", "regular"), (2, "b@x", "gold")) + ") union all "
+                  "select 3, null, 'regular', 3.50, 3")  # fmt: skip
+    failed = harness.run(spec)
+    assert failed.status == "failed" and "not_null(email): 1 rows have no value" in (failed.error or "")
+    assert "nothing was committed" in (failed.error or "")
+    assert held(harness) == before  # rolled back: neither the NULL row nor the change
+    assert harness.sql("select status, error like '%%destination tests failed%%' from reverse_etl.runs "
+                       "where run_id = %s", (failed.run_id,)) == [("failed", True)]  # fmt: skip
+
+    harness.sql(
+        f"insert into {CRM} (user_id, email) select 100 + g, 'a@x' from generate_series(1, 5) g"
+    )  # someone's rows
+    harness.model("segments", people((1, "a@x", "regular"), (2, "b@x", "gold")))
+    both = harness.run(spec)
+    assert "row_count: crm.policy holds 7 rows, the mart 2 records" in (both.error or "")
+    assert "unique(email): 5 rows repeat a value" in (both.error or "")
+    harness.sql(f"delete from {CRM} where user_id > 100")
+    assert ok(harness.run(spec)) == {"read": 2, "updated": 1, "unchanged": 1}
+
+
+def test_a_redis_row_count_test(harness: Harness, redis_client: redis.Redis) -> None:
+    spec = harness.variant("profile_cache", "counted", "segments", tests={"row_count": {"within_pct": 0}})
+    harness.model("segments", people((1, "a@x", "regular"), (2, "b@x", "regular")))
+    assert ok(harness.run(spec))["inserted"] == 2  # both keys there: 0 % apart
