@@ -107,6 +107,9 @@ def _declared_as_loaded(
             continue
         spec = valid.get(sync.name)
         if spec is not None:
-            sync = DeclaredSync(sync.name, sync.unique_id, sync.tags, spec.settings.destination, (spec.model,))
+            settings = spec.settings
+            sync = DeclaredSync(
+                sync.name, sync.unique_id, sync.tags, settings.destination, (spec.model,), settings.kind
+            )
         out.append(sync)
     return out

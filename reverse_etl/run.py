@@ -47,7 +47,7 @@ from reverse_etl import guards, preview, schema_change
 from reverse_etl.connections import Connections
 from reverse_etl.counts import SyncCounts
 from reverse_etl.crashpoints import CrashPoints
-from reverse_etl.destinations.base import Changes, Destination, Drift, Known
+from reverse_etl.destinations.base import Changes, Destination, Drift, Known, Written
 from reverse_etl.errors import SyncError, classify
 from reverse_etl.pg import PgSession
 from reverse_etl.records import CHANGED, HEALED, NEW, Model, Plan, Records, q
@@ -61,6 +61,7 @@ from roundtrip.core.settings import Settings
 
 log = logging.getLogger(__name__)
 STATE_ALIAS = "rt_pg"
+DESTINATION_ALIAS = "rt_dest"  # a Postgres destination outside the state's database
 DELETING_MODES = ("mirror", "replace")
 
 
@@ -166,11 +167,7 @@ class SyncRun:
                     if self.dry_run:
                         return self.planned(records, plan)
                     self.write_ahead(records, plan)
-                    if self.transactional:
-                        counts = self.write(records, plan)
-                        self.remember(records, plan, self.digest(model, drift, counts))
-                    else:  # its writes cannot join the transaction: the state's part runs beside them
-                        counts = self.write_beside(records, plan, self.digest(model, drift, None))
+                    counts = self.write_and_remember(model, records, plan, drift)
                     status = self.commit(counts)
                 except BaseException:
                     self.rollback()
@@ -282,7 +279,7 @@ class SyncRun:
         name = self.spec.name
         url = self.connections.state_url
         self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
-        self.destination = open_destination(self.spec, self.connections, self.pg, self.options)
+        self.destination = open_destination(self.spec, self.connections, self.pg, self.con, self.options)
         with self.phase("shape"):
             shape = self.destination.shape(model)
             return Records(self.work, self.scratch.shared, self.spec, model, shape)
@@ -420,11 +417,12 @@ class SyncRun:
         if self.options.on_rows is not None:
             self.options.on_rows(self.spec.name, rows)
 
-    def write(self, records: Records, plan: Plan) -> SyncCounts:
+    def write(self, records: Records, plan: Plan) -> Written:
         """The destination's writes, then its deletes or swap; the refresh that follows is owed."""
         assert self.destination is not None and self.sync_state is not None
         with self.phase("write"):
-            counts = self.destination.write(self._changes(records, plan))
+            written = self.destination.write(self._changes(records, plan))
+        counts = written.counts
         counts.read, counts.rejected = plan.rows + plan.rejected, plan.rejected
         self.crash.reached("written")
         with self.phase("finish"):
@@ -434,22 +432,59 @@ class SyncRun:
             self.refresh_due = finished.refresh_due
             if self.refresh_due:
                 self.sync_state.owe_refresh(self.refresh_due)  # cleared once they are refreshed
-        return counts
+        self.test_destination(records, plan)
+        return written
 
-    def write_beside(self, records: Records, plan: Plan, digest: str | None) -> SyncCounts:
+    def write_and_remember(self, model: Model, records: Records, plan: Plan, drift: Drift) -> SyncCounts:
+        """Phases 8 and 9, in the order the destination's transactions allow."""
+        assert self.destination is not None
+        if self.transactional:  # the state's own database: one transaction for both
+            written = self.write(records, plan)
+            self.remember(records, plan, self.digest(model, drift, written.counts), written)
+        elif self.destination.capabilities.digest_moves:  # another database: it commits first
+            written = self.write(records, plan)
+            digest = self.digest(model, drift, written.counts)
+            self.destination.commit()
+            self.remember(records, plan, digest, written)
+        elif self.spec.settings.match != "both":  # Redis, whose policy decides what the state records
+            digest = self.digest(model, drift, None)
+            written = self.write(records, plan)
+            self.remember(records, plan, digest, written)
+        else:  # Redis: the state's part runs beside the writes, which are durable as they go
+            written = self.write_beside(records, plan, self.digest(model, drift, None))
+        return written.counts
+
+    def test_destination(self, records: Records, plan: Plan) -> None:
+        """``meta.sync.tests`` on what the destination holds, before the commit: a failure fails
+        the run loudly (a Postgres destination's writes then roll back; Redis's stay, and the
+        write-ahead marks make the next run send them again)."""
+        tests = self.spec.settings.tests
+        if tests is None:
+            return
+        assert self.destination is not None
+        with self.phase("tests"):
+            failures = self.destination.test(records, tests, plan.records)
+        if failures:
+            kept = "nothing was committed" if self.destination.capabilities.digest_moves else "its writes stay"
+            raise SyncError(
+                f"sync {self.spec.name}: destination tests failed: {'; '.join(failures)}; {kept}",
+                hint="see meta.sync.tests of the exposure; the model or the destination is not what the tests expect",
+            )
+
+    def write_beside(self, records: Records, plan: Plan, digest: str | None) -> Written:
         """``write`` on a cursor of its own while ``remember`` runs on the run's connection in
         a helper thread: both wait on other processes (redis-server, Postgres) and release the
         GIL. The write's error comes first; the helper is always waited for."""
         cursor = self.con.cursor()
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reverse_etl-state") as pool:
-                job = pool.submit(self.remember, records, plan, digest)
+                job = pool.submit(self.remember, records, plan, digest, None)
                 try:
-                    counts = self.write(records.on_cursor(cursor), plan)
+                    written = self.write(records.on_cursor(cursor), plan)
                 finally:
                     concurrent.futures.wait([job])  # never leave it running on the connection
                 job.result()
-                return counts
+                return written
         finally:
             cursor.close()
 
@@ -467,12 +502,14 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 9. remember
 
-    def remember(self, records: Records, plan: Plan, digest: str | None) -> None:
-        """In the transaction: what the state must now say; the rejected rows kept."""
+    def remember(self, records: Records, plan: Plan, digest: str | None, written: Written | None) -> None:
+        """In the transaction: what the state must now say (``written``: what a write policy
+        kept from the destination); the rejected rows kept."""
         assert self.sync_state is not None
         state = self.sync_state
+        kept, absent = (written.kept, written.absent) if written else (None, None)
         with self.phase("remember"):
-            state.remember(plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only")
+            state.remember(plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only", kept, absent)
             if plan.rejected:
                 state.keep_rejected(self.run_id or 0)
             state.prune_rejected()
@@ -494,6 +531,8 @@ class SyncRun:
         return status
 
     def rollback(self) -> None:
+        if self.destination is not None:
+            self.destination.rollback()
         if self.pg is not None:
             self.pg.rollback()
 
@@ -530,21 +569,31 @@ class SyncRun:
             self.destination.close()
 
 
-def open_destination(spec: SyncSpec, connections: Connections, pg: PgSession, options: RunOptions) -> Destination:
+def open_destination(
+    spec: SyncSpec, connections: Connections, pg: PgSession, con: Any, options: RunOptions
+) -> Destination:
+    """The sync's destination, on its named connection. A Postgres destination in the state's
+    database shares the state's session (one transaction); one elsewhere gets a session of its
+    own, on a cursor of its own (a DuckDB transaction writes to one attached database only)."""
     connection = connections.destination(spec.settings.destination, spec.name)
     if connection.kind == "postgres":
         from reverse_etl.destinations.postgres import PostgresDestination
         from reverse_etl.refresh import refresh_serving_models
 
-        if connection.url != connections.state_url:
-            raise SyncError(f"sync {spec.name}: a Postgres destination must be the state's Postgres")
+        shared = connections.shares_state(connection)
+        session = pg
+        if not shared:
+            session = PgSession(
+                con.cursor(), connection.url, DESTINATION_ALIAS, f"reverse_etl:{spec.name}", f"sync {spec.name}",
+                options.dry_run, own_connection=True,
+            )  # fmt: skip
         deferred = options.deferred_refresh
         if deferred is not None:
-            return PostgresDestination(spec, pg, True, partial(_defer_refresh, deferred, spec.name))
+            return PostgresDestination(spec, session, shared, partial(_defer_refresh, deferred, spec.name))
         refresh = partial(
             refresh_serving_models, spec, postgres_url=connection.url, project_dir=options.dbt_project_dir
         )
-        return PostgresDestination(spec, pg, True, refresh)
+        return PostgresDestination(spec, session, shared, refresh)
     from reverse_etl.destinations.redis import RedisDestination
     from reverse_etl.destinations.redis_link import RedisLink
 

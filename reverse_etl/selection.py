@@ -8,7 +8,8 @@ what its own selectors pick. A criterion is one of:
 ``NAME``, ``GLOB``     the sync's (exposure's) name, ``fnmatch`` globs allowed (``crm_*``);
                        ``exposure:NAME`` is the same; ``all`` (or ``*``) is every sync
 ``tag:X``              a tag of the exposure (its ``tags`` and ``config.tags``)
-``destination:X``      the sync's ``meta.sync.destination``
+``destination:X``      the sync's ``meta.sync.destination`` (a connection's name), or the type of
+                       that connection (``destination:redis``: every sync writing to a Redis)
 ``model:X``            the model the sync reads (glob allowed)
 ``state:modified``     the exposure's definition (type, meta, depends_on) or anything upstream of
                        it (a node's checksum or config, a macro it calls) differs from the
@@ -51,8 +52,9 @@ class DeclaredSync:
     name: str
     unique_id: str
     tags: frozenset[str]
-    destination: str | None
+    destination: str | None  # the connection's name
     models: tuple[str, ...]  # names of the models it depends on (one, when valid)
+    kind: str | None = None  # the connection's type (postgres, redis), when known
 
 
 def declared_syncs(manifest: dict[str, Any]) -> list[DeclaredSync]:
@@ -69,8 +71,10 @@ def declared_syncs(manifest: dict[str, Any]) -> list[DeclaredSync]:
             for n in (exposure.get("depends_on") or {}).get("nodes", [])
             if n.startswith("model.")
         )
-        destination = raw.get("destination") if isinstance(raw, dict) else None
-        out.append(DeclaredSync(exposure["name"], uid, frozenset(map(str, tags)), _text(destination), models))
+        destination, kind = (raw.get("destination"), raw.get("kind")) if isinstance(raw, dict) else (None, None)
+        out.append(
+            DeclaredSync(exposure["name"], uid, frozenset(map(str, tags)), _text(destination), models, _text(kind))
+        )
     return sorted(out, key=lambda s: s.name)
 
 
@@ -92,7 +96,7 @@ class Criterion:
         if self.method == "tag":
             return any(self._fits(tag) for tag in sync.tags)
         if self.method == "destination":
-            return sync.destination is not None and self._fits(sync.destination)
+            return any(self._fits(d) for d in (sync.destination, sync.kind) if d is not None)
         if self.method == "model":
             return any(self._fits(model) for model in sync.models)
         assert self.method == "state" and modified is not None
