@@ -76,6 +76,7 @@ def _apply(result: SyncResult, outcome: Outcome) -> None:
     result.status, result.counts, result.committed = outcome.status, outcome.counts, outcome.committed
     result.refreshed, result.repairs, result.checked = outcome.refreshed, outcome.repairs, outcome.checked
     result.changes, result.deletions, result.rejections = outcome.changes, outcome.deletions, outcome.rejections
+    result.read_by = outcome.read_by
     if outcome.error:
         result.error = outcome.error
 

@@ -53,6 +53,7 @@ class SyncResult:
     checked: int = 0  # records read back from the destination (drift, verify_sample)
     committed: bool = False  # the writes are in (a failure after it is the refresh's)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the last attempt
+    read_by: str = "every row"  # change detection by cursor: which rows were read
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,8 @@ class SyncResult:
             out["attempts"] = self.attempts
         if self.checked:
             out["checked"] = self.checked
+        if self.read_by != "every row":
+            out["read_by"] = self.read_by
         if self.repairs:
             out["repairs"] = self.repairs
         if self.refreshed:

@@ -55,6 +55,7 @@ from reverse_etl.results import RunOptions
 from reverse_etl.runs import COMMITTED, FAILED, SUCCEEDED, WITH_REJECTS, RunEnd, connect
 from reverse_etl.scratch import Scratch
 from reverse_etl.sources import open_source
+from reverse_etl.sources.base import Since
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import SyncState
 from roundtrip.core.settings import Settings
@@ -79,6 +80,7 @@ class Outcome:
     deletions: list[Any] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # after the commit: what failed (the refresh), its debt kept
+    read_by: str = "every row"  # change detection by cursor: which rows were read
 
 
 @dataclass
@@ -149,6 +151,10 @@ class SyncRun:
         self.checked = 0
         self._first_batch = True
         self._work: Any = None
+        self.model: Model | None = None
+        self.partial = False  # read by cursor: only the rows that may have changed
+        self.watermark: str | None = None
+        self.read_by = "every row"
 
     # ---------------------------------------------------------------- the protocol
 
@@ -156,13 +162,16 @@ class SyncRun:
         with Scratch(self.settings.reverse_etl_duckdb_memory) as scratch:
             self.scratch = scratch
             try:
-                model = self.read()
+                since = self.since()
+                model = self.read(since)
                 records = self.shape(model)
                 known = self.state(records)
                 self.begin()
                 try:
                     drift = self.drift(records, known)
-                    plan = self.classify(records, known, drift)
+                    if since is not None and (drift.lost or drift.extra):  # only every row can repair it
+                        since, records, self.read_by = None, self.reshape(self.read(None)), "every row"
+                    plan = self.classify(records, known, drift, partial=since is not None)
                     self.guard(plan, known)
                     if self.dry_run:
                         return self.planned(records, plan)
@@ -177,7 +186,10 @@ class SyncRun:
                     refreshed = self.refresh()
                 except SyncError as exc:  # the writes are in: never redone, the refresh stays owed
                     return Outcome(FAILED, counts, True, [], self.repairs, self.checked, error=str(exc))
-                return Outcome(status, counts, True, refreshed, self.repairs, self.checked, rejections=self.rejections)
+                return Outcome(
+                    status, counts, True, refreshed, self.repairs, self.checked, rejections=self.rejections,
+                    read_by=self.read_by,
+                )  # fmt: skip
             finally:
                 self.close()
 
@@ -189,7 +201,7 @@ class SyncRun:
         with Scratch(self.settings.reverse_etl_duckdb_memory) as scratch:
             self.scratch = scratch
             try:
-                model = self.read()
+                model = self.read(None)
                 records = self.shape(model)
                 known = self.state(records)
                 assert self.destination is not None
@@ -247,8 +259,38 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 1. read
 
-    def read(self) -> Model:
-        """The model's columns in the run's DuckDB, renamed as the sync says; the warehouse released."""
+    def session(self) -> PgSession:
+        """The state's Postgres, attached to the run's DuckDB (once)."""
+        if self.pg is None:
+            name = self.spec.name
+            url = self.connections.state_url
+            self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
+        return self.pg
+
+    def since(self) -> Since | None:
+        """Change detection by cursor: the rows to read, from the highest cursor value the last
+        commit recorded; None: every row (the sync's first run, a full diff every
+        ``full_diff_every`` runs, ``--full-resync``, ``verify --repair``)."""
+        s = self.spec.settings
+        if s.change_detection != "cursor" or s.cursor is None or self.options.full_resync or self.options.verify_all:
+            return None
+        from reverse_etl.state import registry
+        from reverse_etl.state.schema import SCHEMA
+
+        pg = self.session()
+        if not pg.exists(SCHEMA, "syncs"):
+            return None
+        row = registry.read(pg, self.spec.name)
+        if row is None or row.cursor is None or row.since_full + 1 >= s.full_diff_every:
+            return None
+        kind, _, value = row.cursor.partition("|")
+        column = next((src for src, dst in (s.columns or {}).items() if dst == s.cursor), s.cursor)
+        self.read_by = f"rows with {s.cursor} >= {value} (a full diff in {s.full_diff_every - row.since_full - 1} runs)"
+        return Since(column, value, kind)
+
+    def read(self, since: Since | None) -> Model:
+        """The model's columns in the run's DuckDB, renamed as the sync says (``since``: only the
+        rows the cursor says may have changed); the warehouse released."""
         spec, scratch = self.spec, self.scratch
         assert scratch is not None
         if spec.source is None:
@@ -257,7 +299,9 @@ class SyncRun:
         with self.phase("read"):
             source = open_source(spec.warehouse, self.settings, wait=self.options.wait)
             try:
-                relation = source.relation(self.con, scratch.db, spec.source, list(mapping) if mapping else None)
+                columns = list(mapping) if mapping else None
+                # on the work cursor: a read again after drift happens inside the state's transaction
+                relation = source.relation(self.work, scratch.db, spec.source, columns, since)
             except Exception as exc:
                 error = classify(exc, f"sync {spec.name}: model {spec.model}")
                 text = str(error).lower()
@@ -269,20 +313,30 @@ class SyncRun:
                     ) from exc
                 raise error from exc
             where = f"sync {spec.name}: model {spec.model} ({source.describe(spec.source)})"
-            return Model.of(self.con, relation, mapping, scratch.table("model_renamed"), where)
+            return Model.of(self.work, relation, mapping, scratch.table("model_renamed"), where)
 
     # ---------------------------------------------------------------- 2. shape
 
     def shape(self, model: Model) -> Records:
         """The destination's record shape over the model; its checks of the rows."""
-        assert self.scratch is not None
-        name = self.spec.name
-        url = self.connections.state_url
-        self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
-        self.destination = open_destination(self.spec, self.connections, self.pg, self.con, self.options)
+        pg = self.session()
+        self.destination = open_destination(self.spec, self.connections, pg, self.con, self.options)
+        return self.reshape(model)
+
+    def reshape(self, model: Model) -> Records:
+        """The records of ``model`` in the destination's shape (again, after a full read)."""
+        assert self.scratch is not None and self.destination is not None
         with self.phase("shape"):
             shape = self.destination.shape(model)
-            return Records(self.work, self.scratch.shared, self.spec, model, shape)
+            records = Records(self.work, self.scratch.shared, self.spec, model, shape)
+        if self.spec.settings.cursor and self.spec.settings.cursor not in model.columns:
+            raise SyncError(
+                f"sync {self.spec.name}: cursor column {self.spec.settings.cursor} not in model {self.spec.model}"
+            )
+        if self.sync_state is not None:
+            self.sync_state.records = records
+        self.model = model
+        return records
 
     # ---------------------------------------------------------------- 3. state
 
@@ -347,17 +401,33 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 5. classify
 
-    def classify(self, records: Records, known: Known, drift: Drift) -> Plan:
+    def classify(self, records: Records, known: Known, drift: Drift, partial: bool = False) -> Plan:
+        """Every record read classified; ``partial`` (read by cursor): the records not read are
+        unchanged, and nothing is gone (deletes are found by the full diffs)."""
         with self.phase("classify"):
             plan = records.classify(known.state, drift.lost)
             for batch in records.rejected():
                 plan.rejected += batch.num_rows
                 self.rejections += preview.sample_rejections(batch, self.options.sample_size - len(self.rejections))
-            if self.spec.mode in DELETING_MODES and (known.owned or drift.extra):
+            if partial:
+                plan.unchanged = max(known.owned - plan.changed - plan.healed, 0)
+            elif self.spec.mode in DELETING_MODES and (known.owned or drift.extra):
                 self.gone = records.gone_sql(known.state, drift.extra)
                 plan.gone = records.count(self.gone)
+            self.partial = partial
+            self.watermark = self._watermark(records)
         self.crash.reached("classified")
         return plan
+
+    def _watermark(self, records: Records) -> str | None:
+        """The highest cursor value read ("TYPE|value"), for the next run to read from."""
+        cursor = self.spec.settings.cursor
+        if self.spec.settings.change_detection != "cursor" or cursor is None:
+            return None
+        row = self.work.execute(f"select max({q(cursor)})::varchar from {records.accepted()}").fetchone()
+        if not row or row[0] is None:
+            return None
+        return f"{records.types[cursor]}|{row[0]}"
 
     # ---------------------------------------------------------------- 6. guard
 
@@ -378,6 +448,7 @@ class SyncRun:
         return Outcome(
             "dry_run",
             preview.planned_counts(self.spec, plan),
+            read_by=self.read_by,
             repairs=self.repairs,
             checked=self.checked,
             changes=preview.sample_changes(self.spec, records, limit),
@@ -509,7 +580,10 @@ class SyncRun:
         state = self.sync_state
         kept, absent = (written.kept, written.absent) if written else (None, None)
         with self.phase("remember"):
-            state.remember(plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only", kept, absent)
+            state.remember(
+                plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only", kept, absent,
+                cursor=(self.watermark, self.partial),
+            )  # fmt: skip
             if plan.rejected:
                 state.keep_rejected(self.run_id or 0)
             state.prune_rejected()
