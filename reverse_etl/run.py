@@ -81,6 +81,9 @@ class Outcome:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # after the commit: what failed (the refresh), its debt kept
     read_by: str = "every row"  # change detection by cursor: which rows were read
+    fields: dict[str, Any] = field(default_factory=dict)  # dry run: the updates, field by field
+    schema_change: str = ""  # dry run: the change of the model's columns the run would follow
+    seal: dict[str, str] = field(default_factory=dict)  # sync plan: the mart, state and destination it saw
 
 
 @dataclass
@@ -155,6 +158,7 @@ class SyncRun:
         self.partial = False  # read by cursor: only the rows that may have changed
         self.watermark: str | None = None
         self.read_by = "every row"
+        self.records_now: Records | None = None
 
     # ---------------------------------------------------------------- the protocol
 
@@ -416,6 +420,7 @@ class SyncRun:
                 plan.gone = records.count(self.gone)
             self.partial = partial
             self.watermark = self._watermark(records)
+            self.records_now = records
         self.crash.reached("classified")
         return plan
 
@@ -431,7 +436,24 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 6. guard
 
+    def sealed(self, records: Records) -> dict[str, str]:
+        """What a plan is made of: the classified records (their fingerprints), the state's
+        version, and what the destination holds that the run would change."""
+        assert self.destination is not None and self.sync_state is not None
+        row = self.work.execute(
+            f"select count(*), coalesce(bit_xor(__rt_fp), 0), sum(__rt_change) from {records.classified}"
+        ).fetchone()
+        state = self.sync_state.checked.row
+        return {
+            "model": f"{row[0]}:{row[1]}:{row[2]}" if row else "empty",
+            "state": f"{state.epoch}:{state.version}" if state else "none",
+            "destination": self.destination.seal(records),
+        }
+
     def guard(self, plan: Plan, known: Known) -> None:
+        if self.options.expect is not None:  # sync apply: what the plan saw, still so?
+            assert self.records_now is not None
+            guards.check_seal(self.spec.name, self.options.expect, self.sealed(self.records_now))
         if self.dry_run:
             return
         s, o = self.spec.settings, self.options
@@ -445,10 +467,19 @@ class SyncRun:
         """A dry run's result: the counts and samples, nothing written anywhere."""
         limit = self.options.sample_size
         deletions = preview.sample_gone(records, self.gone, limit) if self.gone and plan.gone else []
+        updates = 0 if self.spec.mode in ("insert_only", "replace") else plan.changed + plan.healed
+        with self.phase("field_diff"):
+            fields = preview.field_diff(records, self.destination, updates, limit) if updates else {}
+        schema_change = ""
+        if self.change:
+            schema_change = f"{self.change.describe()} (on_schema_change: {self.spec.settings.on_schema_change})"
         return Outcome(
             "dry_run",
             preview.planned_counts(self.spec, plan),
+            seal=self.sealed(records) if self.options.seal else {},
             read_by=self.read_by,
+            fields=fields,
+            schema_change=schema_change,
             repairs=self.repairs,
             checked=self.checked,
             changes=preview.sample_changes(self.spec, records, limit),
