@@ -31,6 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _current: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("sync_invocation", default=None)
 # command arguments never copied into the document
 _NOT_ARGS = ("debug", "quiet")
+# the commands whose failures are notified: those that write (a plan or a dry run pages nobody)
+NOTIFYING = ("run", "apply", "verify")
 
 
 def current() -> Invocation | None:
@@ -134,7 +136,7 @@ class Invocation:
             log.debug("results written to %s", path)
         except Exception as exc:
             log.warning("results file %s not written: %s", path, redact(exc))
-        if self.exit_code == 1 and not self.args.get("dry_run"):
+        if self.exit_code == 1 and self.command in NOTIFYING and not self.args.get("dry_run"):
             global_hook = Hook(settings.secret("sync_notify_url"), settings.sync_notify_command, "settings")
             self._notify(document, payload, global_hook)
 

@@ -1,6 +1,6 @@
 """The results file of a `roundtrip sync` invocation (dbt's ``run_results.json``, for syncs).
 
-One JSON document per invocation of ``run`` or ``verify``, at
+One JSON document per invocation of ``run``, ``verify``, ``plan`` or ``apply``, at
 ``$ROUNDTRIP_DATA_DIR/reverse_etl/run_results.json`` unless ``--results PATH`` says otherwise,
 replaced atomically (a temporary file renamed over it: a reader sees the previous document or
 the new one, never half of one), whatever the invocation ended with:
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "roundtrip.sync.run_results/v1"
 FILE_NAME = "run_results.json"
 # what a sync's result says when it needs someone's attention (run, and verify's own statuses)
-FAILING = ("failed", "blocked", "locked", "invalid", "differs", "interrupted")
+FAILING = ("failed", "blocked", "locked", "invalid", "stale", "differs", "interrupted")
 STATUS_OF_EXIT = {0: "succeeded", 1: "failed", 2: "succeeded_with_rejects", 130: "interrupted"}
 
 

@@ -109,6 +109,13 @@ class SyncSettings(BaseModel):
     match: Literal["both", "create_only", "update_only"] = "both"
     fill_empty: bool | list[str] = False
     tests: DestinationTests | None = None  # assertions on the destination after the write
+    # change detection: every row read and compared with the state (diff), or only the rows whose
+    # `cursor` column (a model column that grows with every change: updated_at) reached the
+    # highest value the last run read, with a full diff every `full_diff_every` runs (deletes,
+    # and changes the cursor missed, are only found by those)
+    change_detection: Literal["diff", "cursor"] = "diff"
+    cursor: str | None = None
+    full_diff_every: int = Field(default=10, ge=1)
     # who hears about this sync's failures, besides ROUNDTRIP_SYNC_NOTIFY_* (reverse_etl.notify)
     notify: NotifySettings | None = None
 
@@ -140,6 +147,15 @@ class SyncSettings(BaseModel):
             keys = set(self.primary_key) & set(self.fill_empty if isinstance(self.fill_empty, list) else [])
             if keys:
                 raise ValueError(f"fill_empty cannot name key columns: {sorted(keys)}")
+        if self.change_detection == "cursor":
+            if not self.cursor:
+                raise ValueError("change_detection: cursor needs a cursor column (e.g. cursor: updated_at)")
+            if self.mode == "replace" or (kind == "redis" and self.value == "list"):
+                raise ValueError(
+                    "change_detection: cursor needs records of one row each (not replace, not value: list)"
+                )
+        elif self.cursor:
+            raise ValueError("cursor applies to change_detection: cursor")
         if self.tests and (self.tests.unique or self.tests.not_null) and kind != "postgres":
             raise ValueError("tests: unique and not_null apply to postgres syncs (a Redis key is unique)")
         if self.columns is not None:

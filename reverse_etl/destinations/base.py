@@ -159,6 +159,14 @@ class Destination(Protocol):
         """The identities the destination holds that this sync could have written (a DuckDB
         table; None: nothing), to re-own a sync whose state was lost."""
 
+    def seal(self, records: Records) -> str:
+        """A summary of what the destination holds that the run would change (``sync plan``:
+        ``apply`` refuses a plan whose seal no longer matches)."""
+
+    def fields(self, records: Records, identities: str) -> str:
+        """The fields the records of ``identities`` would change (a DuckDB table: identity,
+        ``__rt_column``, ``__rt_old``, ``__rt_new``), for a dry run's field-level diff."""
+
     def extra(self, records: Records) -> str | None:
         """The identities the destination holds that the model does not render (a DuckDB table)."""
 

@@ -767,6 +767,43 @@ class PostgresDestination:
         problems = int(con.execute(f"select count(*) from {table}").fetchone()[0])
         return Verified(table, checked, problems)
 
+    def seal(self, records: Records) -> str:
+        """What the table holds now, for ``sync plan`` / ``apply`` (its digest over the model's
+        columns, whichever of them it has)."""
+        if not self._exists():
+            return "absent"
+        present = self._table_columns()
+        return self._digest([c for c in records.columns if c in present]) or "unknown"
+
+    def fields(self, records: Records, identities: str) -> str:
+        """The fields the records of ``identities`` would change: a work table of their key
+        columns, ``__rt_column``, ``__rt_old`` (what the destination holds) and ``__rt_new``
+        (what would be written), one row per field that differs."""
+        model = self.model
+        assert model is not None
+        keys = self.settings.primary_key
+        key_list = ", ".join(q(k) for k in keys)
+        expected = f"select m.* from {records.accepted()} m semi join ({identities}) i on " + " and ".join(
+            f"m.{q(k)} = i.{q(k)}" for k in keys
+        )
+        held = self._read_back(records, f"select {key_list} from ({expected})", model.columns)
+        on = " and ".join(f"h.{q(k)} = m.{q(k)}" for k in keys)
+        fields = ", ".join(
+            f"""struct_pack(c := {literal(c)}, o := h.{q(c)}::varchar, n := m.{q(c)}::varchar,
+                            d := try_cast(h.{q(c)} as {model.types[c]}) is distinct from m.{q(c)})"""
+            for c in model.columns
+            if c not in keys
+        )
+        table = records.table("rt_fields")
+        records.con.execute(
+            f"""create or replace table {table} as
+                select {key_list}, f.c as __rt_column, f.o as __rt_old, f.n as __rt_new
+                from (select {", ".join(f"m.{q(k)}" for k in keys)}, unnest([{fields or "null"}]) as f
+                      from ({expected}) m join {held} h on {on})
+                where f.d"""
+        )
+        return table
+
     def extra(self, records: Records) -> str | None:
         """Rows of the table whose key the model does not have (a DuckDB temp table)."""
         if not self._exists():

@@ -92,6 +92,11 @@ def key_template_sql(template: str, alias: str | None = None) -> str:
     return " || ".join(parts)
 
 
+def _path(column: str) -> str:
+    """A JSON path to an object's member, whatever its name holds."""
+    return '$."' + column.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def key_pattern(template: str) -> str:
     """The template as a Redis glob (``reco:*``), its literal parts escaped."""
     out = []
@@ -455,6 +460,73 @@ class RedisDestination:
         finally:
             writer.close()
         return Verified(table, checked, records.count(f"select * from {table}"))
+
+    def seal(self, records: Records) -> str:
+        """What Redis holds now of the keys the run would write, for ``sync plan`` / ``apply``:
+        a hash of their values (and the server's identity)."""
+        digest = 0
+        query = f"select {q(TARGET)} from {records.classified} where {CHANGE} in ({NEW}, {CHANGED}, {HEALED})"
+        for batch in records.stream(query):
+            values = pa.array(self.link.values(batch[TARGET]), pa.binary())
+            table = pa.table({"k": batch[TARGET], "v": values})
+            con = records.con.cursor()
+            try:
+                con.register("rt_seal", table)
+                row = con.execute("select coalesce(bit_xor(hash(k, v)), 0) from rt_seal").fetchone()
+            finally:
+                con.close()
+            digest ^= int(row[0]) if row else 0
+        return f"{self.link.server_id()}:{digest}"
+
+    def fields(self, records: Records, identities: str) -> str:
+        """The fields the keys of ``identities`` would change (object values: per model
+        column; list values: the whole value): ``__rt_target``, ``__rt_column``, ``__rt_old``,
+        ``__rt_new``, one row per field that differs."""
+        shape = records.shape
+        con = records.con
+        chosen = records.table("rt_field_records")
+        con.execute(
+            f"""create or replace table {chosen} as select r.*, {UNCHANGED}::tinyint as {CHANGE}
+                from ({records.records_of_model()}) r semi join ({identities}) i on {records.on("i", "r")}"""
+        )
+        rendered = shape.written(records.accepted(), chosen) if shape.written else f"select * from {chosen}"
+        pairs = records.table("rt_field_pairs")
+        con.execute(f"create or replace table {pairs} ({q(TARGET)} varchar, __rt_held varchar, __rt_value varchar)")
+        writer = con.cursor()
+        try:
+            for batch in records.stream(f"select {TARGET}, {VALUE} from ({rendered})"):
+                held = pa.array(self.link.values(batch[TARGET]), pa.binary()).cast(pa.string())
+                writer.register("rt_pairs", pa.table({TARGET: batch[TARGET], "h": held, "v": batch[VALUE]}))
+                writer.execute(f"insert into {pairs} select * from rt_pairs")
+                writer.unregister("rt_pairs")
+        finally:
+            writer.close()
+        model = self.model
+        assert model is not None
+        table = records.table("rt_fields")
+        if self.settings.value == "object":
+            columns = model.columns
+            fields = ", ".join(
+                f"""struct_pack(c := {literal(c)}, o := json_extract_string(__rt_held, {literal(_path(c))}),
+                                n := json_extract_string(__rt_value, {literal(_path(c))}))"""
+                for c in columns
+            )
+            con.execute(
+                f"""create or replace table {table} as
+                    select {q(TARGET)}, f.c as __rt_column, f.o as __rt_old, f.n as __rt_new
+                    from (select {q(TARGET)}, unnest([{fields}]) as f from {pairs} where json_valid(__rt_held))
+                    where f.o is distinct from f.n
+                    union all
+                    select {q(TARGET)}, '(value)', __rt_held, __rt_value from {pairs}
+                    where __rt_held is not null and not json_valid(__rt_held)"""
+            )
+        else:
+            con.execute(
+                f"""create or replace table {table} as
+                    select {q(TARGET)}, '(value)' as __rt_column, __rt_held as __rt_old, __rt_value as __rt_new
+                    from {pairs} where __rt_held is distinct from __rt_value"""
+            )
+        return table
 
     def extra(self, records: Records, against_model: bool = True) -> str:
         """Keys matching the template that the model does not render (a DuckDB table; with

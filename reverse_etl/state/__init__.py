@@ -271,6 +271,7 @@ class SyncState:
         insert_only: bool,
         kept: str | None = None,
         absent: str | None = None,
+        cursor: tuple[str | None, bool] = (None, False),
     ) -> Remembered:
         """After the writes, in the run's transaction: what the state must now say. ``kept``
         and ``absent``: records a write policy kept from the destination (another version is
@@ -316,10 +317,14 @@ class SyncState:
                 logged = logged + appended + (self._count(gone) if gone and absent else plan.gone)
         if self.doubts.exists():
             self.doubts.clear()
+        watermark, partial = cursor  # change detection by cursor: how far this run read, and how
         registry.write(
             self.pg,
-            SyncRow(self.sync, row.rows_table, row.doubt_table, row.identity, version, live, logged, row.epoch, digest),
-        )
+            SyncRow(
+                self.sync, row.rows_table, row.doubt_table, row.identity, version, live, logged, row.epoch, digest,
+                cursor=max_cursor(row.cursor, watermark), since_full=row.since_full + 1 if partial else 0,
+            ),
+        )  # fmt: skip
         sent_columns.record(self.pg, self.sync, columns)
         self.remembered = Remembered(version, row.epoch, first)
         self._gone = gone
@@ -410,6 +415,12 @@ class SyncState:
     _insert_only: bool = False
     _kept: str | None = None
     _absent: str | None = None
+
+
+def max_cursor(before: str | None, now: str | None) -> str | None:
+    """The watermark to keep ("TYPE|value"): what this run read up to (a run reads from the last
+    watermark on, so it reaches at least as far), or the last one if it read nothing."""
+    return now if now is not None else before
 
 
 def state_schema_exists_pg(pg: PgSession) -> bool:
