@@ -99,16 +99,20 @@ docs: setup  ## generate the dbt docs site into target/
 docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:8080
 	$(DBT) docs serve --target $(TARGET) --host 127.0.0.1 --port 8080
 
+# the manifest of TARGET, parsed only when the project changed (roundtrip/core/dbt.py, ensure_manifest);
+# when it does not parse, dbt's own message is shown
+MANIFEST = $(DBT) manifest --target $(TARGET)
+
 syncs: setup  ## list the reverse syncs declared in dbt
-	$(DBT) parse --target $(TARGET) >/dev/null
+	@$(MANIFEST)
 	$(PY) -m reverse_etl list --target $(TARGET)
 
 reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
-	$(DBT) parse --target $(TARGET) >/dev/null
+	@$(MANIFEST)
 	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
-	$(DBT) parse --target $(TARGET) >/dev/null
+	@$(MANIFEST)
 	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) --dry-run $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)
