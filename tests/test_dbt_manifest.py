@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,8 +144,8 @@ def test_make_syncs_shows_dbts_message_when_the_project_does_not_parse(tmp_path:
         if (PROJECT_ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             (copy / name).write_bytes((PROJECT_ROOT / name).read_bytes())
-    for shared in (".venv", ".duckdb_extensions"):
-        (copy / shared).symlink_to(PROJECT_ROOT / shared)
+    (copy / ".venv").symlink_to(sys.prefix)  # this environment, wherever the project is
+    (copy / ".duckdb_extensions").symlink_to(PROJECT_ROOT / ".duckdb_extensions")
     exposures = copy / "models" / "marts" / "_marts__exposures.yml"
     exposures.write_text(exposures.read_text().replace("    type: application", "    type: [application", 1))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUNDTRIP_", "DBT_"))}
