@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from roundtrip.core.errors import ConfigError
@@ -177,6 +177,15 @@ class Settings(BaseSettings):
             return {k: v for k, v in values.items() if v != ""}
         return values
 
+    @field_validator("postgres_url", "warehouse_url", "redis_url", "catalog_url")
+    @classmethod
+    def _a_url(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        """A server URL that cannot work is refused here, naming the form it needs, rather
+        than by a driver later (``127.0.0.1:6379`` for Redis would say ``got ''``)."""
+        if value is not None:
+            check_url(info.field_name, value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         data = self.data_dir.resolve()
@@ -227,6 +236,34 @@ class Settings(BaseSettings):
         return postgres_dbt_env(url) if url else {}
 
 
+# the URL forms each server setting takes: schemes, and an example shown when one is wrong
+URL_FORMS: dict[str, tuple[tuple[str, ...], str]] = {
+    "postgres_url": (("postgresql", "postgres"), "a URL such as postgresql://user@host:5432/database"),
+    "warehouse_url": (("postgresql", "postgres"), "a URL such as postgresql://user@host:5432/database"),
+    "redis_url": (("redis", "rediss"), "a URL such as redis://host:6379/0 (rediss:// for TLS)"),
+    "catalog_url": ((), "a SQLAlchemy URL such as postgresql://user@host:5432/catalog"),
+}
+
+
+def check_url(field: str, url: str) -> None:
+    """Raise ValueError (the message names the expected form) when ``url`` is not one."""
+    schemes, example = URL_FORMS[field]
+    shown = redact(url)
+    parts = urlparse(url)
+    scheme = parts.scheme.split("+")[0].lower()  # SQLAlchemy: postgresql+psycopg
+    if "://" not in url or not scheme or (schemes and scheme not in schemes):
+        raise ValueError(f"expected {example}, got {shown!r}")
+    try:
+        parts.port  # noqa: B018 - urlparse checks the port only when asked
+    except ValueError:
+        raise ValueError(f"the port of {shown!r} is not a number from 0 to 65535 (expected {example})") from None
+    if scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ValueError(f"no host in {shown!r} (expected {example})")
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ValueError(f"the database of {shown!r} must be a number (expected {example})")
+
+
 def postgres_dbt_env(url: str) -> dict[str, str]:
     """``ROUNDTRIP_PG_HOST`` ... for dbt's ``postgres`` target, from a libpq URL."""
     parsed = urlparse(url)
@@ -251,7 +288,7 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             env = "DBT_TARGET_PATH" if field == "dbt_target_path" else PREFIX + field.upper()
-            problems.append(f"{env}: {error['msg']}")
+            problems.append(f"{env}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid setting " + "; ".join(problems)) from None
 
 
