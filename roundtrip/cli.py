@@ -149,23 +149,51 @@ def generate_cmd(
     )
 
 
+class _Stopped(Exception):
+    """A stop signal (SIGTERM, SIGHUP) turned into an exception, so cleanup runs as for Ctrl-C."""
+
+
 @app.command()
 def services(debug: DebugOpt = False) -> None:
-    """Start a throwaway Postgres and Redis and wait (Ctrl-C stops them). Prints their URLs."""
+    """Start a throwaway Postgres and Redis and wait; Ctrl-C, SIGTERM or SIGHUP stops them and
+    removes their folders. Prints their URLs."""
+    import signal
+
     from roundtrip.dev.demo import service_environment
     from roundtrip.dev.services import postgres_server, redis_server
 
     configure_logging(debug)
     folder = load_settings().services_dir
-    with postgres_server(folder) as pg, redis_server(folder) as rd:
-        console.print("Servers are up. In another shell:")
-        for key, value in service_environment(pg, rd).items():
-            console.print(f"  export {key}='{value}'", markup=False)
-        try:
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def stop(signum: int, _frame: object) -> None:
+        for each in stops:  # a second signal must not cut the cleanup short
+            signal.signal(each, signal.SIG_IGN)
+        raise _Stopped("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+
+    for signum in stops:
+        signal.signal(signum, stop)
+    try:
+        with postgres_server(folder) as pg, redis_server(folder) as rd:
+            console.print("Servers are up. In another shell:")
+            for key, value in service_environment(pg, rd).items():
+                console.print(f"  export {key}='{value}'", markup=False)
+            console.print("Ctrl-C (or SIGTERM) stops them.")
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            console.print("stopping")
+    except _Stopped as exc:
+        reason = str(exc)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+    left = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    console.print(
+        f"stopped on {reason}: servers stopped, their folders under {folder} removed"
+        + (f" (left there by others: {', '.join(left)})" if left else ""),
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("dbt", context_settings=PASSTHROUGH)
