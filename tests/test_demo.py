@@ -141,7 +141,8 @@ def test_demo_on_a_postgres_warehouse_and_throwaway_servers_leaves_none_running(
     ):
         layer = "gold" if model == "daily_gmv_metrics" else "marts"
         assert held[sync] == layers[(layer, model)] == syncs[sync]["inserted"], sync
-    assert (tmp_path / "data" / "report.html").read_text().count("<svg") == 1
+    assert (tmp_path / "data" / "report-postgres.html").read_text().count("<svg") == 1
+    assert not (tmp_path / "data" / "report.html").exists(), "the DuckDB demo's report is not overwritten"
     services = tmp_path / "data" / "services"
     leftovers = []
     for proc in Path("/proc").iterdir():
