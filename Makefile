@@ -52,9 +52,10 @@ PYTEST_WORKERS ?= 2
 test: setup  ## the test suite (starts its own Postgres and Redis)
 	$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-lint: setup  ## ruff on Python, sqlfluff (dbt templater) on the models
+lint: setup  ## ruff and mypy on Python, sqlfluff (dbt templater) on the models and the SQL their macros write
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	@# an in-memory DuckDB for the dbt templater: linting never waits for (or dies on) a warehouse
 	@# file that a dbt build or a loader holds, and never depends on what that file contains
 	ROUNDTRIP_DUCKDB_PATH=:memory: $(BIN)/sqlfluff lint models macros snapshots analyses
