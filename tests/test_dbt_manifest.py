@@ -76,6 +76,9 @@ def test_parsed_once_then_reused_until_a_file_or_a_setting_changes(
     monkeypatch.setenv("ROUNDTRIP_PG_PASSWORD", "another secret")
     assert not ensure_manifest("duckdb", project_dir=project, target_path=target).parsed
     assert "another secret" not in (target / "roundtrip_manifest.json").read_text()
+    # nor another target's settings (the demo's Postgres URL, set or not)
+    monkeypatch.setenv("ROUNDTRIP_WAREHOUSE_URL", "postgresql://dw@warehouse.example:5433/dw")
+    assert not ensure_manifest("duckdb", project_dir=project, target_path=target).parsed
 
     (project / "models" / "things.sql").write_text("select 2 as thing_id\n")
     changed = ensure_manifest("duckdb", project_dir=project, target_path=target)

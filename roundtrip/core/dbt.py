@@ -284,10 +284,12 @@ def fingerprint(
 
     files: dict[str, str] = {}
     names: set[str] = set()
+    profiles = _profiles_file(project_dir)
     for path in project_files(project_dir):
         data = path.read_bytes()
         files[_relative(path, project_dir)] = hashlib.sha256(data).hexdigest()
-        names.update(_ENV_VAR_CALL.findall(data.decode("utf-8", "replace")))
+        text = data.decode("utf-8", "replace")
+        names.update(_ENV_VAR_CALL.findall(_target_output(text, target) if path == profiles else text))
     names.update(name for name in environment if name.startswith("DBT_"))
     env = {
         name: hashlib.sha256(environment.get(name, "\0unset").encode()).hexdigest()
@@ -300,6 +302,21 @@ def fingerprint(
         dbt_version = "?"
     other = {"target": target, "vars": dbt_vars or "", "dbt": dbt_version, "project": str(project_dir.resolve())}
     return {"files": files, "env": env, "other": other}
+
+
+def _target_output(profiles_text: str, target: str) -> str:
+    """The part of profiles.yml that dbt renders for ``target``: its output's settings (the
+    other targets' ``env_var()`` calls do not change this target's manifest). All of it when
+    the file cannot be read that way."""
+    import yaml
+
+    try:
+        profiles = yaml.safe_load(profiles_text) or {}
+        outputs = [(p or {}).get("outputs", {}).get(target) for p in profiles.values() if isinstance(p, dict)]
+        chosen = [o for o in outputs if isinstance(o, dict)]
+    except (yaml.YAMLError, AttributeError):
+        return profiles_text
+    return json.dumps(chosen) if chosen else profiles_text
 
 
 def _relative(path: Path, project_dir: Path) -> str:
