@@ -68,7 +68,7 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
     from loaders import jobs
     from loaders.config import load_config
     from loaders.warehouse import open_warehouse
-    from reverse_etl.engine import Endpoints, RunOptions, run_syncs
+    from reverse_etl.engine import Connections, RunOptions, run_syncs
     from reverse_etl.spec import load_specs
     from roundtrip.core.dbt import run_dbt
 
@@ -114,7 +114,7 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
             run_dbt(["build"], target=target, target_path=target_path)
 
         with _stage(report, "reverse syncs"):
-            endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
+            endpoints = Connections.of(postgres_url=pg.url(), redis_url=rd.url())
             specs = load_specs(target=target)
             with ProgressBoard("rows sent") as board:
                 synced = run_syncs(specs, endpoints, RunOptions(on_rows=board.advance))
