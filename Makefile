@@ -117,6 +117,7 @@ reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts an
 	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) --dry-run $(SYNC_ARGS)
 
 reverse-sync-verify: setup  ## read each destination back and compare with its mart (SYNC=name|all); SYNC_ARGS=--repair rewrites what differs
+	@$(MANIFEST)
 	$(PY) -m reverse_etl verify --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)
