@@ -15,7 +15,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-verify reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files load-bigquery export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-verify reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ load-sql: setup  ## SQL database tables (the Postgres catalog) -> warehouse (ROU
 
 load-files: setup  ## event files (local, gs://, s3://) -> bronze, each file once
 	$(PY) -m loaders files --target $(TARGET) $(LOADER_ARGS)
+
+load-bigquery: setup  ## BigQuery tables of any project (the `bigquery:` sources of loaders.yml) -> warehouse
+	$(PY) -m loaders bigquery --target $(TARGET) $(LOADER_ARGS)
 
 export: setup  ## warehouse tables -> Snappy Parquet under {destination}/{YYYYMMDD}/{table}/ (EXPORT_ARGS="--date 20261120")
 	$(PY) -m loaders export --target $(TARGET) $(EXPORT_ARGS)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from reverse_etl.connections import Connections
+from reverse_etl.connections import kinds as connection_kinds
 from reverse_etl.engine import RunOptions, SyncResult, run_syncs
 from reverse_etl.errors import SyncError
 from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs, select
@@ -45,7 +46,7 @@ def connections_from(settings: Settings) -> Connections:
 def _declared(target: str | None) -> tuple[Settings, str, list[SyncSpec], list[InvalidSync]]:
     settings = load_settings()
     warehouse = target or settings.target
-    specs, invalid = load_syncs(target=warehouse)
+    specs, invalid = load_syncs(target=warehouse, kinds=connection_kinds(settings))
     return settings, warehouse, specs, invalid
 
 
@@ -272,6 +273,49 @@ def _escaped(text: str) -> str:
     from rich.markup import escape
 
     return escape(redact(text))
+
+
+@app.command()
+def connections(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """The named connections (profiles/connections.yml), passwords masked, each reached and
+    logged in to; which one keeps the state. Exit 1 when any cannot be used."""
+    configure_logging(debug)
+    settings = load_settings()
+    declared = connections_from(settings)
+    used = {s.settings.destination for s in _declared_quietly(settings)}
+    rows = []
+    for name, connection in sorted(declared.by_name.items()):
+        ok, what, seconds = declared.check(name)
+        rows.append(
+            {
+                "connection": name,
+                "type": connection.kind,
+                "url": connection.safe_url,
+                "role": ", ".join(
+                    r for r, yes in (("state", name == declared.state), ("destination", name in used)) if yes
+                )
+                or "unused",
+                "status": "ok" if ok else "failed",
+                "server": what,
+                "seconds": round(seconds, 3),
+            }
+        )
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(f"connections ({declared.source})", rows)
+    if not rows or any(r["status"] != "ok" for r in rows):
+        sys.exit(EXIT_FAILED)
+
+
+def _declared_quietly(settings: Settings) -> list[SyncSpec]:
+    """The syncs, when a manifest is there (``connections`` works without one)."""
+    try:
+        specs, _ = load_syncs(target=settings.target, kinds=connection_kinds(settings))
+    except SyncError:
+        return []
+    return specs
 
 
 @app.command()

@@ -61,6 +61,7 @@ from roundtrip.core.settings import Settings
 
 log = logging.getLogger(__name__)
 STATE_ALIAS = "rt_pg"
+DESTINATION_ALIAS = "rt_dest"  # a Postgres destination outside the state's database
 DELETING_MODES = ("mirror", "replace")
 
 
@@ -166,11 +167,7 @@ class SyncRun:
                     if self.dry_run:
                         return self.planned(records, plan)
                     self.write_ahead(records, plan)
-                    if self.transactional:
-                        counts = self.write(records, plan)
-                        self.remember(records, plan, self.digest(model, drift, counts))
-                    else:  # its writes cannot join the transaction: the state's part runs beside them
-                        counts = self.write_beside(records, plan, self.digest(model, drift, None))
+                    counts = self.write_and_remember(model, records, plan, drift)
                     status = self.commit(counts)
                 except BaseException:
                     self.rollback()
@@ -282,7 +279,7 @@ class SyncRun:
         name = self.spec.name
         url = self.connections.state_url
         self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
-        self.destination = open_destination(self.spec, self.connections, self.pg, self.options)
+        self.destination = open_destination(self.spec, self.connections, self.pg, self.con, self.options)
         with self.phase("shape"):
             shape = self.destination.shape(model)
             return Records(self.work, self.scratch.shared, self.spec, model, shape)
@@ -436,6 +433,21 @@ class SyncRun:
                 self.sync_state.owe_refresh(self.refresh_due)  # cleared once they are refreshed
         return counts
 
+    def write_and_remember(self, model: Model, records: Records, plan: Plan, drift: Drift) -> SyncCounts:
+        """Phases 8 and 9, in the order the destination's transactions allow."""
+        assert self.destination is not None
+        if self.transactional:  # the state's own database: one transaction for both
+            counts = self.write(records, plan)
+            self.remember(records, plan, self.digest(model, drift, counts))
+        elif self.destination.capabilities.digest_moves:  # another database: it commits first
+            counts = self.write(records, plan)
+            digest = self.digest(model, drift, counts)
+            self.destination.commit()
+            self.remember(records, plan, digest)
+        else:  # Redis: the state's part runs beside the writes, which are durable as they go
+            counts = self.write_beside(records, plan, self.digest(model, drift, None))
+        return counts
+
     def write_beside(self, records: Records, plan: Plan, digest: str | None) -> SyncCounts:
         """``write`` on a cursor of its own while ``remember`` runs on the run's connection in
         a helper thread: both wait on other processes (redis-server, Postgres) and release the
@@ -494,6 +506,8 @@ class SyncRun:
         return status
 
     def rollback(self) -> None:
+        if self.destination is not None:
+            self.destination.rollback()
         if self.pg is not None:
             self.pg.rollback()
 
@@ -530,21 +544,31 @@ class SyncRun:
             self.destination.close()
 
 
-def open_destination(spec: SyncSpec, connections: Connections, pg: PgSession, options: RunOptions) -> Destination:
+def open_destination(
+    spec: SyncSpec, connections: Connections, pg: PgSession, con: Any, options: RunOptions
+) -> Destination:
+    """The sync's destination, on its named connection. A Postgres destination in the state's
+    database shares the state's session (one transaction); one elsewhere gets a session of its
+    own, on a cursor of its own (a DuckDB transaction writes to one attached database only)."""
     connection = connections.destination(spec.settings.destination, spec.name)
     if connection.kind == "postgres":
         from reverse_etl.destinations.postgres import PostgresDestination
         from reverse_etl.refresh import refresh_serving_models
 
-        if connection.url != connections.state_url:
-            raise SyncError(f"sync {spec.name}: a Postgres destination must be the state's Postgres")
+        shared = connections.shares_state(connection)
+        session = pg
+        if not shared:
+            session = PgSession(
+                con.cursor(), connection.url, DESTINATION_ALIAS, f"reverse_etl:{spec.name}", f"sync {spec.name}",
+                options.dry_run, own_connection=True,
+            )  # fmt: skip
         deferred = options.deferred_refresh
         if deferred is not None:
-            return PostgresDestination(spec, pg, True, partial(_defer_refresh, deferred, spec.name))
+            return PostgresDestination(spec, session, shared, partial(_defer_refresh, deferred, spec.name))
         refresh = partial(
             refresh_serving_models, spec, postgres_url=connection.url, project_dir=options.dbt_project_dir
         )
-        return PostgresDestination(spec, pg, True, refresh)
+        return PostgresDestination(spec, session, shared, refresh)
     from reverse_etl.destinations.redis import RedisDestination
     from reverse_etl.destinations.redis_link import RedisLink
 

@@ -8,7 +8,7 @@ exposures:
     depends_on: [ref('user_segments')]
     meta:
       sync:
-        destination: postgres            # postgres | redis
+        destination: postgres            # a connection's name (profiles/connections.yml)
         target: crm.user_segments        # schema.table, or a Redis key template such as "reco:{user_id}"
         mode: upsert                     # upsert | mirror | insert_only | replace
         primary_key: [user_id]
@@ -32,13 +32,14 @@ from pathlib import Path
 from string import Formatter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from reverse_etl.errors import SyncError
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 OnSchemaChange = Literal["fail", "append_new_columns", "sync_all_columns"]
 RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
+DEFAULT_KINDS = {"postgres": "postgres", "redis": "redis"}  # the connections a project without a file has
 
 
 class TrackChanges(BaseModel):
@@ -64,7 +65,8 @@ class SyncSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    destination: Literal["postgres", "redis"]
+    destination: str  # a connection's name (profiles/connections.yml): `postgres` and `redis` by default
+    kind: Literal["postgres", "redis"] | None = None  # the connection's type: set from the connections
     target: str | None = None  # postgres: schema.table (replace: defaults to the model's own); redis: key template
     mode: Mode = "upsert"
     primary_key: list[str] = Field(min_length=1)
@@ -90,8 +92,22 @@ class SyncSettings(BaseModel):
     non_finite: Literal["reject", "null"] = "reject"
 
     @model_validator(mode="after")
-    def _check(self) -> SyncSettings:
-        if self.destination == "postgres":
+    def _check(self, info: ValidationInfo) -> SyncSettings:
+        given: dict[str, str] | None = (info.context or {}).get("kinds")
+        if given is None and self.kind is not None:  # resolved already (a spec built from settings)
+            given = {self.destination: self.kind}
+        known = given or DEFAULT_KINDS
+        kind = known.get(self.destination)
+        if kind not in ("postgres", "redis"):
+            declared = ", ".join(sorted(known)) or "none"
+            raise ValueError(
+                f"destination {self.destination!r} is not a declared connection (declared: {declared}; "
+                "see profiles/connections.yml)"
+            )
+        if self.kind is not None and self.kind != kind:
+            raise ValueError(f"kind {self.kind} does not match connection {self.destination!r}, a {kind} one")
+        self.kind = kind  # type: ignore[assignment]
+        if kind == "postgres":
             self._check_postgres()
         else:
             self._check_redis()
@@ -269,17 +285,22 @@ def read_manifest(path: Path, target: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def load_specs(path: Path | None = None, target: str | None = None) -> list[SyncSpec]:
+def load_specs(
+    path: Path | None = None, target: str | None = None, kinds: dict[str, str] | None = None
+) -> list[SyncSpec]:
     """The valid syncs only; an invalid one raises (see ``load_syncs`` to keep going)."""
-    specs, invalid = load_syncs(path, target)
+    specs, invalid = load_syncs(path, target, kinds)
     if invalid:
         raise SyncError(f"exposure {invalid[0].name!r}: {invalid[0].reason}")
     return specs
 
 
-def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[list[SyncSpec], list[InvalidSync]]:
+def load_syncs(
+    path: Path | None = None, target: str | None = None, kinds: dict[str, str] | None = None
+) -> tuple[list[SyncSpec], list[InvalidSync]]:
     """Every exposure of type ``application`` with a ``meta.sync`` block: the valid ones as
-    specs, the others with the reason each cannot run."""
+    specs, the others with the reason each cannot run. ``kinds``: the declared connections'
+    types (connection name -> postgres | redis; default: ``postgres`` and ``redis``)."""
     path = path or manifest_path(target)
     manifest = read_manifest(path, target)
     warehouse = manifest.get("metadata", {}).get("adapter_type") or target or "duckdb"
@@ -294,7 +315,7 @@ def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[lis
             invalid.append(InvalidSync(exposure["name"], f"must depend on exactly one model, found {models}"))
             continue
         try:
-            settings = SyncSettings.model_validate(raw)
+            settings = SyncSettings.model_validate(raw, context={"kinds": kinds or DEFAULT_KINDS})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'meta.sync'}: {e['msg'].removeprefix('Value error, ')}"
@@ -308,7 +329,7 @@ def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[lis
     replaced = {
         node["unique_id"]: settings.target or own_table(node)
         for _, node, settings in parsed
-        if settings.destination == "postgres" and settings.mode == "replace"
+        if settings.kind == "postgres" and settings.mode == "replace"
     }
     specs = []
     for exposure, node, settings in parsed:

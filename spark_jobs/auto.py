@@ -125,6 +125,27 @@ def estimate_bronze(landing: str, fmt: BronzeFormat) -> list[StreamEstimate]:
     return [estimate_stream(landing, stream, fmt) for stream in STREAMS]
 
 
+def estimate_bigquery_sources(target: str, env: Mapping[str, str] | None = None) -> list[StreamEstimate]:
+    """The rows the BigQuery sources of loaders.yml would load, as ``python -m loaders bigquery
+    --estimate`` counts them (table metadata, or COUNT(*) with the filter and the watermark); in a
+    subprocess, as spark_jobs runs every loader (it imports none)."""
+    import json
+    import os
+
+    command = [sys.executable, "-m", "loaders", "bigquery", "--estimate", "--json", "--quiet", "--target", target]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if done.returncode != 0:
+        problem = next((line for line in done.stderr.splitlines() if line.startswith("error:")), done.stderr.strip())
+        raise SparkJobError(f"cannot estimate the BigQuery sources: {problem.removeprefix('error: ')}")
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [
+        StreamEstimate(
+            f"{e['source']} {e['bigquery_table']}", 0, 0, int(e["estimated_rows"]), e["counted_by"] == "count(*)"
+        )
+        for e in found
+    ]
+
+
 # ---------------------------------------------------------------- engines
 
 
@@ -140,22 +161,23 @@ def run_spark(cfg: JobConfig, spark: SparkSession | None = None) -> list[dict[st
 HELD_BACK = 2  # the loaders' exit status when they loaded everything but held some input back
 
 
-def warehouse_commands(target: str) -> list[list[str]]:
-    """What ``make load`` and ``make dbt-build`` run."""
+def warehouse_commands(target: str, bigquery: bool = False) -> list[list[str]]:
+    """What ``make load`` (and ``make load-bigquery`` with ``bigquery``) and ``make dbt-build`` run."""
     from roundtrip.core.dbt import dbt_command
 
-    loaders = [[sys.executable, "-m", "loaders", kind, "--target", target] for kind in ("sqlite", "sql", "files")]
+    kinds = ("sqlite", "sql", "files", *(("bigquery",) if bigquery else ()))
+    loaders = [[sys.executable, "-m", "loaders", kind, "--target", target] for kind in kinds]
     return [*loaders, dbt_command(["build"], target=target)]
 
 
-def run_warehouse(target: str, env: Mapping[str, str] | None = None) -> list[dict[str, object]]:
+def run_warehouse(target: str, env: Mapping[str, str] | None = None, bigquery: bool = False) -> list[dict[str, object]]:
     """Loaders into the warehouse, then ``dbt build`` (every model is rebuilt whole)."""
     import time
 
     from roundtrip.core.dbt import dbt_environment
 
     done = []
-    for command in warehouse_commands(target):
+    for command in warehouse_commands(target, bigquery):
         started = time.perf_counter()
         name = " ".join(["dbt", *command[1:2]] if "-m" not in command else command[1:4])
         log.info("running %s", name)

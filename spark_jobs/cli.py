@@ -64,6 +64,14 @@ def auto_cmd(
         ),
     ] = None,
     plan_only: Annotated[bool, typer.Option("--plan", help="print the estimate and the choice, run nothing")] = False,
+    bigquery: Annotated[
+        bool,
+        typer.Option(
+            "--bigquery",
+            help="also count the BigQuery sources of loaders.yml (python -m loaders bigquery --estimate) "
+            "and load them on the warehouse path",
+        ),
+    ] = False,
     target: TargetOpt = None,
     day: DateOpt = None,
     start: StartOpt = None,
@@ -84,6 +92,8 @@ def auto_cmd(
     window = config.DateWindow.from_options(day, start, end)
     bronze = config.resolve_landing(landing)
     estimates = auto.estimate_bronze(bronze, fmt)
+    if bigquery:
+        estimates += auto.estimate_bigquery_sources(target or load_settings().target)
     plan = auto.choose_engine(
         sum(e.rows for e in estimates), auto.threshold_from_settings() if threshold is None else threshold
     )
@@ -97,10 +107,12 @@ def auto_cmd(
     if plan.engine == "spark":
         cfg = job_config(day, start, end, bronze, output, fmt, catalog_parquet)
         rows = auto.run_spark(cfg)
+        if bigquery:
+            console.print("note: Spark reads the bronze files; load the BigQuery sources with make load-bigquery")
     else:
         if not window.is_full:
             console.print("note: the warehouse path rebuilds every date (dbt models are whole tables)")
-        rows = auto.run_warehouse(target or load_settings().target)
+        rows = auto.run_warehouse(target or load_settings().target, bigquery=bigquery)
     report(f"{plan.engine}: done in {time.perf_counter() - started:.1f} s", rows, as_json)
 
 

@@ -46,6 +46,9 @@ class Capabilities:
     values: str
     # modes it can run
     modes: tuple[str, ...]
+    # its digest changes with its own writes (Postgres: a summary of the rows), so it is taken
+    # after them; Redis' (the server's identity) does not
+    digest_moves: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,13 @@ class Destination(Protocol):
 
     def extra(self, records: Records) -> str | None:
         """The identities the destination holds that the model does not render (a DuckDB table)."""
+
+    def commit(self) -> None:
+        """Outside the state's transaction, after the writes and before the state commits: make
+        them durable (a Postgres destination in another database; nothing for the others)."""
+
+    def rollback(self) -> None:
+        """The run failed before its commit: undo what ``commit`` would have made durable."""
 
     def after_commit(self, refresh_due: list[str]) -> list[str]:
         """Work that must follow the commit: refreshing serving models (their names)."""

@@ -203,10 +203,21 @@ class PostgresDestination:
     def hold(self) -> None:
         """Lock the table against other writers (readers go on) until the commit: a change made
         while the run reads it would otherwise be taken into the digest it records, and never
-        found. ``insert_only`` shares its table with the app and other syncs: no lock."""
+        found. ``insert_only`` shares its table with the app and other syncs: no lock. In
+        another database than the state's, the destination's own transaction opens here."""
+        if not self.capabilities.transactional:
+            self.pg.begin()
         if self.settings.mode == "insert_only" or not self._exists():
             return
         self.pg.execute(f"lock table {self.relation} in share row exclusive mode")
+
+    def commit(self) -> None:
+        if not self.capabilities.transactional:  # (in the state's database, the state's commit is it)
+            self.pg.commit()
+
+    def rollback(self) -> None:
+        if not self.capabilities.transactional:
+            self.pg.rollback()
 
     def _compare(self, records: Records, known: Known, sample: int | None, reason: str) -> Drift:
         """Read the table back (every row, or ``sample`` random records of the state) and list
@@ -703,7 +714,8 @@ class PostgresDestination:
         return []
 
     def close(self) -> None:
-        pass
+        if not self.capabilities.transactional:  # a session of its own
+            self.pg.detach()
 
 
 def _pg_literal(value: Any, pg_type_name: str) -> str:

@@ -90,6 +90,7 @@ class RedisDestination:
             keys="rendered key",
             values="json",
             modes=("upsert", "mirror", "insert_only"),
+            digest_moves=False,
         )
         self.model: Model | None = None
         self.shape_: RecordShape | None = None
@@ -449,6 +450,12 @@ class RedisDestination:
                 where {key_template_sql(self.spec.target)} = {q(TARGET)}"""
         )
         return table
+
+    def commit(self) -> None:
+        """Nothing: each Redis command is durable as it is answered (the write-ahead covers a crash)."""
+
+    def rollback(self) -> None:
+        """Nothing can be undone: the write-ahead marks make the next run send it again."""
 
     def after_commit(self, refresh_due: list[str]) -> list[str]:
         return []
