@@ -52,6 +52,18 @@ class TrackChanges(BaseModel):
     changed_at: str
 
 
+class DestinationTests(BaseModel):
+    """Assertions on the destination after the write, before the commit (``meta.sync.tests``),
+    as dbt tests assert on a model: a failing one fails the run (Postgres: nothing committed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # the destination's rows (Redis: the mart's keys that exist) within this share of the mart's records
+    row_count: dict[Literal["within_pct"], float] | None = None
+    unique: list[str] | None = None  # columns whose values are unique in the destination (Postgres)
+    not_null: list[str] | None = None  # columns with no NULL in the destination (Postgres)
+
+
 class RetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,6 +102,19 @@ class SyncSettings(BaseModel):
     verify_sample: int = Field(default=100, ge=0)
     # NaN and ±Infinity have no JSON spelling: a Redis sync rejects the row, or writes null
     non_finite: Literal["reject", "null"] = "reject"
+    # write policies (upsert, mirror): create records only, update existing ones only, or both;
+    # fill_empty: only fill destination columns that are NULL (all non-key ones, or those
+    # listed): for CRM fields people edit
+    match: Literal["both", "create_only", "update_only"] = "both"
+    fill_empty: bool | list[str] = False
+    tests: DestinationTests | None = None  # assertions on the destination after the write
+    # change detection: every row read and compared with the state (diff), or only the rows whose
+    # `cursor` column (a model column that grows with every change: updated_at) reached the
+    # highest value the last run read, with a full diff every `full_diff_every` runs (deletes,
+    # and changes the cursor missed, are only found by those)
+    change_detection: Literal["diff", "cursor"] = "diff"
+    cursor: str | None = None
+    full_diff_every: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> SyncSettings:
@@ -111,6 +136,25 @@ class SyncSettings(BaseModel):
             self._check_postgres()
         else:
             self._check_redis()
+        if self.match != "both" and self.mode not in ("upsert", "mirror"):
+            raise ValueError(f"match: {self.match} applies to mode upsert or mirror (insert_only creates only)")
+        if self.fill_empty:
+            if kind != "postgres" or self.mode not in ("upsert", "mirror") or self.match == "create_only":
+                raise ValueError("fill_empty applies to postgres syncs in mode upsert or mirror that update rows")
+            keys = set(self.primary_key) & set(self.fill_empty if isinstance(self.fill_empty, list) else [])
+            if keys:
+                raise ValueError(f"fill_empty cannot name key columns: {sorted(keys)}")
+        if self.change_detection == "cursor":
+            if not self.cursor:
+                raise ValueError("change_detection: cursor needs a cursor column (e.g. cursor: updated_at)")
+            if self.mode == "replace" or (kind == "redis" and self.value == "list"):
+                raise ValueError(
+                    "change_detection: cursor needs records of one row each (not replace, not value: list)"
+                )
+        elif self.cursor:
+            raise ValueError("cursor applies to change_detection: cursor")
+        if self.tests and (self.tests.unique or self.tests.not_null) and kind != "postgres":
+            raise ValueError("tests: unique and not_null apply to postgres syncs (a Redis key is unique)")
         if self.columns is not None:
             clash = [c for c in [*self.columns, *self.columns.values()] if c.startswith(RESERVED_PREFIX)]
             if clash:
