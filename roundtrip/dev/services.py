@@ -334,6 +334,9 @@ class LocalPostgres(LocalServer):
     stop_signal = signal.SIGINT  # fast shutdown
     endpoint: PostgresEndpoint | None = None
     port = 0
+    # A throwaway cluster wants speed, not durability. A server a test kills with SIGKILL must keep
+    # what it acknowledged, as a real one does: its commits reach the OS before they return.
+    durable = False
 
     def start(self, timeout: float = 30.0) -> PostgresEndpoint:
         bin_dir = postgres_bin_dir()
@@ -391,7 +394,7 @@ class LocalPostgres(LocalServer):
                 "-c",
                 "fsync=off",
                 "-c",
-                "synchronous_commit=off",
+                f"synchronous_commit={'on' if self.durable else 'off'}",
                 "-c",
                 "full_page_writes=off",
                 "-c",

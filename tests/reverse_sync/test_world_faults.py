@@ -29,6 +29,7 @@ from reverse_etl.spec import SyncSettings, SyncSpec
 from reverse_etl.state.registry import tables_of
 from reverse_etl.verify import verify_sync
 from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.core.settings import load_settings
 from roundtrip.dev.services import LocalPostgres, LocalRedis
 
 from .conftest import FIXTURE_PROJECT, Harness
@@ -129,9 +130,10 @@ def test_a_flushed_redis_is_written_again_whole_by_the_next_run(harness: Harness
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    """A Redis of this test's own, to crash and restart."""
-    server = LocalRedis(tmp_path / "redis", keep=True)
+def own_redis() -> Iterator[LocalRedis]:
+    """A Redis of this test's own, to crash and restart (its folder under the test servers' own,
+    not the test's tmp_path, which another pytest session may rotate away meanwhile)."""
+    server = LocalRedis(load_settings().test_services_dir / "own-redis")
     server.start()
     yield server
     server.stop()
@@ -450,8 +452,11 @@ def test_nan_and_infinity_never_reach_redis_as_invalid_json(harness: Harness, re
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[LocalPostgres]:
-    server = LocalPostgres(tmp_path / "pg", keep=True)
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A Postgres of this test's own, to kill and restart: durable, as a real server is, so a
+    commit it acknowledged survives the SIGKILL."""
+    server = LocalPostgres(load_settings().test_services_dir / "own-postgres")
+    server.durable = True
     server.start()
     yield server
     server.stop()
