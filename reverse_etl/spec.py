@@ -309,6 +309,9 @@ class InvalidSync:
     reason: str
 
 
+_TOLD: set[Path] = set()
+
+
 def manifest_path(target: str | None = None) -> Path:
     """The manifest dbt built for ``target``: the project's folder for that target
     (``target/<target>/``, what ``roundtrip dbt`` and the Make targets write) or dbt's own
@@ -320,7 +323,9 @@ def manifest_path(target: str | None = None) -> Path:
     chosen = target or load_settings().target
     found = find_manifests(chosen)
     if found:
-        log.info("syncs read from %s (built for %s)", found[0], chosen)
+        if found[0] not in _TOLD:  # said once per invocation, however often it is looked up
+            _TOLD.add(found[0])
+            log.info("syncs read from %s (built for %s)", found[0], chosen)
         return found[0]
     return manifest_dirs(chosen)[0] / "manifest.json"
 

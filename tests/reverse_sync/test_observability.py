@@ -97,7 +97,7 @@ def test_json_logs_are_one_object_per_line_with_the_sync_and_no_secret(
     # the same as a setting, for a scheduler that sets it once
     listed = sync_cli(harness, fixture_manifest, {"ROUNDTRIP_LOG_FORMAT": "json"}, "list", "--select", "nope")
     assert listed.returncode == 1
-    [error] = records(listed.stderr)
+    [error] = [r for r in records(listed.stderr) if r["level"] == "ERROR"]
     assert error["level"] == "ERROR" and "no sync named 'nope'" in error["message"] and "hint" in error
 
     # a server that is down, its URL carrying a password: the error is one record, redacted,
