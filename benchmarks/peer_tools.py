@@ -31,7 +31,6 @@ import yaml
 from benchmarks.core import environment, run_checked
 from benchmarks.processes import Measured
 from benchmarks.sync_data import MODEL, forget_state
-from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.dev.services import PostgresEndpoint
 
 KEY = "user_id"
@@ -132,7 +131,9 @@ class Roundtrip(Tool):
         result: dict[str, Any] = json.loads(lines[-1])
         got = {k: result.get(k) for k in expected}
         if result.get("status") != "succeeded" or got != expected:
-            raise RuntimeError(f"roundtrip: {result.get('status')} {result.get('error', '')} {got}, expected {expected}")
+            raise RuntimeError(
+                f"roundtrip: {result.get('status')} {result.get('error', '')} {got}, expected {expected}"
+            )
         return {"in_process_seconds": result.get("seconds"), "phases": result.get("phases")}
 
 
@@ -184,7 +185,9 @@ class Dlt(Tool):
 
     def reset(self) -> None:
         schema = self.table[0]
-        self.race.execute(f'drop schema if exists "{schema}" cascade', f'drop schema if exists "{schema}_staging" cascade')
+        self.race.execute(
+            f'drop schema if exists "{schema}" cascade', f'drop schema if exists "{schema}_staging" cascade'
+        )
         shutil.rmtree(self.pipelines, ignore_errors=True)
 
     def command(self) -> list[str]:

@@ -98,9 +98,7 @@ def measure(command: list[str], env: dict[str, str] | None = None, cwd: Path | N
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if process.returncode:
-        raise RuntimeError(
-            f"{' '.join(command[:5])} ... exited {process.returncode}:\n{(stdout + stderr)[-3000:]}"
-        )
+        raise RuntimeError(f"{' '.join(command[:5])} ... exited {process.returncode}:\n{(stdout + stderr)[-3000:]}")
     return Measured(seconds, peak / 2**20, stdout, stderr)
 
 

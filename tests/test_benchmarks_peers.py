@@ -32,13 +32,13 @@ def test_the_peak_memory_of_a_process_is_its_own_not_ours() -> None:
 
 
 def test_the_peak_memory_of_a_tree_counts_children_alive_together() -> None:
-    child = f"{sys.executable} -c \"{ALLOCATE.format(mb=100, sleep=0.5)}\""
+    child = f'{sys.executable} -c "{ALLOCATE.format(mb=100, sleep=0.5)}"'
     both = measure(["sh", "-c", f"{child} & {child}; wait"])
     assert both.peak_rss_mb >= 200
 
 
 def test_a_failing_command_raises_with_its_output() -> None:
-    with pytest.raises(RuntimeError, match="(?s)exited 3:.*gone wrong"):
+    with pytest.raises(RuntimeError, match=r"(?s)exited 3:.*gone wrong"):
         measure([sys.executable, "-c", "import sys; print('gone wrong'); sys.exit(3)"])
 
 
@@ -58,7 +58,12 @@ def test_the_bench_sync_added_to_a_manifest_is_what_reverse_etl_reads(tmp_path: 
     specs, invalid = load_syncs(path, "duckdb")
     assert invalid == []
     [spec] = specs
-    assert (spec.name, spec.mode, spec.settings.primary_key, spec.table) == ("bench_x", "upsert", ["user_id"], ("crm", "odd;name"))
+    assert (spec.name, spec.mode, spec.settings.primary_key, spec.table) == (
+        "bench_x",
+        "upsert",
+        ["user_id"],
+        ("crm", "odd;name"),
+    )
     assert (spec.source.schema_, spec.source.identifier) == MART
 
 
@@ -122,14 +127,16 @@ class WrongTool(Tool):
 @pytest.mark.postgres
 def test_the_race_reports_no_figure_for_a_tool_whose_destination_is_wrong(race: Race) -> None:
     copy_mart(race, "wrong")
-    with pytest.raises(DestinationDiffers, match="crm.wrong holds 300 rows"):
+    with pytest.raises(DestinationDiffers, match=r"crm\.wrong holds 300 rows"):
         one_run(WrongTool("wrong", "a wrong tool", ("crm", "wrong"), race), race, {})
     with psycopg.connect(race.url) as conn:  # the process did run, and its damage is there
         assert conn.execute("select order_count from crm.wrong where user_id = 42").fetchone() is not None
 
 
 @pytest.mark.postgres
-def test_the_cli_start_probe_notes_cpu_at_the_first_database_call(tmp_path: Path, pg_database: PostgresEndpoint) -> None:
+def test_the_cli_start_probe_notes_cpu_at_the_first_database_call(
+    tmp_path: Path, pg_database: PostgresEndpoint
+) -> None:
     out = tmp_path / "first.json"
     env = {"ROUNDTRIP_POSTGRES_URL": pg_database.url(), "ROUNDTRIP_DATA_DIR": str(tmp_path),
            "ROUNDTRIP_BENCH_FIRST_CALL": str(out)}  # fmt: skip
