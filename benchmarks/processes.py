@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_SECONDS = 0.05
+TIMEOUT_SECONDS = 3600.0  # one tool's one run, even at 10 M rows on a loaded machine
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,23 @@ def _before_exec(pid: int) -> bool:
 OWN_CMDLINE = Path("/proc/self/cmdline").read_bytes()
 
 
-def measure(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Measured:
-    """Run ``command`` (environment: ours plus ``env``); a failure raises with its output's end."""
+def _kill_tree(pid: int) -> None:
+    todo, found = [pid], []
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += _children(current)
+    for current in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(current, signal.SIGKILL)
+
+
+def measure(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = TIMEOUT_SECONDS
+) -> Measured:
+    """Run ``command`` (environment: ours plus ``env``); a failure raises with its output's end,
+    and so does a run longer than ``timeout`` (killed with its children: a hung peer must not
+    hang the benchmark)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd)
@@ -90,13 +107,19 @@ def measure(command: list[str], env: dict[str, str] | None = None, cwd: Path | N
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        process.wait()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(process.pid)
+            process.wait()
         seconds = time.perf_counter() - started
         stop.set()
         watcher.join()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if seconds >= timeout:
+        raise RuntimeError(f"{' '.join(command[:5])} ... killed after {timeout:g} s:\n{(stdout + stderr)[-3000:]}")
     if process.returncode:
         raise RuntimeError(f"{' '.join(command[:5])} ... exited {process.returncode}:\n{(stdout + stderr)[-3000:]}")
     return Measured(seconds, peak / 2**20, stdout, stderr)

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -40,6 +41,29 @@ def test_the_peak_memory_of_a_tree_counts_children_alive_together() -> None:
 def test_a_failing_command_raises_with_its_output() -> None:
     with pytest.raises(RuntimeError, match=r"(?s)exited 3:.*gone wrong"):
         measure([sys.executable, "-c", "import sys; print('gone wrong'); sys.exit(3)"])
+
+
+def test_a_hung_command_and_its_children_are_killed_at_the_timeout() -> None:
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"killed after 1 s"):
+        measure(["sh", "-c", "sleep 61.25 & sleep 61.25; wait"], timeout=1)
+    assert time.perf_counter() - started < 30
+    left = [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == b"sleep\x0061.25\x00"]
+    assert left == []  # the grandchild too
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_the_cli_refuses_an_unknown_peer_and_a_negative_load(capsys: pytest.CaptureFixture[str]) -> None:
+    for args, says in ((["--peers", "dlt,fivetran"], "unknown peer"), (["--load", "-1"], "--load must be 0 or more")):
+        with pytest.raises(SystemExit):
+            main(["--only", "sync_peers", *args])
+        assert says in capsys.readouterr().err
 
 
 def test_busy_processes_spin_while_asked_and_are_stopped_by_pid() -> None:
