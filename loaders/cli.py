@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -31,7 +30,6 @@ from roundtrip.core.cli import (
     TargetOpt,
     WaitOpt,
     configure_logging,
-    console,
     err_console,
     print_table,
     run_cli,
@@ -321,22 +319,6 @@ def import_table(
         return [jobs.load_files(f"import:{name}:{table}", stream, wh).as_dict()]
 
     _report(f"import {table} ({when:%Y%m%d})", _run(target, work, config, wait), as_json)
-
-
-@app.command()
-def materialize(
-    select: Annotated[str, typer.Option("--select", help="dbt selector, e.g. +exposure:reco_serving")],
-    target: Annotated[str, typer.Option("--target", help="dbt target")] = "postgres",
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Hand over to dbt: build (and so refresh) the selected models and materialized views."""
-    from roundtrip.core.dbt import run_dbt
-
-    configure_logging(debug, quiet)
-    started = time.perf_counter()
-    run_dbt(["build", "--select", select], target=target)
-    console.print(f"materialized {select} on {target} in {time.perf_counter() - started:.1f}s")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loaders.errors import LoaderError
 from roundtrip.core.contract import BRONZE_FIELDS
@@ -25,6 +25,8 @@ _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 # SQLite columns read as time: epoch seconds / milliseconds or ISO-8601 text -> UTC timestamps,
 # ISO dates (YYYY-MM-DD) -> dates
 TimestampKind = Literal["epoch_s", "epoch_ms", "iso", "date"]
+MAX_LINE_BYTES = 64 << 20
+MAX_COLUMNS = 1_600
 _FILE_TYPE = re.compile(
     r"bigint|integer|double|boolean|date|timestamp|timestamptz|varchar|decimal\(\s*\d+\s*,\s*\d+\s*\)"
 )
@@ -79,6 +81,13 @@ class FileStreamConfig(_Strict):
     # a file gone from the landing folder: `keep` its rows in the table (bronze is a history), or
     # `drop` them with it (transactional strategy; catalog always mirrors the folder)
     deleted_files: Literal["keep", "drop"] = "keep"
+    # a line longer than this (JSON lines, CSV) is held back with its offset, read in constant
+    # memory; "64MiB", "512 KiB" or a number of bytes
+    max_line_bytes: ByteSize = Field(default=ByteSize(MAX_LINE_BYTES), gt=0)
+    # a CSV header or the JSON fields of a stream without declared columns: more columns than
+    # this hold the file back (declared columns are the limit when there are some). 1,600 is what
+    # every target holds (PostgreSQL's limit; BigQuery holds 10,000)
+    max_columns: int = Field(default=MAX_COLUMNS, gt=0)
 
     @model_validator(mode="after")
     def _contract_columns(self) -> FileStreamConfig:

@@ -82,3 +82,16 @@ def test_dlt_baseline_fails_loudly_when_the_warehouses_differ(tmp_path: Path) ->
         con.execute("update raw_app.users set birth_year = null where user_id = 7")
     with pytest.raises(RuntimeError, match="the warehouses differ"):
         dlt_baseline.compare(source, ours, theirs, 200)
+
+
+def test_loader_memory_benchmark_holds_back_the_long_line_and_loads_the_rest(tmp_path: Path) -> None:
+    """At a toy size (2,000 lines, a 96 MiB line): the benchmark checks the two loads' counts
+    itself and raises when they differ; here, what it reports."""
+    from benchmarks.loader_memory import measure
+
+    result = measure(tmp_path, 2_000, 96 << 20)
+    ordinary, with_line = result.details["ordinary"], result.details["with_long_line"]
+    assert ordinary["inserted"] == with_line["inserted"] >= 2_000
+    assert (ordinary["held_back"], with_line["held_back"]) == (0, 1)
+    assert result.value > 0 and result.baseline and result.target == "<= 400 MB"
+    assert not (tmp_path / "landing" / "orders" / "zz-no-line-break.jsonl").exists()

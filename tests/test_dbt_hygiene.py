@@ -114,7 +114,7 @@ def test_reverse_etl_reads_every_sync_from_this_manifest(parsed: Parse, tmp_path
     path.write_text(json.dumps(parsed.manifest))
     specs = {spec.name: spec for spec in load_specs(path)}
     assert sorted(specs) == sorted(e["name"] for e in parsed.manifest["exposures"].values())
-    assert specs["reco_cache"].settings.destination == "redis"
+    assert specs["reco_cache"].settings.kind == "redis"
     assert specs["crm_email_queue"].settings.mode == "insert_only"
     assert [r.name for r in specs["serving_enriched_user"].refresh] == ["enriched_user_mv"]
 

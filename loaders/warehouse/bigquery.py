@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from loaders.errors import LoaderError
 from loaders.warehouse import sql
-from loaders.warehouse.base import STATE_SCHEMA, Batches, WriteResult
+from loaders.warehouse.base import STATE_SCHEMA, Batches, ParquetExport, WriteResult
 from loaders.warehouse.bigquery_write import write_pending
 from roundtrip.core.sql import quote_backtick
 
@@ -376,6 +376,36 @@ class BigQueryWarehouse:
         if self._existing(schema, table) is None:
             return None
         return self.client.list_rows(self._table_id(schema, table)).to_arrow(create_bqstorage_client=False)
+
+    def export_parquet(self, export: ParquetExport) -> tuple[str, int]:
+        """The selected columns into a temporary table of ``_roundtrip`` (a CTAS that expires
+        after a day), an extract job to ``gs://`` as Parquet/SNAPPY, then the temporary table is
+        deleted (its expiry covers a crash)."""
+        from google.cloud import bigquery
+
+        if not export.folder.startswith("gs://"):
+            raise LoaderError(f"export from BigQuery writes to gs:// only, not {export.folder!r}")
+        columns = ", ".join(q(c) for c in export.columns) if export.columns else "*"
+        temporary = f"_export_{export.table}_{uuid.uuid4().hex[:8]}"
+        temporary_id = self._table_id(STATE_SCHEMA, temporary)
+        name = f"{export.table}.parquet" if export.single_file else "part-*.parquet"
+        uri = f"{export.folder}/{name}"
+        self.ensure_dataset(STATE_SCHEMA)
+        try:
+            self.query(
+                f"create table {self.relation(STATE_SCHEMA, temporary)} "
+                "options (expiration_timestamp = timestamp_add(current_timestamp(), interval 1 day)) "
+                f"as select {columns} from {self.relation(export.schema, export.table)}"
+            )
+            rows = int(self.client.get_table(temporary_id).num_rows or 0)
+            config = bigquery.ExtractJobConfig(destination_format="PARQUET", compression="SNAPPY")
+            try:
+                self.client.extract_table(temporary_id, uri, job_config=config).result()
+            except Exception as exc:
+                raise LoaderError(f"extract of {export.schema}.{export.table} to {uri} failed: {exc}") from exc
+        finally:
+            self.client.delete_table(temporary_id, not_found_ok=True)
+        return uri, rows
 
     def close(self) -> None:
         self._drop_staged()

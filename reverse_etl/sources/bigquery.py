@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from reverse_etl.sources.base import Since
 from reverse_etl.spec import ModelRef
 from roundtrip.core.bigquery import BigQueryConnection
 from roundtrip.core.bigquery_read import TableId, open_read
@@ -24,10 +25,12 @@ class BigQuerySource:
     def __init__(self, connection: BigQueryConnection) -> None:
         self.connection = connection
 
-    def relation(self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None) -> str:
+    def relation(
+        self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None, since: Since | None = None
+    ) -> str:
         table = TableId(model.database, model.schema_, model.identifier)
         # one ordered stream: the scratch copy is written by one thread anyway
-        read = open_read(self.connection, table, columns)
+        read = open_read(self.connection, table, columns, row_filter=since.bigquery() if since else None)
         copy = f"{quote(scratch)}.model"
         con.register("rt_bq_batch", read.schema.empty_table())
         con.execute(f"create or replace table {copy} as select * from rt_bq_batch")

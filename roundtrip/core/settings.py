@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
     )  # fmt: skip
 
+    sync_connections: Path = _setting(
+        PROJECT_ROOT / "profiles" / "connections.yml",
+        "the reverse syncs' named connections (their destinations, where their state lives); "
+        "a missing file means `postgres` and `redis` from the two URLs above",
+        "reverse_etl",
+        "profiles/connections.yml",
+    )
     test_crash_at: str | None = _setting(
         None, "tests only: kill -9 a sync run when it reaches this phase (reverse_etl.crashpoints)", "reverse_etl", ""
     )
@@ -191,6 +198,7 @@ class Settings(BaseSettings):
             "catalog_url": self.catalog_url or self.postgres_url,
             "warehouse_url": self.warehouse_url or self.postgres_url,
             "loaders_config": self.loaders_config.resolve(),
+            "sync_connections": self.sync_connections.resolve(),
             "duckdb_extension_dir": self.duckdb_extension_dir.resolve(),
             "dbt_target_path": self.dbt_target_path.resolve(),
         }

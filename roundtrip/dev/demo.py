@@ -211,7 +211,7 @@ def destination_state(specs: list[Any], pg: PostgresEndpoint, rd: RedisEndpoint)
     client = redis.Redis.from_url(rd.url())
     with psycopg.connect(pg.url()) as conn:
         for spec in specs:
-            if spec.settings.destination == "postgres":
+            if spec.settings.kind == "postgres":
                 schema, _, table = spec.target.partition(".")
                 row = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchone()
                 out.append({"sync": spec.name, "where": spec.destination, "rows or keys": int(row[0]) if row else 0})

@@ -165,7 +165,7 @@ def classified(harness: Harness, spec: SyncSpec) -> Iterator[Records]:
         model = Model.of(scratch.con, relation, spec.settings.columns, scratch.table("renamed"), where)
         shaper = (
             PostgresDestination(spec, None, True)  # type: ignore[arg-type]
-            if spec.settings.destination == "postgres"
+            if spec.settings.kind == "postgres"
             else RedisDestination(spec, None)  # type: ignore[arg-type]
         )
         records = Records(scratch.con, scratch.shared, spec, model, shaper.shape(model))
