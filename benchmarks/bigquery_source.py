@@ -16,6 +16,7 @@ extra), or cannot read the emulator, the result says why instead of a ratio.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -145,13 +146,13 @@ def run(ctx: Context) -> list[Result]:
             rep = folder / f"rep{i}"
             shutil.rmtree(rep, ignore_errors=True)
             rep.mkdir(parents=True)
-            took, read = timed(lambda rep=rep: roundtrip_load(emulator, rep / "roundtrip.duckdb"))
+            took, read = timed(functools.partial(roundtrip_load, emulator, rep / "roundtrip.duckdb"))
             if read != n:
                 raise RuntimeError(f"{NAME}: roundtrip read {read} rows of {n}")
             ours_seconds.append(took)
             if why_not is None:
                 try:
-                    took, _ = timed(lambda rep=rep: dlt_load(emulator, rep / "dlt.duckdb", rep / "pipelines"))
+                    took, _ = timed(functools.partial(dlt_load, emulator, rep / "dlt.duckdb", rep / "pipelines"))
                 except Exception as exc:  # the peer cannot read the emulator: say why, keep our figure
                     root = exc
                     while root.__cause__ or root.__context__:  # dlt wraps the driver's error

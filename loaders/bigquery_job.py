@@ -103,7 +103,7 @@ def load_bigquery(
     keys, incremental by cursor with a lookback; the watermark commits with the rows."""
     connection = connection or _connection()
     rest = connection.rest_client()
-    reports = []
+    reports: list[BigQueryReport] = []
     try:
         for plan, _, rows, how in _plans(name, source, warehouse, full_refresh, rest, connection.project):
             label = f"{plan.table} -> {source.target_schema}.{plan.target_table}"
@@ -119,11 +119,10 @@ def load_bigquery(
             )
             read = functools.partial(_read, connection, rest, plan, warehouse.name, source.query_dataset)
             cursor = plan.cursor.target if plan.cursor else None
-            reports.append(
-                _load_table(
-                    report, warehouse, source.target_schema, plan.target_table, plan.keys, cursor, read, full_refresh
-                )
+            _load_table(
+                report, warehouse, source.target_schema, plan.target_table, plan.keys, cursor, read, full_refresh
             )
+            reports.append(report)  # _load_table fills the report it is given
     finally:
         rest.close()
     return reports

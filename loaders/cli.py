@@ -97,7 +97,8 @@ def _run(
 
 def _database_command(kind: str, title: str, doc: str) -> Callable[..., None]:
     """``sqlite`` and ``sql``: the sources of one kind in loaders.yml -> warehouse."""
-    load = {"sqlite": jobs.load_sqlite, "sql": jobs.load_sql}[kind]
+    by_kind: dict[str, Callable[..., list[jobs.TableReport]]] = {"sqlite": jobs.load_sqlite, "sql": jobs.load_sql}
+    load = by_kind[kind]
 
     def command(
         source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,

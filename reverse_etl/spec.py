@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from reverse_etl.errors import SyncError
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 OnSchemaChange = Literal["fail", "append_new_columns", "sync_all_columns"]
+log = logging.getLogger(__name__)
 RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
 DEFAULT_KINDS = {"postgres": "postgres", "redis": "redis"}  # the connections a project without a file has
 
@@ -305,9 +307,19 @@ class InvalidSync:
 
 
 def manifest_path(target: str | None = None) -> Path:
+    """The manifest dbt built for ``target``: the project's folder for that target
+    (``target/<target>/``, what ``roundtrip dbt`` and the Make targets write) or dbt's own
+    ``target/`` (what a plain ``dbt build --target postgres`` writes), the newest built for the
+    target's adapter; the folder's own path when there is none (``read_manifest`` says so)."""
+    from roundtrip.core.dbt import find_manifests, manifest_dirs
     from roundtrip.core.settings import load_settings
 
-    return load_settings().dbt_target_dir(target) / "manifest.json"
+    chosen = target or load_settings().target
+    found = find_manifests(chosen)
+    if found:
+        log.info("syncs read from %s (built for %s)", found[0], chosen)
+        return found[0]
+    return manifest_dirs(chosen)[0] / "manifest.json"
 
 
 def _sync_meta(exposure: dict[str, Any]) -> Any:
@@ -317,14 +329,14 @@ def _sync_meta(exposure: dict[str, Any]) -> Any:
 def read_manifest(path: Path, target: str | None = None) -> dict[str, Any]:
     """The manifest at ``path``, refused when it was built for another warehouse than ``target``."""
     if not path.exists():
-        fix = f"roundtrip dbt parse --target {target}" if target else "roundtrip dbt parse"
+        fix = f"roundtrip dbt manifest --target {target}" if target else "roundtrip dbt manifest"
         raise SyncError(f"dbt manifest {path} not found", hint=f"run `{fix}` (or `make syncs`) first")
     manifest: dict[str, Any] = json.loads(path.read_text())
     built_for = manifest.get("metadata", {}).get("adapter_type")
     if target and built_for and built_for != target:
         raise SyncError(
             f"{path} was built for target {built_for}, but the syncs read from {target}",
-            hint=f"run `roundtrip dbt parse --target {target}`, or pass --target {built_for}",
+            hint=f"run `roundtrip dbt manifest --target {target}`, or pass --target {built_for}",
         )
     return manifest
 

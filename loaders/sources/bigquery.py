@@ -399,7 +399,7 @@ def _key_value(batch: pa.RecordBatch, name: str, row: int) -> object:
 # ------------------------------------------------------------------ errors
 
 
-def _loader_error(exc: BaseException, where: str, table: TableId, billing: str, setting: str) -> Exception:
+def _loader_error(exc: BaseException, where: str, table: TableId, billing: str, setting: str) -> BaseException:
     error = read_error(exc, table, billing)
     if error is None:
         return exc

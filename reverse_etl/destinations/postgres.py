@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -127,6 +128,10 @@ class PostgresDestination:
         self.created = False  # the table did not exist before this run
         self.nulled: list[str] = []  # append_new_columns: removed columns set to NULL in our rows
         self.as_text: set[str] = set()  # columns staged as text (see pg_values.sent_as_text)
+        # the digest drift took under the run's lock (columns, count, xor), and what the run's
+        # own writes changed of it (rows added, xor); None: the digest is taken again by a scan
+        self._base: tuple[list[str], int, int] | None = None
+        self._delta: tuple[int, int] | None = None
 
     # ---------------------------------------------------------------- records
 
@@ -184,6 +189,9 @@ class PostgresDestination:
         columns = list(known.columns or [])
         now = self._digest(columns) if columns else None
         seen: dict[str, Any] = {"seen": now, "columns": columns}
+        if now and now != "columns changed" and not self.pg.read_only:  # under the run's lock
+            count, _, xor = now.partition(":")
+            self._base, self._delta = (columns, int(count), int(xor)), (0, 0)
         if sample < 0:
             return replace(self._compare(records, known, None, "asked to compare every row"), **seen)
         if known.digest is None or now != known.digest:
@@ -326,12 +334,19 @@ class PostgresDestination:
             raise from_postgres_extension(exc, f"sync {self.spec.name}: reading {self.spec.target}") from exc
 
     def digest(self, columns: list[str]) -> str | None:
-        """Row count and XOR of each row's hash over the written ``columns`` (Postgres 14+)."""
+        """Row count and XOR of each row's hash over the written ``columns`` (Postgres 14+).
+        After a run that only inserted, updated and deleted rows of a table drift had digested
+        (under the run's lock), the XOR is updated with the hashes of the rows touched, before
+        and after, instead of a scan of the whole table."""
+        base = self._base
+        if base is not None and base[0] == columns and self._delta is not None and not self.created:
+            count, xor = base[1] + self._delta[0], base[2] ^ self._delta[1]
+            return f"{count}:{xor}"
         return self._digest(columns)
 
-    def _digest(self, columns: list[str]) -> str | None:
-        if not self._exists():
-            return None
+    def _row_hash(self, columns: list[str], alias: str = "") -> str | None:
+        """The digest's hash of one row, over ``columns`` (None: Postgres older than 14, or a
+        column of ours dropped by hand)."""
         if int(self.pg.scalar("select current_setting('server_version_num')::int") or 0) < 140000:
             return None  # no hash_record_extended, no bit_xor: drift falls back to reading back
         types = self._table_columns()
@@ -340,14 +355,41 @@ class PostgresDestination:
         if self.settings.fill_empty:  # people write its columns too: only its keys are the sync's to check
             written = list(self.settings.primary_key)
         if any(c not in types for c in written):
-            return "columns changed"  # a column of ours was dropped by hand: never the recorded digest
-        parts = [
-            pg_ident(c) if types[c].split("(")[0].split("[")[0] in HASHABLE else f"{pg_ident(c)}::text" for c in written
-        ]
-        row = self.pg.query(
-            f"select count(*), coalesce(bit_xor(hash_record_extended(row({', '.join(parts)}), 0)), 0) from {self.relation}"
-        )
+            return None
+        prefix = f"{alias}." if alias else ""
+        parts = [f"{prefix}{pg_ident(c)}" if _hashable(types[c]) else f"{prefix}{pg_ident(c)}::text" for c in written]
+        return f"hash_record_extended(row({', '.join(parts)}), 0)"
+
+    def _digest(self, columns: list[str]) -> str | None:
+        if not self._exists():
+            return None
+        row_hash = self._row_hash(columns)
+        if row_hash is None:
+            return "columns changed"  # never the recorded digest: the next run reads the table back
+        row = self.pg.query(f"select count(*), coalesce(bit_xor({row_hash}), 0) from {self.relation}")
         return f"{row[0][0]}:{row[0][1]}"
+
+    def _xor_of(self, keys_table: str) -> int | None:
+        """XOR of the digest's hashes of the table's rows whose keys are in ``keys_table``."""
+        if self._base is None or self._delta is None:
+            return None
+        row_hash = self._row_hash(self._base[0], "t")
+        if row_hash is None:
+            self._delta = None
+            return None
+        on = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in self.settings.primary_key)
+        found = self.pg.scalar(
+            f"select coalesce(bit_xor({row_hash}), 0) from {self.relation} t where exists "
+            f"(select 1 from {keys_table} s where {on})"
+        )
+        return int(found or 0)
+
+    def _touched(self, before: int | None, after: int | None, count: int) -> None:
+        """The digest moves by the hashes of the rows touched (before and after) and the rows added."""
+        if self._delta is None or before is None or after is None:
+            self._delta = None
+            return
+        self._delta = (self._delta[0] + count, self._delta[1] ^ before ^ after)
 
     # ---------------------------------------------------------------- table
 
@@ -510,9 +552,13 @@ class PostgresDestination:
         changes.handed(to_send)
         pg.execute(f"analyze {self.stage}")
         kept_out, counts.skipped = self._kept_out(changes.records)
+        before = self._xor_of(self.stage)
         counts.inserted, counts.updated = self._apply(healed=False)
         healed_inserts, healed_updates = self._apply(healed=True) if plan.healed else (0, 0)
         counts.healed = healed_inserts + healed_updates
+        self._touched(before, self._xor_of(self.stage), counts.inserted + healed_inserts)
+        if self.nulled or changes.schema_change:
+            self._delta = None  # columns changed: the digest is taken again
         self._null_removed_columns()
         sent = counts.inserted + counts.updated + counts.healed + counts.skipped
         counts.unchanged += to_send - sent  # sent, but already so
@@ -689,6 +735,7 @@ class PostgresDestination:
         """TRUNCATE + INSERT in the run's transaction: the table keeps its OID, indexes, grants
         and dependent materialized views; the exclusive lock is held only for this step."""
         pg = self.pg
+        self._delta = None  # every row replaced: the digest is taken again
         pg.execute(f"lock table {self.relation} in access exclusive mode")
         pg.execute(f"truncate {self.relation}")
         if self.columns:
@@ -713,9 +760,11 @@ class PostgresDestination:
             f"insert into {pg.table(WORK_SCHEMA, self.gone_name)} select {', '.join(q(k) for k in keys)} from ({gone})"
         )
         match = " and ".join(f"t.{pg_ident(k)} = g.{pg_ident(k)}" for k in keys)
+        removed = self._xor_of(table)
         deleted, _ = self._counted(
             f"delete from {self.relation} t using {table} g where {match} returning true as is_insert"
         )
+        self._touched(removed, 0, -deleted)
         pg.execute(f"truncate {table}")
         return deleted
 
@@ -836,6 +885,12 @@ class PostgresDestination:
     def close(self) -> None:
         if not self.capabilities.transactional:  # a session of its own
             self.pg.detach()
+
+
+def _hashable(pg_type_name: str) -> bool:
+    """Whether Postgres hashes a column of this type itself (others are hashed as text)."""
+    base = re.sub(r"\(.*?\)", "", pg_type_name).replace(" without time zone", "").replace(" with time zone", "")
+    return base.strip() in HASHABLE and not pg_type_name.endswith("[]")
 
 
 def _pg_literal(value: Any, pg_type_name: str) -> str:

@@ -31,7 +31,10 @@ from roundtrip.dev.services import (
 log = logging.getLogger(__name__)
 
 # Layers reported in the summary: schema -> what it holds
-LAYERS = ("raw_app", "raw_catalog", "bronze", "staging", "silver", "gold", "marts", "serving", "reference")
+LAYERS = (
+    "raw_app", "raw_catalog", "bronze", "staging", "silver", "intermediate", "gold", "marts", "serving", "snapshots",
+    "reference",
+)  # fmt: skip
 
 
 @dataclass
@@ -121,11 +124,11 @@ def run_demo(cfg: SampleConfig, fmt: str = "jsonl", fresh: bool = True, target: 
             report.syncs = [r.as_dict() for r in synced]
 
         with _stage(report, "summary"):
-            from roundtrip.dev.report import write_report
+            from roundtrip.dev.report import report_path, write_report
 
             report.layers = warehouse_layers(target, settings)
             report.destinations = destination_state(specs, pg, rd)
-            html = settings.data_dir / "report.html"
+            html = report_path(settings.data_dir, target)
             write_report(html, report, target, daily_gmv(target, settings), time.perf_counter() - started)
             report.html = str(html)
     return report
