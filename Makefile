@@ -137,13 +137,16 @@ spark: setup  ## the medallion on Spark: bronze -> silver -> gold (SPARK_ARGS="-
 medallion-auto: setup  ## Spark above THRESHOLD bronze rows, else loaders + dbt build (THRESHOLD=20000000)
 	$(PY) -m spark_jobs auto $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(AUTO_ARGS)
 
-# the bench extra (dlt, the loaders' peer): only for the benchmarks, never for make setup
+# the bench extra (the peers: dlt, sling, drt): only for the benchmarks, never for make setup;
+# it installs beside the pins of make setup without moving any of them (pip check stays clean)
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
-	@echo "== bench: the bench extra of pyproject.toml (dlt)"
+	@echo "== bench: the bench extra of pyproject.toml (the peers: dlt, sling, drt)"
 	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[dev,bench]' 2>&1 | { grep -E '^(Successfully installed|ERROR)' || true; }
+	$(PY) -m pip check
 	touch $@
 
-# BENCH_ARGS, e.g. make bench BENCH_ARGS="--size 10m --only postgres_sync,memory"
+# BENCH_ARGS, e.g. make bench BENCH_ARGS="--size 10m --only postgres_sync,memory", or the race
+# against the peers on a loaded machine: BENCH_ARGS="--only sync_peers --size 100k --load 2"
 BENCH_ARGS ?=
 bench: setup $(VENV)/.bench-installed  ## benchmarks: ratios against baselines run side by side (BENCH_ARGS="--size 1m"); not part of make test
 	@scripts/install-bench-packages

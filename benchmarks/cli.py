@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.core import Context, Result, human, machine, parse_size
+from benchmarks.peer_tools import PEERS
+from benchmarks.processes import busy_processes
 from roundtrip.core.paths import PROJECT_ROOT
 
 # name -> module; each has run(ctx) -> list[Result]
 BENCHMARKS = {
     "postgres_sync": "benchmarks.postgres_sync",
+    "sync_peers": "benchmarks.sync_peers",
     "source_sync": "benchmarks.source_sync",
     "redis_sync": "benchmarks.redis_sync",
     "sync_verify": "benchmarks.sync_verify",
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="repetitions of each interleaved measurement")
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<time>-<size>.json)")
     parser.add_argument("--workdir", type=Path, help="where data and servers live (default: a temp folder)")
+    parser.add_argument("--peers", default="", help=f"sync_peers: comma-separated subset of {', '.join(PEERS)}")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="N busy processes (one core each) running beside the benchmarks: a loaded machine")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -70,14 +76,23 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
 
+    peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    if [p for p in peers if p not in PEERS]:
+        parser.error(f"unknown peer(s) in {args.peers!r}; choose from {', '.join(PEERS)}")
+    if args.load < 0:
+        parser.error("--load must be 0 or more")
+
     started = datetime.now(UTC)
     report: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "size": size,
                               "command": " ".join(["python -m benchmarks", *(argv or sys.argv[1:])]),
-                              "machine_before": machine(), "benchmarks": {}}  # fmt: skip
+                              "machine_before": machine(), "busy_processes": args.load, "benchmarks": {}}  # fmt: skip
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="roundtrip-bench-", dir=args.workdir) as tmp:
-        ctx = Context(size=size, workdir=Path(tmp), repeat=args.repeat)
+        ctx = Context(size=size, workdir=Path(tmp), repeat=args.repeat, peers=peers)
         with ctx.stack:
+            if args.load:
+                ctx.stack.enter_context(busy_processes(args.load))
+                print(f"== {args.load} busy process(es) running beside the benchmarks (--load)", flush=True)
             for name in names:
                 print(f"== {name} ({human(size)})", flush=True)
                 t0 = time.perf_counter()
@@ -93,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(table(found), f"\n({seconds}s)\n", flush=True)
     report["machine_after"] = machine()
     print(table(results))
-    print(f"\nmachine: {report['machine_before']}; load average after: {report['machine_after']['load_average']}")
+    busy = f"; {args.load} busy processes beside (--load)" if args.load else ""
+    print(f"\nmachine: {report['machine_before']}; load average after: {report['machine_after']['load_average']}{busy}")
     out = args.out or RESULTS_DIR / f"{started:%Y%m%dT%H%M%S}-{human(size)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))

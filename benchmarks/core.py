@@ -78,6 +78,7 @@ class Context:
     size: int
     workdir: Path
     repeat: int = 2
+    peers: tuple[str, ...] = ()  # sync_peers: the peers raced (empty: all)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _postgres: PostgresEndpoint | None = None
     _redis: RedisEndpoint | None = None
