@@ -64,43 +64,56 @@ def auto_cmd(
         ),
     ] = None,
     plan_only: Annotated[bool, typer.Option("--plan", help="print the estimate and the choice, run nothing")] = False,
+    medallion_only: Annotated[
+        bool,
+        typer.Option(
+            "--medallion-only", help="on Spark: stop after Spark's tables (no dimensions loaded, no dbt build)"
+        ),
+    ] = False,
     target: TargetOpt = None,
     day: DateOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     landing: LandingOpt = None,
     output: OutputOpt = None,
-    fmt: FormatOpt = "jsonl",
+    fmt: FormatOpt = None,
     catalog_parquet: CatalogOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Estimate the bronze rows; above the threshold run the medallion on Spark, else loaders + dbt build."""
+    """Estimate the bronze rows. Above the threshold: the medallion on Spark, the dimensions
+    through the loaders, then dbt build of everything downstream over Spark's tables; at or below
+    it: the loaders and dbt build of the whole project. Then the syncs can run."""
     from spark_jobs import auto
 
     configure_logging(debug, quiet)
     started = time.perf_counter()
     window = config.DateWindow.from_options(day, start, end)
     bronze = config.resolve_landing(landing)
+    fmt = config.resolve_format(bronze, fmt)
     estimates = auto.estimate_bronze(bronze, fmt)
     plan = auto.choose_engine(
         sum(e.rows for e in estimates), auto.threshold_from_settings() if threshold is None else threshold
     )
-    report(f"bronze under {bronze}", auto.describe(estimates), as_json)
+    report(f"bronze under {bronze} ({fmt})", auto.describe(estimates), as_json)
     if as_json:
         print(json.dumps(plan.__dict__))
     else:
         console.print(f"engine: [bold]{plan.engine}[/] ({plan.reason})")
     if plan_only:
         return
+    target = target or load_settings().target
     if plan.engine == "spark":
         cfg = job_config(day, start, end, bronze, output, fmt, catalog_parquet)
         rows = auto.run_spark(cfg)
+        if not medallion_only:
+            report("Spark's tables", rows, as_json)
+            rows = auto.run_marts(target, cfg.output)
     else:
         if not window.is_full:
             console.print("note: the warehouse path rebuilds every date (dbt models are whole tables)")
-        rows = auto.run_warehouse(target or load_settings().target)
+        rows = auto.run_warehouse(target, fmt=fmt)
     report(f"{plan.engine}: done in {time.perf_counter() - started:.1f} s", rows, as_json)
 
 

@@ -136,7 +136,7 @@ def number_records(records: DataFrame) -> DataFrame:
     break), is blank or was dropped as malformed; Spark's CSV reader gives no line numbers."""
     with_id = records.withColumn("_row", F.monotonically_increasing_id())
     place = F.row_number().over(Window.partitionBy(SOURCE_FILE).orderBy("_row"))
-    return with_id.withColumn(SOURCE_LINE, place + 1).drop("_row")
+    return with_id.withColumn(SOURCE_LINE, (place + 1).cast("bigint")).drop("_row")
 
 
 # a \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the other way round: DuckDB

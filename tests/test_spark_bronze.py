@@ -66,7 +66,15 @@ def test_csv_and_parquet_bronze_text_is_identical(spark: SparkSession, tmp_path:
         if fmt == "parquet":  # CSV cannot tell '' from NULL: DuckDB and Spark both read "" as NULL
             assert any("" in row for row in rows), "so are empty strings (a bad timestamp is '')"
         expected = spark.createDataFrame(rows, ", ".join(f"{f} string" for f in (*fields, "_missing_fields")))
-        assertDataFrameEqual(storage.read_bronze(spark, str(landing / stream), fmt, fields), expected)  # type: ignore[arg-type]
+        bronze = storage.read_bronze(spark, str(landing / stream), fmt, fields)  # type: ignore[arg-type]
+        assertDataFrameEqual(bronze.select(*fields, storage.MISSING_FIELDS), expected)
+        # the loader's lineage: the file as a plain path, the row (Parquet) or record (CSV) number
+        lineage = con.execute(f"select _source_file, _source_line from bronze.{stream}").fetchall()
+        assert len({line for _, line in lineage}) > 1
+        assertDataFrameEqual(
+            bronze.select("_source_file", "_source_line"),
+            spark.createDataFrame(lineage, "_source_file string, _source_line bigint"),
+        )
 
 
 # the loader reads 'Order ID' into order_id (names are sanitized); Spark matches names exactly
