@@ -75,8 +75,15 @@ def demo(
     end_date: EndDate = "2026-11-20",
     fmt: Format = "jsonl",
     target: Annotated[
-        Literal["duckdb", "postgres"], typer.Option("--target", help="the warehouse: duckdb (embedded) or postgres")
+        Literal["duckdb", "postgres", "bigquery"],
+        typer.Option("--target", help="the warehouse: duckdb (embedded), postgres, or bigquery (the emulator)"),
     ] = "duckdb",
+    engine: Annotated[
+        Literal["dbt", "spark"],
+        typer.Option(
+            "--engine", help="the medallion: dbt (in the warehouse) or spark (ROUNDTRIP_SPARK_MASTER, local by default)"
+        ),
+    ] = "dbt",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -86,7 +93,7 @@ def demo(
 
     configure_logging(debug, quiet)
     started = time.perf_counter()
-    report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt, target=target)
+    report = run_demo(_config(seed, users, items, orders, clicks, days, end_date), fmt, target=target, engine=engine)
     if as_json:
         print(json.dumps(report.__dict__, default=str))
         return
@@ -94,8 +101,12 @@ def demo(
     print_table("generated", [report.generated])
     from loaders.cli import LOAD_COUNTS
 
+    if report.spark:
+        print_table("the medallion on Spark (silver and gold, read by dbt)", report.spark)
     print_table("loaded into the warehouse", report.loaded, merge=LOAD_COUNTS, merged_name="what happened")
-    where = load_settings().duckdb_path if target == "duckdb" else "the Postgres warehouse"
+    where = {"duckdb": load_settings().duckdb_path, "postgres": "the Postgres warehouse"}.get(
+        target, "the BigQuery emulator"
+    )
     print_table(f"rows per layer ({where})", report.layers)
     from reverse_etl.cli import COUNT_NAMES
 
@@ -104,6 +115,8 @@ def demo(
     ]
     print_table("reverse syncs", shown, merge=COUNT_NAMES, merged_name="what happened")
     print_table("destinations now hold", report.destinations)
+    if report.gaps:
+        print_table("what the BigQuery emulator could not build (real BigQuery builds it)", report.gaps)
     print_table("seconds per stage", [report.seconds | {"total": round(time.perf_counter() - started, 2)}])
     console.print(f"report: {report.html} (one page: open it in a browser)", markup=False)
 
