@@ -196,7 +196,7 @@ def run_warehouse(target: str, env: Mapping[str, str] | None = None, fmt: str = 
 
 def run_marts(target: str, spark_output: str, env: Mapping[str, str] | None = None) -> list[dict[str, object]]:
     """The dimensions, then ``dbt build`` over Spark's tables at ``spark_output`` (on Postgres,
-    Spark's tables are published into the warehouse first: ``spark_jobs.publish``)."""
+    publish them into the warehouse first: ``spark_jobs.publish``)."""
     engine = {MEDALLION_ENGINE_ENV: "spark", SPARK_OUTPUT_ENV: spark_output}
     return run_steps(marts_steps(target), {**(env or {}), **engine})
 

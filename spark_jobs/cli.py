@@ -25,6 +25,7 @@ from spark_jobs.entry import (
     bronze_job,
     job_config,
     report,
+    session,
     silver_job,
 )
 
@@ -51,6 +52,30 @@ def _medallion():  # type: ignore[no-untyped-def]
 app.command("run", help="bronze-to-silver, then silver-to-gold, for the same dates.")(
     bronze_job("bronze -> silver -> gold", _medallion)
 )
+
+
+@app.command("publish")
+def publish_cmd(
+    output: OutputOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Copy Spark's silver and gold tables into the Postgres warehouse (schemas spark_silver and
+    spark_gold), where dbt reads them with medallion_engine spark. DuckDB and BigQuery need none."""
+    from spark_jobs import publish
+    from spark_jobs.errors import SparkJobError
+
+    configure_logging(debug, quiet)
+    chosen = target or load_settings().target
+    if chosen != "postgres":
+        raise SparkJobError(
+            f"publish copies Spark's tables into a Postgres warehouse; {chosen} reads them in place "
+            "(DuckDB: read_parquet; BigQuery: external tables made by dbt)"
+        )
+    cfg = config.JobConfig(landing="", output=config.resolve_output(output), catalog=config.CatalogSource())
+    report("Spark's tables in the Postgres warehouse", publish.run(session(), cfg), as_json)
 
 
 @app.command("auto")
@@ -106,9 +131,15 @@ def auto_cmd(
     target = target or load_settings().target
     if plan.engine == "spark":
         cfg = job_config(day, start, end, bronze, output, fmt, catalog_parquet)
-        rows = auto.run_spark(cfg)
+        spark = session()
+        rows = auto.run_spark(cfg, spark)
         if not medallion_only:
             report("Spark's tables", rows, as_json)
+            if target == "postgres":  # Postgres cannot read Parquet: a copy in the warehouse
+                from spark_jobs import publish
+
+                report("Spark's tables in the Postgres warehouse", publish.run(spark, cfg), as_json)
+            spark.stop()  # its memory is the marts' now
             rows = auto.run_marts(target, cfg.output)
     else:
         if not window.is_full:

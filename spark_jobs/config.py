@@ -145,6 +145,11 @@ def default_output() -> str:
     return _location(str(load_settings().spark_output))
 
 
+def resolve_output(output: str | None = None) -> str:
+    """Where Spark's silver/ and gold/ tables are: given, else ROUNDTRIP_SPARK_OUTPUT (absolute)."""
+    return _location(output) if output else default_output()
+
+
 def resolve_format(landing: str, fmt: str | None = None) -> BronzeFormat:
     """The landing files' format: given, else ROUNDTRIP_LANDING_FORMAT, else detected from them."""
     from spark_jobs.landing import detect_format
@@ -167,7 +172,7 @@ def resolve(
     bronze = resolve_landing(landing)
     return JobConfig(
         landing=bronze,
-        output=_location(output) if output else default_output(),
+        output=resolve_output(output),
         catalog=catalog or CatalogSource.from_env(),
         window=window,
         fmt=resolve_format(bronze, fmt),

@@ -153,7 +153,7 @@ def run_demo(
 
         if engine == "spark" and target == "postgres":
             with _stage(report, "publish"):
-                report.spark = run_publish(spark_output, target)
+                report.spark += run_publish(spark_output, target)
 
         with _stage(report, "dbt build"):
             target_path = None if target == "duckdb" else settings.dbt_target_dir(target)
