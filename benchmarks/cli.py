@@ -27,6 +27,7 @@ BENCHMARKS = {
     "serving_refresh": "benchmarks.serving_refresh",
     "spark_vs_duckdb": "benchmarks.spark_vs_duckdb",
     "memory": "benchmarks.memory",
+    "growth": "benchmarks.growth",
 }
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 

@@ -27,10 +27,12 @@ class SparkCluster:
     ui_url: str  # the master's web UI (its /json/ lists the workers)
     cores: int
     memory: str
+    pids: tuple[int, ...]  # the master and the worker (executors are the worker's children)
 
     def env(self) -> dict[str, str]:
-        """What makes the project's Spark jobs run on this cluster."""
-        return {"ROUNDTRIP_SPARK_MASTER": self.master_url}
+        """What makes the project's Spark jobs run on this cluster, an executor using all of the
+        worker's memory (Spark's own SPARK_EXECUTOR_MEMORY; its default is 1g)."""
+        return {"ROUNDTRIP_SPARK_MASTER": self.master_url, "SPARK_EXECUTOR_MEMORY": self.memory}
 
 
 def spark_class() -> Path:
@@ -95,7 +97,7 @@ def spark_cluster(cores: int = 1, memory: str = "1g", timeout: float = 90.0) -> 
                         f"{tail(worker_log)}"
                     )
                 time.sleep(0.3)
-            yield SparkCluster(master_url, ui_url, cores, memory)
+            yield SparkCluster(master_url, ui_url, cores, memory, (master.pid, worker.pid))
         finally:
             for proc in (worker, master):
                 if proc is not None:
