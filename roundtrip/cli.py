@@ -196,12 +196,27 @@ def dbt_cmd(ctx: typer.Context) -> None:
     target = _flag_value(args, "--target") or load_settings().target
     if target != "duckdb" and "--target-path" not in args and args[:1] not in (["clean"], ["deps"], ["debug"]):
         args += ["--target-path", str(load_settings().dbt_target_dir(target))]
+    if target == "bigquery" and args[:1] in (["build"], ["run"], ["test"]):
+        args += _bigquery_emulator_args()
     # like dbt itself: the project in the current folder (a copy, a checkout of another branch),
     # else this installation's own
     here = Path.cwd()
     project = here if (here / "dbt_project.yml").exists() else PROJECT_ROOT
     command = dbt_command(args, project_dir=project)
     sys.exit(subprocess.run(command, cwd=project, env=dbt_environment()).returncode)
+
+
+def _bigquery_emulator_args() -> list[str]:
+    """On the BigQuery emulator (ROUNDTRIP_BQ_API_ENDPOINT set), leave out what it cannot build,
+    saying what and why; real BigQuery builds everything."""
+    from roundtrip.core.bigquery import BigQueryConnection
+    from roundtrip.dev.bigquery_emulator import DBT_GAPS, dbt_args_on_emulator
+
+    if not BigQueryConnection.from_settings(load_settings()).emulated:
+        return []
+    rows = [{"left out": selector, "why": reason} for selector, reason in DBT_GAPS]
+    print_table("on the BigQuery emulator (ROUNDTRIP_BQ_API_ENDPOINT), dbt leaves out", rows)
+    return dbt_args_on_emulator()
 
 
 def _flag_value(args: list[str], flag: str) -> str | None:

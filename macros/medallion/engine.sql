@@ -30,6 +30,17 @@
 {%- endmacro %}
 
 
+{#- The pre-hook of the silver and gold models (dbt_project.yml): with medallion_engine spark, a
+    call to source() that dbt sees when it parses the model, so that the model depends on Spark's
+    table (lineage in dbt docs, `--select source:spark_silver+`). It renders to nothing with the
+    dbt engine, and a spark_table model runs no hooks. -#}
+{% macro spark_table_dependency() -%}
+    {%- if roundtrip.medallion_engine() == 'spark' -%}
+        -- reads {{ roundtrip.spark_table_relation(model) }}
+    {%- endif -%}
+{%- endmacro %}
+
+
 {#- Make Spark's table readable from the warehouse, or stop the build saying why it is not.
     DuckDB reads the Parquet files where they are (the source renders as read_parquet); BigQuery
     gets an external table over them; Postgres reads the copy `python -m spark_jobs publish`
