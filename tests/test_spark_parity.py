@@ -10,11 +10,8 @@ compared, types included.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -426,38 +423,3 @@ def test_marts_from_spark_silver_equal_marts_from_dbt_silver(medallion: Medallio
             assert extra.fetchall() == [], f"{schema}.{relation}: rows of one build missing from the other"
         compared += 1
     assert compared == len(models) > len(TABLES)
-
-
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-def test_the_medallion_on_a_standalone_cluster_equals_local_mode(
-    medallion: Medallion, spark: SparkSession, tmp_path: Path
-) -> None:
-    """`spark_jobs run` on a master and a worker started from pyspark's spark-class (loopback),
-    the catalog over JDBC as in production: every table equals the local-mode run's."""
-    from roundtrip.dev.spark_cluster import spark_cluster
-
-    cfg = medallion.spark_cfg
-    output = tmp_path / "spark"
-    with spark_cluster(cores=1, memory="1g") as cluster:
-        env = {
-            **os.environ,
-            **medallion.env,
-            **cluster.env(),
-            "ROUNDTRIP_SPARK_DRIVER_MEMORY": "1g",
-            "ROUNDTRIP_SPARK_TMP": str(tmp_path / "spark-tmp"),
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "spark_jobs", "run", "--landing", cfg.landing, "--output", str(output), "--json"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    assert done.returncode == 0, done.stderr[-3000:]
-    written = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert {row["table"].split(".")[1] for row in written} == set(TABLES)
-    for table, layer in TABLES.items():
-        local = storage.read_table(spark, cfg.table_path(layer, table))
-        assert local.count() > 0
-        assertDataFrameEqual(storage.read_table(spark, str(output / layer / table)), local)
