@@ -15,7 +15,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-verify reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_
 reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
 	$(DBT) parse --target $(TARGET) >/dev/null
 	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) --dry-run $(SYNC_ARGS)
+
+reverse-sync-verify: setup  ## read each destination back and compare with its mart (SYNC=name|all); SYNC_ARGS=--repair rewrites what differs
+	$(PY) -m reverse_etl verify --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)
 	$(PY) -m reverse_etl status $(if $(filter-out all,$(SYNC)),--sync $(SYNC))

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "postgres_sync": "benchmarks.postgres_sync",
     "source_sync": "benchmarks.source_sync",
     "redis_sync": "benchmarks.redis_sync",
+    "sync_verify": "benchmarks.sync_verify",
     "bigquery_sync": "benchmarks.bigquery_sync",
     "dlt_baseline": "benchmarks.dlt_baseline",
     "dbt_overhead": "benchmarks.dbt_overhead",

@@ -46,7 +46,7 @@ def run(ctx: Context) -> list[Result]:
 
 def main() -> None:
     """Child: one sync of the model in ROUNDTRIP_DUCKDB_PATH, its counts as JSON on stdout."""
-    from reverse_etl.engine import Endpoints, run_sync
+    from reverse_etl.engine import Connections, run_sync
 
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["postgres", "redis"])
@@ -59,7 +59,7 @@ def main() -> None:
         if args.kind == "postgres"
         else redis_spec(args.sync, f"{args.sync}:{{user_id}}")
     )
-    result = run_sync(spec, Endpoints(args.postgres_url, args.redis_url))
+    result = run_sync(spec, Connections.of(args.postgres_url, args.redis_url))
     if not result.ok:
         raise SystemExit(f"{args.sync}: {result.status}: {result.error}")
     print(json.dumps({**result.counts.as_dict(), "peak_rss_mb": own_peak_rss_mb()}))

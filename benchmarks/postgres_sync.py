@@ -21,8 +21,8 @@ import psycopg
 
 from benchmarks.core import Context, Result, environment, human, interleaved, timed
 from benchmarks.sync_data import COLUMNS, MODEL, build_model, change_rows, forget_state, postgres_spec
-from reverse_etl.engine import Endpoints, run_sync
-from reverse_etl.state import csv_bytes
+from reverse_etl.engine import Connections, run_sync
+from reverse_etl.state.doubts import csv_bytes
 
 NAME = "postgres_sync"
 EXECUTEMANY_ROWS = 200_000
@@ -39,7 +39,7 @@ def reset(url: str, sync: str) -> None:
 
 
 def sync_once(url: str, sync: str, expect: dict[str, int]) -> None:
-    result = run_sync(postgres_spec(sync, TARGET_TABLE), Endpoints(postgres_url=url))
+    result = run_sync(postgres_spec(sync, TARGET_TABLE), Connections.of(postgres_url=url))
     got = {k: v for k, v in result.counts.as_dict().items() if k in expect}
     if not result.ok or got != expect:
         raise RuntimeError(f"sync {sync}: {result.status} {result.error or ''} counts {got}, expected {expect}")

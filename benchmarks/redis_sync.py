@@ -19,7 +19,7 @@ import redis
 
 from benchmarks.core import Context, Result, environment, human, timed
 from benchmarks.sync_data import MODEL, build_model, forget_state, redis_spec
-from reverse_etl.engine import Endpoints, run_sync
+from reverse_etl.engine import Connections, run_sync
 from reverse_etl.records import json_object
 
 NAME = "redis_sync"
@@ -70,7 +70,7 @@ def run(ctx: Context) -> list[Result]:
             client.flushdb()
             forget_state(pg.url(), sync)
             took, result = timed(
-                lambda: run_sync(redis_spec(sync, "bench:{user_id}", TTL), Endpoints(pg.url(), rd.url()))
+                lambda: run_sync(redis_spec(sync, "bench:{user_id}", TTL), Connections.of(pg.url(), rd.url()))
             )
             if not result.ok or result.counts.inserted != n or client.dbsize() != n:
                 raise RuntimeError(

@@ -25,7 +25,7 @@ NAME = "serving_refresh"
 
 
 def run(ctx: Context) -> list[Result]:
-    from reverse_etl.engine import Endpoints, run_syncs
+    from reverse_etl.engine import Connections, run_syncs
     from reverse_etl.refresh import refresh_in_place, refresh_together, run_dbt_refresh
     from reverse_etl.runs import connect
     from reverse_etl.spec import load_specs
@@ -37,7 +37,7 @@ def run(ctx: Context) -> list[Result]:
     with environment(**data.env):
         run_dbt(["run"], target="duckdb", target_path=target, quiet=True)
         specs = [s for s in load_specs(target / "manifest.json") if s.mode == "replace"]
-        first = run_syncs(specs, Endpoints(postgres_url=url))  # the exports, and dbt builds the views
+        first = run_syncs(specs, Connections.of(postgres_url=url))  # the exports, and dbt builds the views
         failed = [f"{r.spec.name}: {r.error}" for r in first if not r.ok]
         if failed:
             raise RuntimeError(f"the demo's replace syncs failed: {failed}")
@@ -45,11 +45,11 @@ def run(ctx: Context) -> list[Result]:
         models = {m.name: m for s in specs for m in s.refresh}
         views = sorted(models)
 
-        with connect(url, NAME, autocommit=True) as conn:
+        with connect(url, NAME) as conn:
             check_refreshes_rows(conn, lambda: refresh_together(due, url, PROJECT_ROOT))
 
         def statements_only() -> None:
-            with connect(url, NAME, autocommit=True) as conn:
+            with connect(url, NAME) as conn:
                 for name in views:
                     if not refresh_in_place(conn, models[name]):
                         raise RuntimeError(f"{name} was not refreshed in place: its definition is not the manifest's")

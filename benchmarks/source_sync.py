@@ -18,8 +18,8 @@ import psycopg
 
 from benchmarks.core import Context, Result, environment, human, timed
 from benchmarks.sync_data import MODEL, SOURCE, build_model, change_rows, forget_state, postgres_spec
-from reverse_etl.engine import Endpoints, RunOptions, run_sync
-from reverse_etl.records import Scratch
+from reverse_etl.engine import Connections, RunOptions, run_sync
+from reverse_etl.scratch import Scratch
 from reverse_etl.sources import open_source
 from reverse_etl.spec import ModelRef, SyncSpec
 from roundtrip.core.duckdb_extensions import connect
@@ -81,7 +81,7 @@ def _first_sync(url: str, spec: SyncSpec, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"drop table if exists {TARGET_TABLE}")
     forget_state(url, spec.name)
-    result = run_sync(spec, Endpoints(postgres_url=url), RunOptions())
+    result = run_sync(spec, Connections.of(postgres_url=url), RunOptions())
     if not result.ok or result.counts.inserted != rows:
         raise RuntimeError(f"{spec.name}: {result.status} {result.error or ''} {result.counts}")
 
@@ -121,7 +121,7 @@ def run(ctx: Context) -> list[Result]:
                 changed = change_rows(warehouse, 100)  # 1 % of the rows move on
                 if source == "postgres":
                     _to_postgres(warehouse, pg_warehouse)
-                elapsed, result = timed(lambda: run_sync(spec, Endpoints(postgres_url=url), RunOptions()))  # noqa: B023
+                elapsed, result = timed(lambda: run_sync(spec, Connections.of(postgres_url=url), RunOptions()))  # noqa: B023
                 if not result.ok or result.counts.updated != changed:
                     raise RuntimeError(f"{spec.name} re-sync: {result.status} {result.error or ''} {result.counts}")
                 runs["resync"].append(elapsed)

@@ -72,9 +72,9 @@ def forget_state(postgres_url: str, sync: str) -> None:
     """Make the next run of ``sync`` a first run as far as its state goes (Postgres and cache)."""
     import psycopg
 
-    from reverse_etl.state import ensure_state_schema, forget_sync
+    from reverse_etl.state import ensure_schema, forget_sync
     from roundtrip.core.settings import load_settings
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        ensure_state_schema(conn)
+        ensure_schema(conn)
         forget_sync(conn, sync, load_settings().data_dir / "reverse_etl")

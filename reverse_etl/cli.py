@@ -14,7 +14,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_syncs
+from reverse_etl.connections import Connections
+from reverse_etl.engine import RunOptions, SyncResult, run_syncs
 from reverse_etl.errors import SyncError
 from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs, select
 from roundtrip.core.cli import (
@@ -37,8 +38,8 @@ app = typer.Typer(help="Reverse ETL: syncs declared as dbt exposures.", no_args_
 EXIT_FAILED, EXIT_REJECTED = 1, 2
 
 
-def endpoints_from(settings: Settings) -> Endpoints:
-    return Endpoints(postgres_url=settings.secret("postgres_url"), redis_url=settings.secret("redis_url"))
+def connections_from(settings: Settings) -> Connections:
+    return Connections.from_settings(settings)
 
 
 def _declared(target: str | None) -> tuple[Settings, str, list[SyncSpec], list[InvalidSync]]:
@@ -83,6 +84,14 @@ def run(
     full_resync: Annotated[
         bool, typer.Option("--full-resync", help="send every record again, whatever the sync state says")
     ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option("--adopt", help="a sync with no state takes over the records its destination already holds"),
+    ] = False,
+    verify_sample: Annotated[
+        Optional[int],
+        typer.Option("--verify-sample", min=0, help="records read back and compared this run (default: the sync's)"),
+    ] = None,
     max_delete_pct: Annotated[
         Optional[float], typer.Option("--max-delete-pct", min=0, max=100, help="this run's delete guard (%)")
     ] = None,
@@ -99,23 +108,22 @@ def run(
     configure_logging(debug, quiet)
     settings, warehouse, specs, invalid = _declared(target)
     chosen = select(specs, sync, invalid)
-    if warehouse == "duckdb" and chosen and not settings.duckdb_path.exists():
-        # one clear line, rather than the same failure once per sync and as many failed runs
-        raise SyncError(
-            f"warehouse {settings.duckdb_path} not found: nothing to sync yet",
-            hint="build it first: make demo, or the loaders and `make dbt-build`",
-        )
+    _check_warehouse(settings, warehouse, chosen)
+    connections = connections_from(settings)
+    _preflight(connections, chosen, as_json)
     with ProgressBoard("rows sent") as board:
         options = RunOptions(
             dry_run=dry_run,
             full_resync=full_resync,
+            adopt=adopt,
+            verify_sample=verify_sample,
             wait=wait,
             max_delete_pct=max_delete_pct,
             max_reject_pct=max_reject_pct,
             settings=settings,
             on_rows=lambda name, rows: board.advance(name, rows),
         )
-        results = run_syncs(chosen, endpoints_from(settings), options)
+        results = run_syncs(chosen, connections, options)
     broken = invalid if sync == "all" else []
     if as_json:
         for r in results:
@@ -130,6 +138,84 @@ def run(
         sys.exit(EXIT_FAILED)
     if any(r.counts.rejected for r in results):
         sys.exit(EXIT_REJECTED)  # the runs finished, but some rows were rejected
+
+
+def _preflight(connections: Connections, chosen: list[SyncSpec], as_json: bool) -> None:
+    """Every server the chosen syncs need, reached once before any of them runs: a server that
+    is down fails the invocation in one line (with --json, one failed line per sync)."""
+    try:
+        connections.preflight({s.settings.destination for s in chosen})
+    except SyncError as exc:
+        if as_json:
+            for spec in chosen:
+                line = {"sync": spec.name, "mode": spec.mode, "status": "failed", "error": redact(str(exc))}
+                print(json.dumps(line | ({"hint": exc.hint} if exc.hint else {})))
+            err_console.print(f"[bold red]error:[/] {redact(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+            sys.exit(EXIT_FAILED)
+        raise
+
+
+def _check_warehouse(settings: Settings, warehouse: str, chosen: list[SyncSpec]) -> None:
+    from reverse_etl.sources import warehouse_file
+
+    if warehouse == "duckdb" and chosen and not warehouse_file(settings).exists():
+        # one clear line, rather than the same failure once per sync and as many failed runs
+        raise SyncError(
+            f"warehouse {warehouse_file(settings)} not found: nothing to sync yet",
+            hint="build it first: make demo, or the loaders and `make dbt-build`",
+        )
+
+
+@app.command()
+def verify(
+    sync: Annotated[str, typer.Option("--sync", help="sync name, or 'all'")] = "all",
+    repair: Annotated[
+        bool, typer.Option("--repair", help="write again what is missing or differs (and delete what mirror deleted)")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="differences shown per sync")] = 10,
+    target: TargetOpt = None,
+    wait: WaitOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Read each sync's destination back and compare it with the mart: rows (keys) missing,
+    differing by value, or extra; --repair sends exactly those again. Exit 1 when any differ."""
+    from dataclasses import replace
+
+    from reverse_etl.verify import verify_syncs
+
+    configure_logging(debug, quiet)
+    settings, warehouse, specs, invalid = _declared(target)
+    chosen = select(specs, sync, invalid)
+    _check_warehouse(settings, warehouse, chosen)
+    connections = connections_from(settings)
+    _preflight(connections, chosen, as_json)
+    options = RunOptions(dry_run=True, wait=wait, settings=settings)
+    reports = verify_syncs(chosen, connections, options, limit)
+    repaired: list[SyncResult] = []
+    if repair and any(r.problems for r in reports):
+        todo = [s for s, r in zip(chosen, reports, strict=True) if r.problems]
+        repaired = run_syncs(todo, connections, replace(options, dry_run=False, verify_all=True))
+        reports = verify_syncs(chosen, connections, options, limit)
+    if as_json:
+        for report in reports:
+            print(json.dumps(report.as_dict(), default=str))
+        for r in repaired:
+            print(json.dumps({"repair": True} | r.as_dict(), default=str))
+    else:
+        rows = [{k: v for k, v in r.as_dict().items() if k != "sample"} for r in reports]
+        print_table("verify: the destination read back against the mart", rows)
+        for report in reports:
+            for item in report.sample:
+                line = f"  {report.sync}: {item['problem']} {item['key']}"
+                if item.get("columns"):
+                    line += f" (columns {', '.join(item['columns'])})"
+                console.print(line, markup=False)
+        if repaired:
+            _print_results(repaired, dry_run=False)
+    if any(r.problems for r in reports) or any(not r.ok for r in repaired):
+        sys.exit(EXIT_FAILED)
 
 
 def _details(result: SyncResult) -> dict[str, Any]:
@@ -161,6 +247,8 @@ def _print_results(results: list[SyncResult], dry_run: bool) -> None:
     for r in results:
         if r.refreshed:
             console.print(f"  {r.spec.name}: refreshed {', '.join(r.refreshed)}", markup=False)
+        for repair in r.repairs:
+            console.print(f"  {r.spec.name}: {repair}", markup=False)
         if r.error:
             err_console.print(f"[bold red]{r.status}:[/] {_escaped(r.error)}")
             if r.hint:
@@ -197,10 +285,9 @@ def status(
     from reverse_etl.runs import recent_runs
 
     configure_logging(debug)
-    url = load_settings().secret("postgres_url")
-    if not url:
-        raise typer.BadParameter("set ROUNDTRIP_POSTGRES_URL: the run history lives there")
-    rows = [r.as_dict() for r in recent_runs(url, sync, limit)]
+    connections = connections_from(load_settings())
+    connections.preflight(set())
+    rows = [r.as_dict() for r in recent_runs(connections.state_url, sync, limit)]
     if as_json:
         for row in rows:
             print(json.dumps(row, default=str))

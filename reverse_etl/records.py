@@ -1,42 +1,36 @@
-"""A sync's records, classified against its state in the run's own DuckDB.
+"""A sync's records, checked and classified against its state in the run's own DuckDB.
 
-The model is readable in a DuckDB connection of the run (``reverse_etl.sources`` attached or
-copied it there). DuckDB does the per-row work in SQL generated from the sync's settings (never
-from a model's logic): it renames columns, flags rows whose key is NULL or shared by several
-rows, and gives each record, in the shape its destination declares (``RecordShape``):
+The model's rows are in the run's DuckDB (``reverse_etl.sources`` copied them there). DuckDB
+does the per-row work in SQL generated from the sync's settings (never from a model's logic): it
+renames columns, rejects rows with a reason (a NULL or shared key, two keys that render as one
+destination identity, a value the destination cannot hold), and gives each record, in the shape
+its destination declares (``RecordShape``):
 
-- its identity: typed columns (a Postgres destination's primary key; a Redis key), the same
+- its identity: typed columns (a Postgres destination's primary key; a rendered Redis key), the
   columns the sync state keys its records by;
 - ``__rt_fp``: a 64-bit fingerprint of exactly what is written, for change detection;
 - ``__rt_rows``: how many model rows the record carries (Redis ``list`` values group rows);
 - whatever else the destination writes from.
 
-The sync's state (``reverse_etl.state``: a table of identity and fingerprint, from the run's
-local cache or read from Postgres) is joined in one set-based pass (``classify``) that marks
-every record NEW, CHANGED, UNCHANGED or HEALED (the state says the destination holds it, the
-destination lost it). Only what a destination needs then leaves DuckDB, in Arrow record batches
-of ``batch_rows``. DuckDB's memory is capped and it spills to the scratch folder, so memory is
-bounded by the batch size, not the table size.
+``classify`` joins the state (identity, fingerprint, recorded) in one set-based pass and marks
+every record NEW, CHANGED, UNCHANGED or HEALED (the state vouches for it, the destination lost
+it or holds it wrong). Only what a destination needs then leaves DuckDB, in Arrow record batches
+of ``batch_rows``; DuckDB's memory is capped and it spills, so memory is bounded by the batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from reverse_etl.errors import SyncError
+from reverse_etl.errors import SyncError, from_duckdb
 from reverse_etl.spec import RESERVED_PREFIX, SyncSpec
-from roundtrip.core.sql import literal, quote
+from roundtrip.core.sql import duck_ident, literal
 
 log = logging.getLogger(__name__)
 
@@ -47,28 +41,47 @@ CHANGE = "__rt_change"
 UNCHANGED, NEW, CHANGED, HEALED = 0, 1, 2, 3
 SENT = (NEW, CHANGED, HEALED)  # what an upsert writes
 EVERY = (NEW, CHANGED, UNCHANGED, HEALED)
-# a sync's state before its first commit: no records, the identity columns' types (see use)
-EMPTY_STATE = "temp.empty_state"
+KIND_NAMES = {NEW: "new", CHANGED: "changed", UNCHANGED: "unchanged", HEALED: "healed"}
+
+
+def q(name: str) -> str:
+    return duck_ident(name)
 
 
 def json_object(columns: list[str]) -> str:
-    return f"to_json(struct_pack({', '.join(f'{quote(c)} := {quote(c)}' for c in columns)}))::varchar"
+    return f"to_json(struct_pack({', '.join(f'{q(c)} := {q(c)}' for c in columns)}))::varchar"
+
+
+def valid_json(expression: str) -> str:
+    """DuckDB's JSON text with NaN and ±Infinity (which JSON cannot spell) as strings: the
+    rejected row is kept as it was, as JSON that Postgres takes."""
+    pattern, to = "'([:\\[,])(-?(?:NaN|Infinity))([,\\]}])'", "'\\1\"\\2\"\\3'"
+    once = f"regexp_replace({expression}, {pattern}, {to}, 'g')"
+    return f"regexp_replace({once}, {pattern}, {to}, 'g')"  # twice: matches share a comma
 
 
 def fingerprint_of(expression: str) -> str:
-    """DuckDB's 64-bit ``hash`` of an expression as a signed BIGINT (see ``fingerprint``)."""
-    return f"(hash({expression})::hugeint - 9223372036854775808)::bigint"
+    """DuckDB's 64-bit ``hash`` of an expression as a signed BIGINT (Postgres has no unsigned type).
 
-
-def fingerprint(columns: list[str]) -> str:
-    """DuckDB's 64-bit ``hash`` of ``columns`` as a signed BIGINT (Postgres has no unsigned type).
-
-    One hash over the columns themselves, not over a rendering of them (JSON, text): ten times
+    One hash over the values themselves, not over a rendering of them (JSON, text): ten times
     cheaper than an md5 of the row as JSON. A collision (2^-64 per changed record) would miss
     one update; a DuckDB release that changed ``hash`` would make every record look changed
     once (one full resend, no wrong data)."""
-    args = ", ".join(quote(c) for c in columns)
-    return f"(hash({args})::hugeint - 9223372036854775808)::bigint"
+    return f"(hash({expression})::hugeint - 9223372036854775808)::bigint"
+
+
+def fingerprint(columns: list[str], alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return fingerprint_of(", ".join(f"{prefix}{q(c)}" for c in columns))
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """A value a destination cannot hold: rows where ``condition`` is true are rejected with
+    ``reason`` (both DuckDB SQL over the projected row)."""
+
+    condition: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -77,30 +90,39 @@ class RecordShape:
     projected, accepted rows (the destination module writes these; the engine runs them)."""
 
     # the record's identity: record column -> its SQL over one model row (rows sharing it form
-    # one record); the state keys records by these columns, typed as the model has them
+    # one record); the state keys records by these columns
     identity: dict[str, str]
-    # SELECT ... FROM {rows} (the accepted model rows): the identity columns, FINGERPRINT, ROWS,
-    # and the columns ``written`` joins back on; what is written is not rendered here: only the
-    # records that are sent are
-    records: str
-    # SELECT ... FROM {rows} m JOIN {records} c ...: the batches a destination writes, rendered
-    # from the model rows of the classified records in {records}; None: the classified records
-    written: str | None = None
+    # the model columns the identity is rendered from: rows whose values differ there but whose
+    # identity is the same ("keys that render alike") are rejected
+    identity_from: list[str]
+    # rows -> SELECT the identity columns, FINGERPRINT, ROWS and the columns ``written`` joins on
+    records: Callable[[str], str]
+    # (rows, chosen records) -> SELECT what the destination writes of those records, with
+    # CHANGE; None: the classified records themselves
+    written: Callable[[str, str], str] | None = None
     required: dict[str, list[str]] = field(default_factory=dict)  # what -> model columns it needs
+    rules: list[ValueRule] = field(default_factory=list)
     # what a dry run shows of a record that carries its own rendering: column -> label (JSON
     # text is shown parsed); empty: the model's columns
     shown: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def identity_is_key(self) -> bool:
+        return all(expr == q(name) for name, expr in self.identity.items())
+
 
 @dataclass
 class Plan:
-    """What the classification found: records per kind, and the model rows they carry."""
+    """What the classification found: records per kind, the model rows they carry, the rows
+    rejected, and the records of the state the model no longer has."""
 
     new: int = 0
     changed: int = 0
     unchanged: int = 0
     healed: int = 0
     rows: int = 0
+    rejected: int = 0
+    gone: int = 0
 
     @property
     def sent(self) -> int:
@@ -111,84 +133,68 @@ class Plan:
         return self.new + self.changed + self.unchanged + self.healed
 
 
-class Scratch:
-    """The run's own DuckDB: an in-memory connection with a scratch database in a temporary
-    folder (classification, copies of remote models), memory capped, spilling to that folder;
-    removed when the run ends. Use as a context manager."""
+@dataclass(frozen=True)
+class Model:
+    """The model's rows, readable in the run's DuckDB: where, their columns and DuckDB types."""
 
-    def __init__(self, memory_limit: str) -> None:
-        self.memory_limit = memory_limit
-        self.con: Any = None
-        self.folder: Path | None = None
-        # a unique name: DuckDB shares one instance between the connections of a process
-        self.db = f"rt_{uuid.uuid4().hex[:12]}"
-        # in memory like the temp schema, but seen by every cursor of the run's connection (a
-        # temp table is not): the classified records, read by a destination writing on its own
-        # cursor while the state's transaction runs on the connection (reverse_etl.engine)
-        self.shared = f"{self.db}_mem"
+    relation: str
+    columns: list[str]
+    types: dict[str, str]
+    where: str  # for messages
 
-    def __enter__(self) -> Scratch:
-        from roundtrip.core.duckdb_extensions import connect
-
-        self.folder = Path(tempfile.mkdtemp(prefix="reverse_etl-"))
-        try:
-            self.con = connect(":memory:")
-            self.con.execute(f"set memory_limit = '{self.memory_limit}'")
-            self.con.execute(f"set temp_directory = {literal(str(self.folder / 'spill'))}")
-            self.con.execute("set preserve_insertion_order = false")  # nothing here depends on it
-            self.con.execute(f"attach {literal(str(self.folder / 'run.duckdb'))} as {self.db} (read_write)")
-            self.con.execute(f"attach ':memory:' as {self.shared}")
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.con is not None:
-            with contextlib.suppress(Exception):
-                self.con.close()
-            self.con = None
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+    @classmethod
+    def of(cls, con: Any, relation: str, mapping: dict[str, str] | None, renamed: str, where: str) -> Model:
+        """The rows of ``relation`` with the sync's ``columns`` mapping applied (a view named
+        ``renamed``: model column -> destination column)."""
+        if mapping:
+            present = [r[0] for r in con.execute(f"describe select * from {relation}").fetchall()]
+            missing = [c for c in mapping if c not in present]
+            if missing:
+                raise SyncError(
+                    f"{where}: column(s) {missing} of the sync's `columns` are not in the model "
+                    f"(columns: {', '.join(present)})"
+                )
+            projection = ", ".join(f"{q(source)} as {q(name)}" for source, name in mapping.items())
+            con.execute(f"create or replace view {renamed} as select {projection} from {relation}")
+            relation = renamed
+        described = con.execute(f"describe select * from {relation}").fetchall()
+        return cls(relation, [r[0] for r in described], {r[0]: r[1] for r in described}, where)
 
 
 class Records:
-    """One sync's records in the run's DuckDB: read, checked, classified, streamed."""
+    """One sync's records in the run's DuckDB: checked, classified, streamed."""
 
-    def __init__(self, scratch: Scratch, spec: SyncSpec, relation: str, describe: str) -> None:
+    def __init__(self, con: Any, shared: str, spec: SyncSpec, model: Model, shape: RecordShape) -> None:
+        self.con = con
         self.spec = spec
         self.settings = spec.settings
-        self.con = scratch.con
-        self.db = scratch.db
-        self.shared = scratch.shared
-        self.relation = relation
-        self.where = describe
-        self.shape: RecordShape | None = None
-        self.state = EMPTY_STATE  # the state relation classify joins (see use_state)
-        self.lost_relation: str | None = None
-        self._clean: bool | None = None  # no NULL and no shared key in the model: no reject pass
-        try:
-            described = self.con.execute(f"describe {self.projected()}").fetchall()
-        except Exception as exc:
-            raise SyncError(f"sync {spec.name}: cannot read model {spec.model} ({describe}): {exc}") from exc
-        self.columns: list[str] = [r[0] for r in described]
-        self.types: dict[str, str] = {r[0]: r[1] for r in described}  # DuckDB type names
+        self.model = model
+        self.shape = shape
+        self.shared = shared
+        self.classified = self.table("classified")
+        self._clean: bool | None = None  # no row to reject: no window pass
+        self._check_columns()
 
-    # ---------------------------------------------------------------- SQL
+    def table(self, name: str) -> str:
+        """A work table of the run, seen by every cursor of its connection."""
+        return duck_ident(self.shared, name)
+
+    # ---------------------------------------------------------------- the model's rows
+
+    @property
+    def columns(self) -> list[str]:
+        return self.model.columns
+
+    @property
+    def types(self) -> dict[str, str]:
+        return self.model.types
 
     def projected(self) -> str:
-        mapping = self.settings.columns
-        projection = ", ".join(f"{quote(s)} as {quote(d)}" for s, d in mapping.items()) if mapping else "*"
-        return f"(select {projection} from {self.relation})"
+        """The model with the sync's ``columns`` renaming applied (it is already in the copy)."""
+        return f"(select * from {self.model.relation})"
 
-    def use(self, shape: RecordShape) -> None:
-        """The destination's record shape; checks the model has what it needs."""
-        self.shape = shape
-        s = self.settings
+    def _check_columns(self) -> None:
+        s, shape = self.settings, self.shape
         needed = {"primary key": s.primary_key, **shape.required}
         for what, names in needed.items():
             missing = [n for n in names if n not in self.columns]
@@ -202,139 +208,148 @@ class Records:
             raise SyncError(
                 f"sync {self.spec.name}: model columns {reserved} use the reserved prefix {RESERVED_PREFIX}"
             )
-        identity = ", ".join(f"{expr} as {quote(name)}" for name, expr in shape.identity.items())
-        self.con.execute(
-            f"create or replace temp table {EMPTY_STATE} as select {identity}, null::bigint as fingerprint, "
-            f"true as recorded from {self.projected()} limit 0"
-        )
 
     def identity_types(self) -> dict[str, str]:
-        """The identity columns and their DuckDB types (the state table's columns)."""
-        rows = self.con.execute(f"describe {EMPTY_STATE}").fetchall()
-        return {r[0]: r[1] for r in rows if r[0] not in ("fingerprint", "recorded")}
+        """The identity columns and their DuckDB types (the state's key columns)."""
+        identity = ", ".join(f"{expr} as {q(name)}" for name, expr in self.shape.identity.items())
+        rows = self._sql(f"describe select {identity} from {self.projected()} limit 0").fetchall()
+        return {r[0]: r[1] for r in rows}
 
-    def _shape(self) -> RecordShape:
-        if self.shape is None:
-            raise RuntimeError("Records.use(shape) first")
-        return self.shape
+    def _sql(self, sql: str) -> Any:
+        try:
+            return self.con.execute(sql)
+        except Exception as exc:
+            raise from_duckdb(exc, f"sync {self.spec.name}: model {self.spec.model} ({self.model.where})") from exc
+
+    # ---------------------------------------------------------------- rejected rows
 
     def _keys(self) -> list[str]:
         return self.settings.primary_key
 
+    def _collisions(self) -> str | None:
+        """Identities rendered from more than one distinct ``identity_from`` tuple."""
+        if self.shape.identity_is_key:
+            return None
+        identity = ", ".join(f"{expr} as {q(name)}" for name, expr in self.shape.identity.items())
+        sources = ", ".join(q(c) for c in self.shape.identity_from)
+        names = ", ".join(q(n) for n in self.shape.identity)
+        return f"""select {names}, count(distinct ({sources})) as __rt_sources
+                   from (select {identity}, {sources} from {self.projected()})
+                   where {" and ".join(f"{q(n)} is not null" for n in self.shape.identity)}
+                   group by all having count(distinct ({sources})) > 1"""
+
     def clean(self) -> bool:
-        """Whether no row has a NULL in its key or shares it (one aggregate, no window)."""
+        """Whether no row has to be rejected (one aggregate, no window): the common case."""
         if self._clean is None:
-            keys = ", ".join(quote(k) for k in self._keys())
-            any_null = " or ".join(f"{quote(k)} is null" for k in self._keys())
-            row = self.con.execute(
-                f"""select count(*) filter (where {any_null}), count(*) - count(distinct ({keys}))
+            keys = ", ".join(q(k) for k in self._keys())
+            any_null = " or ".join(f"{q(k)} is null" for k in self._keys())
+            rules = " or ".join(f"coalesce({r.condition}, false)" for r in self.shape.rules) or "false"
+            row = self._sql(
+                f"""select count(*) filter (where {any_null}), count(*) - count(distinct ({keys})),
+                           count(*) filter (where {rules})
                     from {self.projected()}"""
             ).fetchone()
-            self._clean = bool(row) and row[0] == 0 and row[1] == 0
+            clean = bool(row) and row[0] == 0 and row[1] == 0 and row[2] == 0
+            collisions = self._collisions()
+            if clean and collisions is not None:
+                clean = not self._sql(f"select exists ({collisions})").fetchone()[0]
+            self._clean = clean
         return self._clean
 
     def _checked(self) -> str:
         """The projected rows with ``__rt_reason``: why a row is rejected, NULL when it is fine."""
         keys = self._keys()
-        partition = ", ".join(quote(k) for k in keys)
-        any_null = " or ".join(f"{quote(k)} is null" for k in keys)
-        null_names = ", ".join(f"case when {quote(k)} is null then {literal(k)} end" for k in keys)
-        return f"""
-            with counted as (
-                select *, count(*) over (partition by {partition}) as __rt_key_rows from {self.projected()}
+        partition = ", ".join(q(k) for k in keys)
+        any_null = " or ".join(f"{q(k)} is null" for k in keys)
+        null_names = ", ".join(f"case when {q(k)} is null then {literal(k)} end" for k in keys)
+        reasons = [
+            f"case when {any_null} then 'NULL in key column(s): ' || concat_ws(', ', {null_names}) end",
+            "case when __rt_key_rows > 1 then 'duplicate key: ' || __rt_key_rows || ' rows share it' end",
+        ]
+        collisions = self._collisions()
+        join = ""
+        if collisions is not None:
+            identity = ", ".join(f"{expr} as {q('__rt_id_' + name)}" for name, expr in self.shape.identity.items())
+            on = " and ".join(f"c.{q('__rt_id_' + n)} = x.{q(n)}" for n in self.shape.identity)
+            join = f"left join ({collisions}) x on {on}"
+            shown = " || ' ' || ".join(f"c.{q('__rt_id_' + n)}::varchar" for n in self.shape.identity)
+            reasons.append(
+                "case when x.__rt_sources is not null then 'key renders alike: ' || "
+                f"{shown} || ' is rendered by ' || x.__rt_sources || ' different keys' end"
             )
-            select * exclude (__rt_key_rows),
-                case
-                    when {any_null} then 'NULL in key column(s): ' || concat_ws(', ', {null_names})
-                    when __rt_key_rows > 1 then 'duplicate key: ' || __rt_key_rows || ' rows share it'
-                end as {REASON}
-            from counted"""
+            counted = f"select *, {identity}, count(*) over (partition by {partition}) as __rt_key_rows from {self.projected()}"
+        else:
+            counted = f"select *, count(*) over (partition by {partition}) as __rt_key_rows from {self.projected()}"
+        reasons += [f"case when coalesce({r.condition}, false) then {r.reason} end" for r in self.shape.rules]
+        hidden = ["__rt_key_rows"] + ([f"__rt_id_{n}" for n in self.shape.identity] if collisions else [])
+        return f"""
+            with counted as ({counted})
+            select c.* exclude ({", ".join(q(h) for h in hidden)}),
+                   nullif(concat_ws('; ', {", ".join(reasons)}), '') as {REASON}
+            from counted c {join}"""
 
     def accepted(self) -> str:
-        if self.clean():  # the common case: nothing to reject, no window over every row
+        if self.clean():
             return self.projected()
         return f"(select * exclude ({REASON}) from ({self._checked()}) where {REASON} is null)"
 
     def rejected_sql(self) -> str:
         return f"""
-            select
-                {json_object(self._keys())} as {ROW_KEY},
-                {REASON},
-                {json_object(self.columns)} as {ROW}
+            select {valid_json(json_object(self._keys()))} as {ROW_KEY}, {REASON},
+                   {valid_json(json_object(self.columns))} as {ROW}
             from ({self._checked()})
             where {REASON} is not null
             order by {ROW_KEY}"""
 
-    # ---------------------------------------------------------------- state and classification
+    def rejected(self) -> Iterator[pa.RecordBatch]:
+        """Rows that are not written: ``__rt_row_key``, ``__rt_reason``, ``__rt_row`` (JSON)."""
+        if self.clean():
+            return iter(())
+        return self.stream(self.rejected_sql())
 
-    def use_state(self, relation: str) -> None:
-        """The state to classify against: identity columns, ``fingerprint`` (NULL: in doubt)
-        and ``recorded`` (false: a killed run may have written it, the state never recorded it)."""
-        self.state = relation
+    # ---------------------------------------------------------------- classification
 
-    @property
-    def first_state(self) -> bool:
-        """Whether the sync has no committed state yet (its first run, or the first since a reset)."""
-        return self.state == EMPTY_STATE
+    def records_of_model(self) -> str:
+        """Every accepted record (identity, fingerprint, rows, join columns), unclassified."""
+        return self.shape.records(self.accepted())
 
-    def state_count(self) -> int:
-        """The records the state says the destination holds."""
-        row = self.con.execute(f"select count(*) from {self.state} where recorded").fetchone()
-        return int(row[0]) if row else 0
+    def on(self, left: str, right: str) -> str:
+        return " and ".join(f"{left}.{q(c)} = {right}.{q(c)}" for c in self.shape.identity)
 
-    def mark_lost(self, lost: str | None) -> int:
-        """Drift: the state records the destination no longer holds (``lost``: a DuckDB query of
-        their identity, or None) become HEALED in ``classify``. Returns how many are lost."""
-        if lost is None:
-            self.lost_relation = None
-            return 0
-        self.con.execute(f"create or replace temp table lost as {lost}")
-        self.lost_relation = "temp.lost"
-        row = self.con.execute(f"select count(*) from {self.lost_relation}").fetchone()
-        return int(row[0]) if row else 0
+    def classify(self, state: str, lost: str | None) -> Plan:
+        """One pass over the model: each accepted record NEW, CHANGED, UNCHANGED or HEALED.
 
-    def _on(self, left: str, right: str) -> str:
-        return " and ".join(f"{left}.{quote(c)} = {right}.{quote(c)}" for c in self._shape().identity)
-
-    def classify(self) -> Plan:
-        """One pass over the model: each accepted record NEW, CHANGED, UNCHANGED or HEALED."""
-        shape = self._shape()
-        records = shape.records.replace("{rows}", self.accepted())
-        lost = f"left join {self.lost_relation} l on {self._on('l', 'r')}" if self.lost_relation else ""
-        is_lost = f"l.{quote(next(iter(shape.identity)))} is not null" if self.lost_relation else "false"
-        try:
-            self.con.execute(
-                f"""create or replace table {self.classified} as
-                    select r.*, case when s.recorded is null or not s.recorded then {NEW}
-                                     when {is_lost} then {HEALED}
-                                     when s.fingerprint is distinct from r.{FINGERPRINT} then {CHANGED}
-                                     else {UNCHANGED} end::tinyint as {CHANGE}
-                    from ({records}) r
-                    left join {self.state} s on {self._on("s", "r")}
-                    {lost}"""
-            )
-        except Exception as exc:
-            raise SyncError(f"sync {self.spec.name}: cannot read model {self.spec.model}: {exc}") from exc
+        ``state``: identity, ``fingerprint`` (NULL: unknown) and ``recorded`` (false: a killed
+        run may have written it, the state never recorded it); ``lost``: identities the state
+        vouches for that the destination does not hold as recorded."""
+        lost_join = f"left join {lost} l on {self.on('l', 'r')}" if lost else ""
+        is_lost = f"l.{q(next(iter(self.shape.identity)))} is not null" if lost else "false"
+        self._sql(
+            f"""create or replace table {self.classified} as
+                select r.*, case when s.recorded is null or not s.recorded then {NEW}
+                                 when {is_lost} then {HEALED}
+                                 when s.fingerprint is distinct from r.{FINGERPRINT} then {CHANGED}
+                                 else {UNCHANGED} end::tinyint as {CHANGE}
+                from ({self.records_of_model()}) r
+                left join {state} s on {self.on("s", "r")}
+                {lost_join}"""
+        )
         plan = Plan()
-        names = {NEW: "new", CHANGED: "changed", UNCHANGED: "unchanged", HEALED: "healed"}
-        for change, records_count, rows in self.con.execute(
+        for change, count, rows in self._sql(
             f"select {CHANGE}, count(*), sum({ROWS}) from {self.classified} group by 1"
         ).fetchall():
-            setattr(plan, names[change], int(records_count))
+            setattr(plan, KIND_NAMES[change], int(count))
             plan.rows += int(rows)
         return plan
 
     def _in(self, changes: tuple[int, ...]) -> str:
         return f"{CHANGE} in ({', '.join(str(c) for c in changes)})"
 
-    @property
-    def classified(self) -> str:
-        return f"{self.shared}.classified"
-
-    def on(self, con: Any) -> Records:
-        """These records read through ``con``, a cursor of the run's connection: a destination
-        streams its writes there while the connection runs the state's transaction. What the
-        cursor reads (the model, the classified records) is visible to every cursor."""
+    def on_cursor(self, con: Any) -> Records:
+        """These records read through ``con``, another cursor of the run's connection: a
+        destination streams its writes there while the connection runs the state's
+        transaction (what the cursor reads, the copy and the classified records, every cursor
+        sees)."""
         other = copy.copy(self)
         other.con = con
         return other
@@ -342,80 +357,63 @@ class Records:
     def records(
         self, changes: tuple[int, ...] = EVERY, ordered: bool = True, rendered: bool = True
     ) -> Iterator[pa.RecordBatch]:
-        """The records in ``changes``: what is written (``rendered``: the shape's ``written``
-        over the model rows, with ``__rt_change``), or the classified records themselves
-        (identity, ``__rt_fp``, ``__rt_rows``, ``__rt_change``). ``ordered``: by identity
-        (samples, tests); writers do without the sort (Postgres orders the staged rows in its
-        own statement)."""
-        return self._stream(self.records_sql(changes, ordered, rendered))
+        """The records in ``changes``: what is written (``rendered``), or the classified records
+        themselves (identity, ``__rt_fp``, ``__rt_rows``, ``__rt_change``). ``ordered``: by
+        identity (samples, tests); writers do without the sort."""
+        return self.stream(self.records_sql(changes, ordered, rendered))
 
     def records_sql(self, changes: tuple[int, ...] = EVERY, ordered: bool = False, rendered: bool = True) -> str:
-        shape = self._shape()
         chosen = f"(select * from {self.classified} where {self._in(changes)})"
-        if rendered and shape.written is not None:
-            query = shape.written.replace("{rows}", self.accepted()).replace("{records}", chosen)
+        if rendered and self.shape.written is not None:
+            query = self.shape.written(self.accepted(), chosen)
         else:
             query = f"select * from {chosen}"
         if not ordered:
             return query
-        return f"select * from ({query}) order by {', '.join(quote(c) for c in self._order_columns(query))}"
-
-    def _order_columns(self, query: str) -> list[str]:
-        names = [r[0] for r in self.con.execute(f"describe {query}").fetchall()]
-        identity = [c for c in self._shape().identity if c in names]
-        return identity or [k for k in self._keys() if k in names] or names[:1]
+        names = [r[0] for r in self._sql(f"describe {query}").fetchall()]
+        order = [c for c in self.shape.identity if c in names] or [k for k in self._keys() if k in names] or names[:1]
+        return f"select * from ({query}) order by {', '.join(q(c) for c in order)}"
 
     def identity_sql(self, changes: tuple[int, ...]) -> str:
         """The identity of the records in ``changes`` (the write-ahead marks)."""
-        columns = ", ".join(quote(c) for c in self._shape().identity)
-        return f"select {columns} from {self.classified} where {self._in(changes)}"
+        return f"select {', '.join(q(c) for c in self.shape.identity)} from {self.classified} where {self._in(changes)}"
 
     def state_rows_sql(self, changes: tuple[int, ...]) -> str:
         """Identity and ``fingerprint`` of the records in ``changes``: what the state must now say."""
-        columns = ", ".join(quote(c) for c in self._shape().identity)
+        columns = ", ".join(q(c) for c in self.shape.identity)
         return f"select {columns}, {FINGERPRINT} as fingerprint from {self.classified} where {self._in(changes)}"
 
-    def gone_sql(self) -> str:
-        """The identity of the state records no row of the model has any more (a key rejected in
-        this run still counts as present: what was written for it is left alone)."""
-        shape = self._shape()  # (a Redis key template's fields are part of the primary key)
-        present = " and ".join(f"{quote(c)} is not null" for c in self._keys())
-        identity = ", ".join(f"{expr} as {quote(name)}" for name, expr in shape.identity.items())
-        columns = ", ".join(f"s.{quote(c)}" for c in shape.identity)
-        return f"""select {columns} from {self.state} s
+    def gone_sql(self, state: str, extra: str | None = None) -> str:
+        """The identity of the state's records no row of the model has any more (a key rejected
+        in this run still counts as present: what was written for it is left alone), and of
+        ``extra`` identities (found in the destination, once written by this sync) likewise."""
+        shape = self.shape
+        present = " and ".join(f"{q(c)} is not null" for c in self._keys())
+        identity = ", ".join(f"{expr} as {q(name)}" for name, expr in shape.identity.items())
+        ids = ", ".join(q(c) for c in shape.identity)
+        owned = (
+            f"select {ids} from {state}"  # (a doubt the state never recorded counts: a killed run may have written it)
+        )
+        if extra:
+            owned = f"{owned} union select {ids} from {extra}"
+        return f"""select s.* from ({owned}) s
                    anti join (select distinct {identity} from {self.projected()} where {present}) m
-                   on {self._on("m", "s")}"""
+                   on {self.on("m", "s")}"""
 
-    def gone_count(self) -> int:
-        row = self.con.execute(f"select count(*) from ({self.gone_sql()})").fetchone()
+    def count(self, sql: str) -> int:
+        row = self._sql(f"select count(*) from ({sql})").fetchone()
         return int(row[0]) if row else 0
 
-    def gone(self) -> Iterator[pa.RecordBatch]:
-        """The identity of the gone records, in order."""
-        order = ", ".join(quote(c) for c in self._shape().identity)
-        return self._stream(f"select * from ({self.gone_sql()}) order by {order}")
-
-    def arrow_schema(self) -> pa.Schema:
-        """The projected model's columns as Arrow types (for a table the sync creates)."""
-        return self.con.execute(f"select * from {self.projected()} limit 0").arrow().schema
-
-    # ---------------------------------------------------------------- streams
-
-    def _stream(self, query: str) -> Iterator[pa.RecordBatch]:
-        try:
-            reader = self.con.execute(query).to_arrow_reader(self.settings.batch_rows)
-        except Exception as exc:
-            raise SyncError(f"sync {self.spec.name}: cannot read model {self.spec.model}: {exc}") from exc
+    def stream(self, query: str) -> Iterator[pa.RecordBatch]:
+        reader = self._sql(query).to_arrow_reader(self.settings.batch_rows)
         for batch in reader:
             if batch.num_rows:
                 yield batch
 
-    def rejected(self) -> Iterator[pa.RecordBatch]:
-        """Rows with a NULL or duplicated key: ``__rt_row_key``, ``__rt_reason``, ``__rt_row``
-        (the row as JSON)."""
-        if self.clean():
-            return iter(())
-        return self._stream(self.rejected_sql())
+    def arrow_schema(self) -> pa.Schema:
+        """The columns a destination writes, as Arrow types (for a table the sync creates)."""
+        written = self.records_sql((NEW,), rendered=True)
+        return self._sql(f"select * from ({written}) limit 0").arrow().schema
 
 
 def payload_columns(batch: pa.RecordBatch | pa.Table | pa.Schema) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from reverse_etl.errors import SyncError
 from reverse_etl.runs import connect
 from reverse_etl.spec import RefreshModel, SyncSpec
-from reverse_etl.state import clear_pending_refresh
+from reverse_etl.state.columns import clear_owed_refresh
 from roundtrip.core.errors import RoundtripError
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,20 @@ def ready_models(conn: object, spec: SyncSpec, names: list[str]) -> list[str]:
     for model in spec.refresh:
         if model.name not in names:
             continue
-        missing = [t for t in model.reads if not conn.execute("select to_regclass(%s)", (t,)).fetchone()[0]]  # type: ignore[attr-defined]
+        missing = [t for t in model.reads if not conn.execute("select to_regclass(%s)", (_regclass(t),)).fetchone()[0]]  # type: ignore[attr-defined]
         if missing:
             log.info("sync %s: %s waits for %s before its first build", spec.name, model.name, ", ".join(missing))
         else:
             ready.append(model.name)
     return ready
+
+
+def _regclass(target: str) -> str:
+    """A sync's ``schema.table`` as ``to_regclass`` reads it (quoted: names are taken as written)."""
+    from reverse_etl.spec import parse_relation
+    from roundtrip.core.sql import pg_ident
+
+    return pg_ident(*parse_relation(target))
 
 
 def refresh_serving_models(spec: SyncSpec, names: list[str], postgres_url: str, project_dir: Path) -> list[str]:
@@ -62,7 +70,7 @@ def refresh_together(
     ``dbt run --select <models>`` on the postgres target; then clear the syncs' debts. Returns
     each sync's refreshed models."""
     syncs = ", ".join(spec.name for spec, _ in due)
-    with connect(postgres_url, due[0][0].name, autocommit=True) as conn:
+    with connect(postgres_url, f"reverse_etl:{due[0][0].name}") as conn:
         ready = {spec.name: ready_models(conn, spec, names) for spec, names in due}
         models = sorted({m for names in ready.values() for m in names})
         if models:
@@ -84,7 +92,7 @@ def refresh_together(
                 ", ".join(left) or "none",
             )
         for spec, _ in due:
-            clear_pending_refresh(conn, spec.name)
+            clear_owed_refresh(conn, spec.name)
     return ready
 
 
@@ -95,7 +103,9 @@ def refresh_in_place(conn: object, model: RefreshModel) -> bool:
         return False
     from psycopg import Error, sql
 
-    schema, _, identifier = model.relation.partition(".")
+    from reverse_etl.spec import parse_relation
+
+    schema, identifier = parse_relation(model.relation)
     found = conn.execute(  # type: ignore[attr-defined]
         """select coalesce(obj_description(c.oid, 'pg_class'), ''), v.ispopulated,
                   exists (select from pg_index i where i.indrelid = c.oid and i.indisunique

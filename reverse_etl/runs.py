@@ -1,31 +1,42 @@
-"""Run history and the per-sync lock, on a control connection of their own (autocommit).
+"""The run history (``reverse_etl.runs``) and the per-sync lock, on a connection of their own.
 
 The lock is a session-level Postgres advisory lock keyed by the sync's name: two runs of one
 sync never overlap, and if a run's process dies, the server releases its lock with the
-connection. The history row of such a run stays ``running`` until the next run of the sync
-marks it ``abandoned``; ``status`` shows it as abandoned as soon as nobody holds the lock.
+connection. The history is what users read (``roundtrip sync status``); nothing the sync does
+depends on it: a truncated or dropped ``runs`` table is recreated and loses only history.
 
-The write and the refresh are separate phases: the run's commit records its status and counts
-in the same transaction as its writes (``committed`` when serving models are still to refresh),
-so a run killed after its commit is on record with what it wrote, never ``abandoned``.
-Messages stored in ``error`` are redacted (no credentials).
+A run's row is written when it starts, its attempts counted as they happen, and its end
+recorded in the same transaction as its writes (``committed`` when serving models are still to
+refresh), so a run killed after its commit is on record with what it wrote. An end that cannot
+be recorded because the state's Postgres is unreachable is kept in a local outbox
+(``$ROUNDTRIP_DATA_DIR/reverse_etl/outbox.jsonl``) and written by the next run that reaches
+it: the history never shows a run as ``running`` or ``abandoned`` when it ended with a result.
+Messages stored in ``error`` are redacted.
+
+This module is the psycopg edge of the history: its errors leave it classified.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from reverse_etl.counts import FIELDS as COUNTS
 from reverse_etl.counts import SyncCounts
-from reverse_etl.errors import SyncLockedError
-from reverse_etl.spec import SyncSpec
-from reverse_etl.state import SCHEMA, ensure_state_schema, state_schema_exists
+from reverse_etl.errors import SyncLockedError, from_psycopg
 from roundtrip.core.redact import redact
+from roundtrip.core.sql import literal
 
 log = logging.getLogger(__name__)
 
+SCHEMA = "reverse_etl"
 RUNNING, COMMITTED, SUCCEEDED, WITH_REJECTS, FAILED, BLOCKED, ABANDONED = (
     "running",
     "committed",  # written and committed; the serving refresh is still to come
@@ -33,114 +44,261 @@ RUNNING, COMMITTED, SUCCEEDED, WITH_REJECTS, FAILED, BLOCKED, ABANDONED = (
     "succeeded_with_rejects",
     "failed",
     "blocked",  # a guard (max_delete_pct, max_reject_pct) stopped it before it wrote anything
-    "abandoned",
+    "abandoned",  # the process died before its commit, and left no result
 )
-COUNTS = ("read", "inserted", "updated", "unchanged", "healed", "deleted", "rejected")
+RUNS_DDL = f"""
+create table if not exists {SCHEMA}.runs (
+    run_id bigint generated always as identity primary key,
+    sync text not null,
+    mode text not null,
+    destination text not null,
+    status text not null,
+    started_at timestamptz not null default clock_timestamp(),
+    ended_at timestamptz,
+    attempts integer not null default 1,
+    read bigint, inserted bigint, updated bigint, unchanged bigint, deleted bigint, rejected bigint,
+    error text
+);
+alter table {SCHEMA}.runs add column if not exists healed bigint;
+alter table {SCHEMA}.runs add column if not exists checked bigint;
+alter table {SCHEMA}.runs add column if not exists notes text;
+create index if not exists runs_by_sync on {SCHEMA}.runs (sync, run_id desc);
+create or replace view {SCHEMA}.latest_runs as
+    select distinct on (sync) * from {SCHEMA}.runs order by sync, run_id desc;
+"""
 
 
 def lock_key_sql(param: str = "%s") -> str:
     return f"hashtextextended('reverse_etl:sync:' || {param}, 0)"
 
 
-def connect(url: str, sync: str, autocommit: bool) -> Any:
+def connect(url: str, application: str, autocommit: bool = True) -> Any:
+    """A psycopg connection (``application`` shows in pg_stat_activity); errors classified."""
     import psycopg
 
-    # application_name shows the sync in pg_stat_activity
-    return psycopg.connect(url, autocommit=autocommit, application_name=f"reverse_etl:{sync}"[:63], connect_timeout=10)
+    try:
+        return psycopg.connect(url, autocommit=autocommit, application_name=application[:63], connect_timeout=10)
+    except psycopg.Error as exc:
+        who = application.removeprefix("reverse_etl:")
+        raise from_psycopg(exc, f"sync {who}: the state's Postgres") from exc
 
 
-class RunLog:
-    """Holds one sync's lock and writes its history row; use as a context manager."""
+@contextmanager
+def psycopg_edge(what: str) -> Iterator[None]:
+    """Classify the psycopg errors of a block."""
+    import psycopg
 
-    def __init__(self, url: str, spec: SyncSpec) -> None:
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise from_psycopg(exc, what) from exc
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, as the history records it. ``run_id`` None: a run that never reached
+    the history (its Postgres was down from the start): its row is inserted whole
+    (``sync``, ``mode`` and ``destination`` then say whose)."""
+
+    run_id: int | None
+    status: str
+    counts: SyncCounts | None
+    error: str | None = None
+    attempts: int | None = None
+    notes: str | None = None
+    sync: str | None = None
+    mode: str | None = None
+    destination: str | None = None
+
+    def sql(self) -> str:
+        """One statement with its values inlined (it also runs through DuckDB's postgres_execute)."""
+        values = self.counts.as_dict() if self.counts else {}
+        fields = {c: str(int(values[c])) if c in values else "null" for c in COUNTS}
+        fields["status"] = literal(self.status)
+        fields["ended_at"] = "clock_timestamp()"
+        fields["error"] = literal(redact(self.error)) if self.error else "null"
+        if self.attempts is not None:
+            fields["attempts"] = str(int(self.attempts))
+        if self.notes is not None:
+            fields["notes"] = literal(redact(self.notes))
+        if self.run_id is None:
+            fields |= {
+                "sync": literal(self.sync or ""),
+                "mode": literal(self.mode or ""),
+                "destination": literal(self.destination or ""),
+            }
+            return f"insert into {SCHEMA}.runs ({', '.join(fields)}) values ({', '.join(fields.values())})"
+        sets = ", ".join(f"{k} = {v}" for k, v in fields.items())
+        return f"update {SCHEMA}.runs set {sets} where run_id = {int(self.run_id)}"
+
+
+class RunHistory:
+    """One sync's lock and its history rows; use as a context manager (the lock is held until
+    it exits)."""
+
+    def __init__(self, url: str, sync: str, mode: str, destination: str, outbox: Path | None = None) -> None:
         self.url = url
-        self.spec = spec
+        self.sync = sync
+        self.mode = mode
+        self.destination = destination
+        self.outbox = outbox
         self.conn: Any = None
 
-    def __enter__(self) -> RunLog:
-        self.conn = connect(self.url, self.spec.name, autocommit=True)
+    def __enter__(self) -> RunHistory:
+        self.conn = connect(self.url, f"reverse_etl:{self.sync}")
         try:
-            ensure_state_schema(self.conn)
-            row = self.conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (self.spec.name,)).fetchone()
-            if not (row and row[0]):
-                raise SyncLockedError(f"sync {self.spec.name} is already running ({self._running_since()}): skipped")
+            with psycopg_edge(f"sync {self.sync}: the run history"):
+                from reverse_etl.state.schema import ensure_schema
+
+                ensure_schema(self.conn)
+                row = self.conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (self.sync,)).fetchone()
+                if not (row and row[0]):
+                    raise SyncLockedError(f"sync {self.sync} is already running ({self._running_since()}): skipped")
+                self._flush_outbox()
         except BaseException:
             self.conn.close()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.conn.close()  # releases the advisory lock
+        # released explicitly: a closed connection's backend releases it only once it has
+        # exited, which the next run of the sync, started at once, may not wait for
+        try:
+            self.conn.execute(f"select pg_advisory_unlock({lock_key_sql()})", (self.sync,))
+        except Exception as error:  # the connection is gone: so is the lock
+            log.debug("sync %s: unlock failed (%s)", self.sync, error)
+        finally:
+            self.conn.close()
 
     def _running_since(self) -> str:
         row = self.conn.execute(
             f"select run_id, started_at from {SCHEMA}.runs where sync = %s and status = %s order by run_id desc limit 1",
-            (self.spec.name, RUNNING),
+            (self.sync, RUNNING),
         ).fetchone()
         return f"run {row[0]} started {row[1]:%Y-%m-%d %H:%M:%S %Z}" if row else "another process holds its lock"
 
     def start(self, run_id: int | None, attempt: int) -> int:
-        """The run's history row: created on the first attempt, its attempt count bumped after.
-
-        Holding the lock, any other `running` row of this sync belongs to a process that died."""
-        abandoned = self.conn.execute(
-            f"""update {SCHEMA}.runs set status = %s, ended_at = clock_timestamp(),
-                    error = coalesce(error, 'the run ended without recording a result (process killed?)')
-                where sync = %s and status = %s and run_id is distinct from %s""",
-            (ABANDONED, self.spec.name, RUNNING, run_id),
-        ).rowcount
-        if abandoned:
-            log.warning("sync %s: %d earlier run(s) had died midway, marked abandoned", self.spec.name, abandoned)
-        if run_id is None:
+        """The run's row: created on its first attempt that reaches the history, its attempt
+        count set on each. Holding the lock, any other ``running`` row of this sync belongs to a
+        process that died."""
+        with psycopg_edge(f"sync {self.sync}: the run history"):
+            abandoned = self.conn.execute(
+                f"""update {SCHEMA}.runs set status = %s, ended_at = clock_timestamp(),
+                        error = coalesce(error, 'the run ended without recording a result (process killed?)')
+                    where sync = %s and status = %s and run_id is distinct from %s""",
+                (ABANDONED, self.sync, RUNNING, run_id),
+            ).rowcount
+            if abandoned:
+                log.warning("sync %s: %d earlier run(s) had died midway, marked abandoned", self.sync, abandoned)
+            if run_id is not None:
+                updated = self.conn.execute(
+                    f"update {SCHEMA}.runs set attempts = %s, status = %s, error = null where run_id = %s and sync = %s",
+                    (attempt, RUNNING, run_id, self.sync),
+                ).rowcount
+                if updated:
+                    return run_id
             row = self.conn.execute(
-                f"""insert into {SCHEMA}.runs (sync, mode, destination, status)
-                    values (%s, %s, %s, %s) returning run_id""",
-                (self.spec.name, self.spec.mode, self.spec.destination, RUNNING),
+                f"""insert into {SCHEMA}.runs (sync, mode, destination, status, attempts)
+                    values (%s, %s, %s, %s, %s) returning run_id""",
+                (self.sync, self.mode, self.destination, RUNNING, attempt),
             ).fetchone()
-            assert row is not None
-            return int(row[0])
-        self.conn.execute(
-            f"update {SCHEMA}.runs set attempts = %s, status = %s, error = null where run_id = %s",
-            (attempt, RUNNING, run_id),
-        )
-        return run_id
+        assert row is not None
+        return int(row[0])
 
-    def finish(self, run_id: int, status: str, counts: SyncCounts | None, error: str | None = None) -> None:
-        record_end(self.conn, run_id, status, counts, error)
+    def finish(self, end: RunEnd) -> None:
+        with psycopg_edge(f"sync {self.sync}: the run history"):
+            self.conn.execute(end.sql())
 
-
-def record_end(conn: Any, run_id: int, status: str, counts: SyncCounts | None, error: str | None) -> None:
-    values = counts.as_dict() if counts else {}
-    conn.execute(
-        f"""update {SCHEMA}.runs set status = %(status)s, ended_at = clock_timestamp(), error = %(error)s,
-                {", ".join(f"{c} = %({c})s" for c in COUNTS)}
-            where run_id = %(run_id)s""",
-        {"status": status, "error": redact(error) if error else None, "run_id": run_id}
-        | {k: values.get(k) for k in COUNTS},
-    )
+    def _flush_outbox(self) -> None:
+        """Write the ends that earlier runs could not (their Postgres was unreachable)."""
+        for end in read_outbox(self.outbox, self.sync):
+            self.conn.execute(end.sql())
+        clear_outbox(self.outbox, self.sync)
 
 
-def record_end_sql(run_id: int, status: str, counts: SyncCounts | None, error: str | None) -> str:
-    """``record_end`` as one statement with its values inlined (for ``postgres_execute``)."""
-    from roundtrip.core.sql import literal
-
-    values = counts.as_dict() if counts else {}
-    sets = ", ".join(f"{c} = {int(values[c]) if c in values else 'null'}" for c in COUNTS)
-    message = literal(redact(error)) if error else "null"
-    return f"""update {SCHEMA}.runs set status = {literal(status)}, ended_at = clock_timestamp(), error = {message},
-                   {sets} where run_id = {int(run_id)}"""
-
-
-def record_failure(
-    url: str, spec: SyncSpec, run_id: int, error: str, counts: SyncCounts | None = None, status: str = FAILED
-) -> None:
-    """Best effort, on a fresh connection: the run's own may be what failed. ``counts``: what
-    had committed (None: nothing)."""
+def record_end(url: str | None, spec: Any, end: RunEnd, outbox: Path | None) -> None:
+    """Best effort, on a fresh connection (the run's own may be what failed); kept in the outbox
+    when Postgres cannot be reached, for the next run of ``spec`` to write."""
+    if url is None:
+        return
+    if end.run_id is None:
+        end = replace(end, sync=spec.name, mode=spec.mode, destination=spec.destination)
     try:
-        with connect(url, spec.name, autocommit=True) as conn:
-            record_end(conn, run_id, status, counts, error)
+        conn = connect(url, f"reverse_etl:{spec.name}")
+        with conn, psycopg_edge(f"sync {spec.name}: the run history"):
+            from reverse_etl.state.schema import ensure_schema
+
+            ensure_schema(conn)
+            conn.execute(end.sql())
     except Exception as exc:
-        log.warning("sync %s: could not record the failure of run %s: %s", spec.name, run_id, redact(exc))
+        log.warning(
+            "sync %s: could not record the end of its run (%s); the next run records it", spec.name, redact(exc)
+        )
+        write_outbox(outbox, spec.name, end)
+
+
+# ---------------------------------------------------------------- the local outbox
+
+
+def write_outbox(outbox: Path | None, sync: str, end: RunEnd) -> None:
+    if outbox is None:
+        return
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    line = {
+        "sync": sync,
+        "run_id": end.run_id,
+        "status": end.status,
+        "counts": end.counts.as_dict() if end.counts else None,
+        "error": redact(end.error) if end.error else None,
+        "attempts": end.attempts,
+        "notes": end.notes,
+        "mode": end.mode,
+        "destination": end.destination,
+    }
+    with outbox.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_outbox(outbox: Path | None, sync: str) -> list[RunEnd]:
+    if outbox is None or not outbox.exists():
+        return []
+    ends = []
+    for line in outbox.read_text().splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if item.get("sync") == sync:
+            counts = SyncCounts(**item["counts"]) if item.get("counts") else None
+            ends.append(
+                RunEnd(
+                    item["run_id"],
+                    item["status"],
+                    counts,
+                    item.get("error"),
+                    item.get("attempts"),
+                    item.get("notes"),
+                    sync,
+                    item.get("mode"),
+                    item.get("destination"),
+                )
+            )
+    return ends
+
+
+def clear_outbox(outbox: Path | None, sync: str) -> None:
+    if outbox is None or not outbox.exists():
+        return
+    kept = [line for line in outbox.read_text().splitlines() if line and json.loads(line).get("sync") != sync]
+    if kept:
+        outbox.write_text("\n".join(kept) + "\n")
+    else:
+        outbox.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- reading the history
 
 
 @dataclass
@@ -173,30 +331,33 @@ class RunRecord:
 def recent_runs(url: str, sync: str | None, limit: int) -> list[RunRecord]:
     """The last ``limit`` runs of ``sync``, or the latest run of every sync. A ``running`` row
     whose lock nobody holds belongs to a process that died: it is shown as abandoned."""
-    with connect(url, sync or "status", autocommit=True) as conn:
-        if not state_schema_exists(conn):
+    conn = connect(url, "reverse_etl:status")
+    with conn, psycopg_edge("the run history"):
+        present = conn.execute(f"select to_regclass('{SCHEMA}.runs') is not null").fetchone()
+        if not (present and present[0]):
             return []
         held = f"""exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.granted and l.objsubid = 1
                      and ((l.classid::bigint << 32) | l.objid::bigint) = {lock_key_sql("r.sync")})"""
         where, params = ("where r.sync = %s", (sync,)) if sync else ("", ())
         source = (
-            f"{SCHEMA}.runs r {where} order by r.run_id desc limit {int(limit)}"
+            f"(select * from {SCHEMA}.runs r {where} order by r.run_id desc limit {int(limit)}) r"
             if sync
-            else (f"{SCHEMA}.latest_runs r")
+            else f"(select distinct on (sync) * from {SCHEMA}.runs order by sync, run_id desc) r"
         )
+        counts = ", ".join(f"r.{c}" for c in COUNTS)
         rows = conn.execute(
             f"""select r.run_id, r.sync, r.mode, r.destination,
                     case when r.status = '{RUNNING}' and not {held} then '{ABANDONED}' else r.status end,
-                    r.started_at, r.ended_at, r.attempts,
-                    r.read, r.inserted, r.updated, r.unchanged, r.healed, r.deleted, r.rejected, r.error
+                    r.started_at, r.ended_at, r.attempts, {counts}, r.error
                 from {source}
-                {"" if sync else "order by r.sync"}""",
+                order by {"r.run_id desc" if sync else "r.sync"}""",
             params,
         ).fetchall()
+    n = len(COUNTS)
     return [
         RunRecord(
             run_id=r[0], sync=r[1], mode=r[2], destination=r[3], status=r[4], started_at=r[5], ended_at=r[6],
-            attempts=r[7], counts=dict(zip(COUNTS, r[8:15])), error=r[15],
+            attempts=r[7], counts=dict(zip(COUNTS, r[8 : 8 + n], strict=True)), error=r[8 + n],
         )
         for r in rows
     ]  # fmt: skip

@@ -82,6 +82,12 @@ class SyncSettings(BaseModel):
     # of the records the sync owns, or reject more than this share of the model's rows, stops
     max_delete_pct: float = Field(default=50.0, ge=0, le=100)
     max_reject_pct: float = Field(default=10.0, ge=0, le=100)
+    # each run reads this many of its unchanged records back from the destination and compares
+    # them with the model (hand edits, narrowed columns, a restored backup); any difference
+    # makes the run compare every record and rewrite the ones that differ
+    verify_sample: int = Field(default=100, ge=0)
+    # NaN and ±Infinity have no JSON spelling: a Redis sync rejects the row, or writes null
+    non_finite: Literal["reject", "null"] = "reject"
 
     @model_validator(mode="after")
     def _check(self) -> SyncSettings:
@@ -98,13 +104,15 @@ class SyncSettings(BaseModel):
     def _check_postgres(self) -> None:
         if self.target is None and self.mode != "replace":
             raise ValueError("postgres syncs need a target (schema.table)")
-        if self.target is not None and len(self.target.split(".")) != 2:
-            raise ValueError(f"postgres target must be schema.table, got {self.target!r}")
+        if self.target is not None:
+            parse_relation(self.target)
         for name in ("ttl_seconds", "order_by"):
             if getattr(self, name) is not None:
                 raise ValueError(f"{name} applies to redis syncs only")
         if self.value != "object":
             raise ValueError("value applies to redis syncs only")
+        if self.non_finite != "reject":
+            raise ValueError("non_finite applies to redis syncs only (Postgres stores NaN and Infinity)")
         if self.track_changes and self.mode not in ("upsert", "mirror"):
             raise ValueError("track_changes needs mode upsert or mirror")
         if self.track_changes and self.track_changes.column in self.primary_key:
@@ -126,6 +134,45 @@ class SyncSettings(BaseModel):
             raise ValueError(f"value: list needs the key template fields {fields} inside the primary key")
         if self.order_by is not None and self.value != "list":
             raise ValueError("order_by applies to value: list")
+
+
+def parse_relation(text: str) -> tuple[str, str]:
+    """``schema.table`` as (schema, table). A part may be double-quoted to hold a dot or a
+    quote (``"my.schema"."a""b"``, SQL's spelling); unquoted parts are taken as written. The
+    parts are names, never SQL: every statement quotes them (``pg_ident``)."""
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        if i < n and text[i] == '"':
+            j, name = i + 1, []
+            while True:
+                if j >= n:
+                    raise ValueError(f"postgres target {text!r}: unterminated quoted name")
+                if text[j] == '"':
+                    if j + 1 < n and text[j + 1] == '"':
+                        name.append('"')
+                        j += 2
+                        continue
+                    break
+                name.append(text[j])
+                j += 1
+            parts.append("".join(name))
+            i = j + 1
+        else:
+            j = text.find(".", i)
+            j = n if j < 0 else j
+            parts.append(text[i:j])
+            i = j
+        if i >= n:
+            break
+        if text[i] != ".":
+            raise ValueError(f"postgres target {text!r}: expected a dot after a quoted name")
+        i += 1
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"postgres target must be schema.table, got {text!r}")
+    if any("\x00" in p for p in parts):
+        raise ValueError(f"postgres target {text!r} holds a NUL byte")
+    return parts[0], parts[1]
 
 
 def key_template_fields(template: str) -> list[str]:
@@ -182,6 +229,11 @@ class SyncSpec(BaseModel):
     @property
     def destination(self) -> str:
         return f"{self.settings.destination} {self.target}"
+
+    @property
+    def table(self) -> tuple[str, str]:
+        """A Postgres target as (schema, table)."""
+        return parse_relation(self.target)
 
 
 @dataclass(frozen=True)
@@ -299,8 +351,16 @@ def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[lis
 
 
 def own_table(node: dict[str, Any]) -> str:
-    """Where ``ref()`` puts the model on any target: its schema and alias."""
-    return f"{node['schema']}.{node.get('alias') or node['name']}"
+    """Where ``ref()`` puts the model on any target: its schema and alias (as ``parse_relation``
+    reads it back: a part holding a dot or a quote is quoted)."""
+    return format_relation(node["schema"], node.get("alias") or node["name"])
+
+
+def format_relation(schema: str, table: str) -> str:
+    def part(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
+
+    return f"{part(schema)}.{part(table)}"
 
 
 def serving_models(

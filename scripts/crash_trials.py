@@ -35,7 +35,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reverse_etl.engine import Endpoints, RunOptions, run_sync  # noqa: E402
+from reverse_etl.engine import Connections, RunOptions, run_sync  # noqa: E402
 from reverse_etl.spec import ModelRef, SyncSettings, SyncSpec  # noqa: E402
 from roundtrip.dev.services import postgres_server, redis_server  # noqa: E402
 
@@ -126,10 +126,10 @@ def wrong_rows(spec: SyncSpec, truth: dict[int, tuple[Any, ...]], seen: dict[int
 
 CHILD = """
 import sys
-from reverse_etl.engine import Endpoints, RunOptions, run_sync
+from reverse_etl.engine import Connections, RunOptions, run_sync
 from reverse_etl.spec import SyncSpec
 spec = SyncSpec.model_validate_json(sys.stdin.read())
-run_sync(spec, Endpoints(sys.argv[1], sys.argv[2]), RunOptions())
+run_sync(spec, Connections.of(sys.argv[1], sys.argv[2]), RunOptions())
 """
 
 
@@ -175,7 +175,7 @@ def main() -> None:
         warehouse = Path(tmp) / "warehouse.duckdb"
         os.environ["ROUNDTRIP_DUCKDB_PATH"] = str(warehouse)
         with postgres_server(Path(tmp)) as pg, redis_server(Path(tmp)) as rd:
-            endpoints = Endpoints(pg.url(), rd.url())
+            endpoints = Connections.of(pg.url(), rd.url())
             for name in names:
                 spec = spec_for(name)
                 table = spec.model

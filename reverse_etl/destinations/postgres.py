@@ -1,10 +1,10 @@
 """Postgres destination: the changed records into a staging table, then one set-based statement.
 
-Everything, including the sync state and the run's record, happens in the run's one
-transaction on the state's Postgres (``reverse_etl.pg``: the run's DuckDB attached to it): a
-failed or killed run leaves the table as it was. Only records that changed since the last run
-leave DuckDB, by binary COPY; a table the run itself created (nobody else can see it yet) gets
-them straight, without staging, and its primary key afterwards.
+Everything happens in the run's transaction on this Postgres (``reverse_etl.pg``: the run's
+DuckDB attached to it); when it is the state's database (``transactional``), the state and the
+run's record commit in the same transaction: a failed or killed run leaves the table as it was.
+Only records that changed since the last run leave DuckDB, by binary COPY; a table the run
+itself created (nobody else can see it yet) gets them straight, and its primary key afterwards.
 
 - ``upsert`` / ``mirror``: ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE`` the row really
   differs (``IS DISTINCT FROM``); ``RETURNING (xmax = 0)`` tells inserts from updates, so the
@@ -13,15 +13,17 @@ them straight, without staging, and its primary key afterwards.
   ``track_changes`` keeps the previous value of a column and when it really changed.
 - ``insert_only``: ``ON CONFLICT (key) DO NOTHING`` on the destination's unique key, so even two
   concurrent runs (or two syncs feeding one queue) never insert a key twice.
-- ``replace``: every row goes to a staging table; if anything changed, one short transaction
-  end locks the table, ``TRUNCATE``s it and inserts the staged rows. The table keeps its OID,
-  so the materialized views built on it stay valid (a rename swap would leave them reading the
-  old table); then the serving models are refreshed ``CONCURRENTLY`` by dbt, after the commit.
+- ``replace``: every row goes to a staging table; if anything changed, the transaction's end
+  locks the table, ``TRUNCATE``s it and inserts the staged rows. The table keeps its OID, so
+  the materialized views built on it stay valid; then the serving models are refreshed.
 
-Drift: each run compares the table's row count with the records the state says this sync
-wrote; when they differ (a table dropped, truncated, rows deleted by hand) one anti-join finds
-the lost records and they are written again, counted as ``healed``. ``insert_only`` never
-heals: a delivered row belongs to the app (which may consume and delete it).
+Drift: the run locks the table against other writers (``SHARE ROW EXCLUSIVE``: readers go on)
+and compares a digest of what it holds (row count and the XOR of a hash of each row's written
+columns, computed by Postgres in one scan) with the digest its last commit recorded. Equal:
+nobody changed it. Different (rows deleted, inserted, edited by hand, the table restored or
+retyped): the table is read back, and every record the state vouches for that is missing or
+holds other values is written again (``healed``). ``verify_sample`` rows are read back on every
+run too. ``insert_only`` never heals: a delivered row belongs to the app.
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
 
 from reverse_etl.counts import SyncCounts
-from reverse_etl.destinations.base import Changes, Drift, StateView
-from reverse_etl.errors import SyncError
-from reverse_etl.pg import Postgres
+from reverse_etl.destinations.base import Capabilities, Changes, Drift, Finished, Known, Verified
+from reverse_etl.destinations.pg_values import Column, rules_for, sent_as_text, written_expression
+from reverse_etl.errors import DestinationError, SyncError, from_postgres_extension
+from reverse_etl.pg import PgSession
 from reverse_etl.records import (
     CHANGE,
     CHANGED,
@@ -45,16 +49,42 @@ from reverse_etl.records import (
     HEALED,
     NEW,
     ROWS,
+    Model,
+    Records,
     RecordShape,
     fingerprint,
+    fingerprint_of,
     payload_columns,
+    q,
 )
 from reverse_etl.spec import SyncSpec
-from reverse_etl.state import DDL_LOCK, SCHEMA
-from roundtrip.core.sql import literal, postgres_type, quote
+from roundtrip.core.sql import duck_ident, literal, pg_ident, postgres_type
 
 log = logging.getLogger(__name__)
+WORK_SCHEMA = "reverse_etl"  # the sync's work tables in the destination database
 HEALED_FLAG = "__rt_healed"
+DDL_LOCK = "hashtextextended('reverse_etl:ddl', 0)"
+# types whose values Postgres can hash (hash_record_extended); others are hashed as text
+HASHABLE = (
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "real",
+    "double precision",
+    "boolean",
+    "text",
+    "character varying",
+    "character",
+    "date",
+    "timestamp",
+    "time",
+    "uuid",
+    "bytea",
+    "jsonb",
+    "interval",
+)
+PROBE_CHUNK = 1000  # identities per read-back query (a VALUES list)
 
 
 def pg_type(arrow_type: pa.DataType) -> str:
@@ -66,92 +96,248 @@ def pg_type(arrow_type: pa.DataType) -> str:
 
 
 class PostgresDestination:
-    transactional = True
-
     def __init__(
-        self, spec: SyncSpec, pg: Postgres | None, refresh: Callable[[list[str]], list[str]] | None = None
+        self,
+        spec: SyncSpec,
+        pg: PgSession,
+        transactional: bool,
+        refresh: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.spec = spec
         self.settings = spec.settings
         self.pg = pg
         self.refresh = refresh
-        schema, table = spec.target.split(".")
-        self.schema, self.table = schema, table
-        self.relation = f"{quote(schema)}.{quote(table)}"
+        self.capabilities = Capabilities(
+            transactional=transactional,
+            verifiable=True,
+            keys="primary key",
+            values="columns",
+            modes=("upsert", "mirror", "insert_only", "replace"),
+        )
+        self.schema, self.table = spec.table
+        self.relation = pg_ident(self.schema, self.table)  # in Postgres SQL
+        self.remote = pg.table(self.schema, self.table) if pg is not None else ""  # in DuckDB SQL
         digest = hashlib.sha1(spec.name.encode()).hexdigest()[:16]
-        self.stage = f"{SCHEMA}.{quote('stage_' + digest)}"  # work tables of this run, dropped before its commit
-        self.stage_name = f"stage_{digest}"
-        self.gone_table = f"gone_{digest}"
-        self.columns: list[str] | None = None
+        self.stage_name, self.gone_name = f"stage_{digest}", f"gone_{digest}"
+        self.stage = pg_ident(WORK_SCHEMA, self.stage_name)
+        self.model: Model | None = None
+        self.columns: list[str] | None = None  # the model columns written (set by write)
+        self.existing: dict[str, str] = {}  # the table's columns and their types, before the run
         self.swap_due = False  # replace: something changed since the last run
-        self.gone = 0  # replace: records of the last run the model no longer has
         self.created = False  # the table did not exist before this run
         self.nulled: list[str] = []  # append_new_columns: removed columns set to NULL in our rows
-        self.refresh_due: list[str] = []
-
-    def _pg(self) -> Postgres:
-        if self.pg is None:
-            raise RuntimeError("no Postgres session")
-        return self.pg
-
-    def _remote(self) -> str:
-        return self._pg().relation(self.schema, self.table)
+        self.as_text: set[str] = set()  # columns staged as text (see pg_values.sent_as_text)
 
     # ---------------------------------------------------------------- records
 
-    def shape(self, columns: list[str]) -> RecordShape:
-        keys, track = self.settings.primary_key, self.settings.track_changes
+    def shape(self, model: Model) -> RecordShape:
+        self.model = model
+        keys, track, columns = self.settings.primary_key, self.settings.track_changes, model.columns
         if track:
             clash = [c for c in (track.previous, track.changed_at) if c in columns]
             if clash:
                 raise SyncError(f"sync {self.spec.name}: track_changes columns {clash} already come from the model")
-        on = " and ".join(f"m.{quote(k)} = c.{quote(k)}" for k in keys)
+        # (without a session, a destination only shapes records: the table's types are unknown)
+        self.existing = self._table_columns() if self.pg is not None and self._exists() else {}
+        rules = []
+        for name in columns:
+            rules += rules_for(self.spec.name, Column(name, model.types[name], self.existing.get(name)))
+        on = " and ".join(f"m.{q(k)} = c.{q(k)}" for k in keys)
+        key_list = ", ".join(q(k) for k in keys)
+        written_columns = ", ".join(written_expression(c, model.types[c]) for c in columns)
         return RecordShape(
-            identity={k: quote(k) for k in keys},
-            records=f"select {', '.join(quote(k) for k in keys)}, {fingerprint(columns)} as {FINGERPRINT}, 1 as {ROWS} from {{rows}}",
-            written=f"select m.*, c.{FINGERPRINT}, c.{ROWS}, c.{CHANGE} from {{rows}} m join {{records}} c on {on}",
+            identity={k: q(k) for k in keys},
+            identity_from=list(keys),
+            records=lambda rows: f"select {key_list}, {fingerprint(columns)} as {FINGERPRINT}, 1 as {ROWS} from {rows}",
+            written=lambda rows, chosen: (
+                f"""select {written_columns}, c.{FINGERPRINT}, c.{ROWS}, c.{CHANGE}
+                                              from {rows} m join {chosen} c on {on}"""
+            ),
             required={"track_changes.column": [track.column]} if track else {},
+            rules=rules,
         )
 
     def _exists(self) -> bool:
-        return bool(self._pg().scalar(f"select to_regclass({literal(self.relation)}) is not null"))
+        return self.pg.exists(self.schema, self.table)
 
-    def drift(self, owned: int, state: str) -> Drift:
-        if self.settings.mode == "insert_only" or owned == 0:
+    def _table_columns(self) -> dict[str, str]:
+        rows = self.pg.query(
+            f"""select attname::text, format_type(atttypid, atttypmod) from pg_attribute
+                where attrelid = {literal(self.relation)}::regclass and attnum > 0 and not attisdropped
+                order by attnum"""
+        )
+        return {r[0]: r[1] for r in rows}
+
+    # ---------------------------------------------------------------- drift
+
+    def drift(self, records: Records, known: Known, sample: int) -> Drift:
+        if self.settings.mode == "insert_only" or known.owned == 0:
             return Drift()
         if not self._exists():
-            log.warning("sync %s: %s is gone; writing its %d records again", self.spec.name, self.spec.target, owned)
-            return Drift(all_lost=True)
-        if int(self._pg().scalar(f"select count(*) from {self.relation}") or 0) == owned:
-            return Drift()  # the cheap check: as many rows as the state says we wrote
-        keys = self.settings.primary_key
-        on = " and ".join(f"d.{quote(k)} = s.{quote(k)}" for k in keys)
-        held = f"(select {', '.join(quote(k) for k in keys)} from {self._remote()})"
-        return Drift(
-            lost=f"select {', '.join(f's.{quote(k)}' for k in keys)} from {state} s anti join {held} d on {on} where s.recorded"
+            log.warning(
+                "sync %s: %s is gone; writing its %d records again", self.spec.name, self.spec.target, known.owned
+            )
+            return Drift(
+                lost=f"(select * exclude (fingerprint, recorded) from {known.state} where recorded)",
+                reason="the table is gone",
+            )
+        columns = list(known.columns or [])
+        now = self._digest(columns) if columns else None
+        seen: dict[str, Any] = {"seen": now, "columns": columns}
+        if sample < 0:
+            return replace(self._compare(records, known, None, "asked to compare every row"), **seen)
+        if known.digest is None or now != known.digest:
+            reason = "no digest recorded yet" if known.digest is None else "its contents changed since the last run"
+            return replace(self._compare(records, known, None, reason), **seen)
+        if sample:
+            drift = self._compare(records, known, sample, "the sample")
+            if drift.lost is None and drift.extra is None:
+                return Drift(checked=drift.checked, **seen)
+            log.warning(
+                "sync %s: %s differs from the state in the sampled rows: comparing every row",
+                self.spec.name, self.spec.target,
+            )  # fmt: skip
+            return replace(self._compare(records, known, None, "the sample found rows that differ"), **seen)
+        return Drift(**seen)
+
+    def hold(self) -> None:
+        """Lock the table against other writers (readers go on) until the commit: a change made
+        while the run reads it would otherwise be taken into the digest it records, and never
+        found. ``insert_only`` shares its table with the app and other syncs: no lock."""
+        if self.settings.mode == "insert_only" or not self._exists():
+            return
+        self.pg.execute(f"lock table {self.relation} in share row exclusive mode")
+
+    def _compare(self, records: Records, known: Known, sample: int | None, reason: str) -> Drift:
+        """Read the table back (every row, or ``sample`` random records of the state) and list
+        the state's records it lacks or holds with other values."""
+        con = records.con
+        ids = list(records.shape.identity)
+        id_list = ", ".join(q(c) for c in ids)
+        candidates = records.table("rt_candidates")
+        chosen = f"select * from {known.state} where recorded and fingerprint is not null"
+        if sample is not None:
+            chosen = f"select * from ({chosen}) using sample {int(sample)} rows"
+        con.execute(f"create or replace table {candidates} as {chosen}")
+        recorded = known.columns or dict(self.model.types if self.model else {})
+        held = self._read_back(
+            records, None if sample is None else f"select {id_list} from {candidates}", list(recorded)
         )
+        fp = self._held_fingerprint(recorded)
+        on = " and ".join(f"h.{q(c)} = s.{q(c)}" for c in ids)
+        lost = records.table("rt_drift_lost")
+        con.execute(
+            f"""create or replace table {lost} as
+                select {", ".join(f"s.{q(c)}" for c in ids)} from {candidates} s left join {held} h on {on}
+                where h.{q(ids[0])} is null or {fp} is distinct from s.fingerprint"""
+        )
+        checked = records.count(f"select * from {candidates}")
+        n_lost = records.count(f"select * from {lost}")
+        extra = None
+        if self.settings.mode == "mirror" and known.retired and sample is None:
+            extra = records.table("rt_drift_extra")
+            on_retired = " and ".join(f"h.{q(c)} = r.{q(c)}" for c in ids)
+            con.execute(
+                f"create or replace table {extra} as select {', '.join(f'r.{q(c)}' for c in ids)} "
+                f"from {known.retired} r semi join {held} h on {on_retired}"
+            )
+            if not records.count(f"select * from {extra}"):
+                extra = None
+        if n_lost:
+            log.warning(
+                "sync %s: %s lacks or holds other values in %d of the %d records checked (%s); writing them again",
+                self.spec.name, self.spec.target, n_lost, checked, reason,
+            )  # fmt: skip
+        return Drift(lost=lost if n_lost else None, extra=extra, checked=checked, reason=reason)
+
+    @staticmethod
+    def _held_fingerprint(recorded: dict[str, str]) -> str:
+        """The fingerprint of a read-back row, cast to the types the model had when it was
+        written: the state's fingerprint of the same values (the same function, in order)."""
+        parts = [f"try_cast(h.{q(c)} as {kind})" for c, kind in recorded.items()]
+        return fingerprint_of(", ".join(parts)) if parts else "null::bigint"
+
+    def _read_back(self, records: Records, identities: str | None, columns: list[str]) -> str:
+        """The table's rows (of ``identities``: a DuckDB query, else all) in a work table."""
+        con = records.con
+        keys = self.settings.primary_key
+        present = self._table_columns()
+        everything = list(dict.fromkeys([*keys, *columns]))
+        selected = ", ".join(q(c) if c in present else f"null as {q(c)}" for c in everything)
+        held = records.table("rt_held")
+        if identities is None:
+            self._work(records, f"create or replace table {held} as select {selected} from {self.remote}")
+            return held
+        self._work(records, f"create or replace table {held} as select {selected} from {self.remote} limit 0")
+        rows = con.execute(identities).fetchall()
+        key_list = ", ".join(pg_ident(k) for k in keys)
+        pg_selected = ", ".join(pg_ident(c) if c in present else f"null as {pg_ident(c)}" for c in everything)
+        for start in range(0, len(rows), PROBE_CHUNK):
+            chunk = rows[start : start + PROBE_CHUNK]
+            values = ", ".join(
+                "(" + ", ".join(_pg_literal(v, present.get(k, "text")) for k, v in zip(keys, row, strict=True)) + ")"
+                for row in chunk
+            )
+            sql = f"select {pg_selected} from {self.relation} where ({key_list}) in (values {values})"
+            con.execute(f"insert into {held} select * from {self.pg.query_relation(sql)}")
+        return held
+
+    def _work(self, records: Records, sql: str) -> None:
+        """DuckDB work that reads the table (read back into a work table), on the run's work
+        cursor: outside the run's transaction, which writes to Postgres only. It reads in a
+        session of its own; the run's lock keeps writers out, not readers."""
+        try:
+            records.con.execute(sql)
+        except Exception as exc:
+            raise from_postgres_extension(exc, f"sync {self.spec.name}: reading {self.spec.target}") from exc
+
+    def digest(self, columns: list[str]) -> str | None:
+        """Row count and XOR of each row's hash over the written ``columns`` (Postgres 14+)."""
+        return self._digest(columns)
+
+    def _digest(self, columns: list[str]) -> str | None:
+        if not self._exists():
+            return None
+        if int(self.pg.scalar("select current_setting('server_version_num')::int") or 0) < 140000:
+            return None  # no hash_record_extended, no bit_xor: drift falls back to reading back
+        types = self._table_columns()
+        track = self.settings.track_changes
+        written = [*columns, *([track.previous, track.changed_at] if track else [])]
+        if any(c not in types for c in written):
+            return "columns changed"  # a column of ours was dropped by hand: never the recorded digest
+        parts = [
+            pg_ident(c) if types[c].split("(")[0].split("[")[0] in HASHABLE else f"{pg_ident(c)}::text" for c in written
+        ]
+        row = self.pg.query(
+            f"select count(*), coalesce(bit_xor(hash_record_extended(row({', '.join(parts)}), 0)), 0) from {self.relation}"
+        )
+        return f"{row[0][0]}:{row[0][1]}"
 
     # ---------------------------------------------------------------- table
 
     def _prepare(self, changes: Changes) -> None:
         """Create the table if it does not exist; otherwise apply the schema change and check
         the table can take the rows. Then the run's staging table, typed like the table."""
-        pg = self._pg()
-        schema = changes.arrow_schema()
+        pg = self.pg
+        model = changes.records.model
+        schema = pg.con.execute(f"select * from {model.relation} limit 0").arrow().schema  # the model's own types
         columns = payload_columns(schema)
+        self.as_text = {c for c in columns if sent_as_text(model.types[c])}
         track = self.settings.track_changes
         if not self._exists():
             pg.query(f"select pg_advisory_xact_lock({DDL_LOCK})")  # concurrent first runs: one creates
-            # (a run that waited here finds the table the other one committed)
-            self.created = not self._exists()
+            self.created = not self._exists()  # (a run that waited here finds the other's table)
         if self.created:
-            pg.execute(f"create schema if not exists {quote(self.schema)}")
+            pg.execute(f"create schema if not exists {pg_ident(self.schema)}")
             types = {f.name: pg_type(f.type) for f in schema if f.name in columns}
-            defs = [f"{quote(c)} {types[c]}" for c in columns]
+            defs = [f"{pg_ident(c)} {types[c]}" for c in columns]
             if track:
-                defs += [f"{quote(track.previous)} {types[track.column]}", f"{quote(track.changed_at)} timestamptz"]
-            # the primary key comes after the first COPY (write): one sorted index build is
-            # cheaper than a million index insertions
+                defs += [
+                    f"{pg_ident(track.previous)} {types[track.column]}",
+                    f"{pg_ident(track.changed_at)} timestamptz",
+                ]
+            # the primary key comes after the first COPY: one sorted index build is cheaper
+            # than a million index insertions
             pg.execute(f"create table {self.relation} ({', '.join(defs)})")
             log.info("sync %s: created table %s", self.spec.name, self.spec.target)
             if self.settings.mode == "replace":
@@ -166,7 +352,7 @@ class PostgresDestination:
         """The sync's staging table, typed like the destination, without its constraints or
         defaults; unlogged, kept from run to run (empty between them): creating it anew would
         cost a catalog reload on every run."""
-        pg = self._pg()
+        pg = self.pg
         wanted = [*columns, *([] if self.settings.mode == "replace" else [HEALED_FLAG])]
         if not fresh:
             present = pg.query(
@@ -176,54 +362,48 @@ class PostgresDestination:
             if [r[0] for r in present] == wanted:
                 pg.execute(f"truncate {self.stage}")
                 return
-        cols = ", ".join(quote(c) for c in columns)
+        cols = ", ".join(f"{pg_ident(c)}::text" if c in self.as_text else pg_ident(c) for c in columns)
+        pg.execute(f"create schema if not exists {pg_ident(WORK_SCHEMA)}")
         pg.execute(f"drop table if exists {self.stage}")
         pg.execute(f"create unlogged table {self.stage} as select {cols} from {self.relation} limit 0")
         if self.settings.mode != "replace":
-            pg.execute(f"alter table {self.stage} add column {HEALED_FLAG} boolean not null default false")
+            pg.execute(f"alter table {self.stage} add column {pg_ident(HEALED_FLAG)} boolean not null default false")
         pg.refresh_catalog()
 
     def _apply_schema_change(self, changes: Changes, schema: pa.Schema) -> None:
         change, policy = changes.schema_change, self.settings.on_schema_change
         if not change:
             return
-        pg = self._pg()
+        pg = self.pg
         present = self._table_columns()
         for column in change.added:
             if column not in present:
                 pg.execute(
-                    f"alter table {self.relation} add column {quote(column)} {pg_type(schema.field(column).type)}"
+                    f"alter table {self.relation} add column {pg_ident(column)} {pg_type(schema.field(column).type)}"
                 )
         if policy == "sync_all_columns":
             for column in change.removed:
                 if column in present:
-                    pg.execute(f"alter table {self.relation} drop column {quote(column)}")
+                    pg.execute(f"alter table {self.relation} drop column {pg_ident(column)}")
             for column in change.retyped:
                 kind = pg_type(schema.field(column).type)
                 pg.execute(
-                    f"alter table {self.relation} alter column {quote(column)} type {kind} using {quote(column)}::{kind}"
+                    f"alter table {self.relation} alter column {pg_ident(column)} type {kind} using {pg_ident(column)}::{kind}"
                 )
         elif self.settings.mode != "insert_only":  # append_new_columns: no stale values in our rows
             self.nulled = [c for c in change.removed if c in present]
         log.info("sync %s: %s follows the model's columns (%s)", self.spec.name, self.spec.target, change.describe())
 
-    def _table_columns(self) -> set[str]:
-        rows = self._pg().query(
-            f"""select attname::text from pg_attribute
-                where attrelid = {literal(self.relation)}::regclass and attnum > 0 and not attisdropped"""
-        )
-        return {r[0] for r in rows}
-
     def _add_primary_key(self) -> None:
-        keys = ", ".join(quote(k) for k in self.settings.primary_key)
-        self._pg().execute(f"alter table {self.relation} add primary key ({keys})")
+        keys = ", ".join(pg_ident(k) for k in self.settings.primary_key)
+        self.pg.execute(f"alter table {self.relation} add primary key ({keys})")
 
     def _check_table(self, columns: list[str]) -> None:
         track = self.settings.track_changes
         needed = columns + ([track.previous, track.changed_at] if track else [])
         missing = [c for c in needed if c not in self._table_columns()]
         if missing:
-            raise SyncError(
+            raise DestinationError(
                 f"sync {self.spec.name}: {self.spec.target} has no column(s) {missing}",
                 hint="add them, or set meta.sync.on_schema_change: append_new_columns",
             )
@@ -231,7 +411,7 @@ class PostgresDestination:
             return
         keys = sorted(self.settings.primary_key)
         array = "array[" + ", ".join(literal(k) for k in keys) + "]::text[]"
-        unique = self._pg().scalar(
+        unique = self.pg.scalar(
             f"""select exists (
                    select 1 from pg_index i
                    where i.indrelid = {literal(self.relation)}::regclass and i.indisunique and i.indpred is null
@@ -241,16 +421,16 @@ class PostgresDestination:
                          = {array})"""
         )
         if not unique:
-            raise SyncError(
+            raise DestinationError(
                 f"sync {self.spec.name}: {self.spec.target} needs a unique index on ({', '.join(keys)}) "
-                f"for mode {self.settings.mode}"
+                f"for mode {self.settings.mode}",
+                hint=f"create unique index on {self.spec.target} ({', '.join(keys)})",
             )
 
-    # ---------------------------------------------------------------- batches
+    # ---------------------------------------------------------------- writing
 
     def write(self, changes: Changes) -> SyncCounts:
         plan, mode = changes.plan, self.settings.mode
-        self.gone = changes.gone
         if plan.records == 0:
             return SyncCounts()  # an empty model creates nothing (replace: see finish)
         self._prepare(changes)
@@ -260,34 +440,35 @@ class PostgresDestination:
         to_send = plan.new if mode == "insert_only" else plan.sent
         counts = SyncCounts(unchanged=plan.records - to_send)
         if not to_send:
-            self._drop_work_tables()
+            self._empty_stage()
             return counts
         written = changes.written(kinds)
-        cols = ", ".join(quote(c) for c in self.columns or [])
-        pg = self._pg()
-        if self.created:  # only this transaction sees the table: no conflicts to resolve
+        cols = ", ".join(q(c) for c in self.columns or [])
+        pg = self.pg
+        if self.created and not self.as_text:  # only this transaction sees the table: no conflicts to resolve
             track = self.settings.track_changes
             extra = ""
             if track:
                 now = pg.scalar("select now()::text")  # the transaction's time, as Postgres says it
-                cols += f", {quote(track.previous)}, {quote(track.changed_at)}"
+                cols += f", {q(track.previous)}, {q(track.changed_at)}"
                 extra = f", null, {literal(str(now))}::timestamptz"
-            selected = ", ".join(quote(c) for c in self.columns or [])
+            selected = ", ".join(q(c) for c in self.columns or [])
             # in key order: later upserts probe the key in order, so they walk the table's pages
             # in order too instead of at random (2-3x faster once it outgrows shared_buffers)
-            order = ", ".join(quote(k) for k in self.settings.primary_key)
-            pg.con.execute(
-                f"insert into {self._remote()} ({cols}) select {selected}{extra} from ({written}) order by {order}"
-            )
+            order = ", ".join(q(k) for k in self.settings.primary_key)
+            pg.duck(f"insert into {self.remote} ({cols}) select {selected}{extra} from ({written}) order by {order}")
             changes.handed(to_send)
             counts.inserted = plan.new
             counts.healed = to_send - plan.new  # the table was dropped: every record it had is back
             self._add_primary_key()
-            self._drop_work_tables()
+            self._empty_stage()
             return counts
+        if self.created:  # a new table whose rows go through the staging table: its key first
+            self._add_primary_key()
         healed = f"{CHANGE} = {HEALED}"
-        pg.con.execute(
-            f"insert into {pg.relation(SCHEMA, self.stage_name)} ({cols}, {HEALED_FLAG}) select {cols}, {healed} from ({written})"
+        pg.duck(
+            f"insert into {pg.table(WORK_SCHEMA, self.stage_name)} ({cols}, {q(HEALED_FLAG)}) "
+            f"select {cols}, {healed} from ({written})"
         )
         changes.handed(to_send)
         pg.execute(f"analyze {self.stage}")
@@ -296,14 +477,19 @@ class PostgresDestination:
         counts.healed = healed_inserts + healed_updates
         self._null_removed_columns()
         counts.unchanged += to_send - counts.inserted - counts.updated - counts.healed  # sent, but already so
-        self._drop_work_tables()
+        self._empty_stage()
         return counts
+
+    def _from_stage(self) -> str:
+        """The staged columns as the table takes them (those sent as text cast back)."""
+        types = self._table_columns() if self.as_text else {}
+        return ", ".join(f"{pg_ident(c)}::{types[c]}" if c in self.as_text else pg_ident(c) for c in self.columns or [])
 
     def _counted(self, statement: str) -> tuple[int, int]:
         """Run a data-modifying ``statement`` whose ``returning`` gives one boolean per row
         (``is_insert``); returns (true, false) counts. (``postgres_query`` only reads: the
         counts go through a temporary table.)"""
-        pg = self._pg()
+        pg = self.pg
         pg.execute("create temp table if not exists _rt_counts (a bigint, b bigint)")
         pg.execute("truncate _rt_counts")
         pg.execute(
@@ -316,21 +502,22 @@ class PostgresDestination:
     def _apply(self, healed: bool) -> tuple[int, int]:
         """One set-based statement from the staging table into the table: (inserted, updated)."""
         keys = self.settings.primary_key
-        cols = ", ".join(quote(c) for c in self.columns or [])
-        conflict = ", ".join(quote(k) for k in keys)
+        cols = ", ".join(pg_ident(c) for c in self.columns or [])
+        conflict = ", ".join(pg_ident(k) for k in keys)
         order = conflict  # same lock order in concurrent runs: no deadlocks
-        which = f"{'' if healed else 'not '}{HEALED_FLAG}"
+        which = f"{'' if healed else 'not '}{pg_ident(HEALED_FLAG)}"
         if self.settings.mode == "insert_only":
             return self._counted(
-                f"""insert into {self.relation} ({cols}) select {cols} from {self.stage} where {which} order by {order}
+                f"""insert into {self.relation} ({cols}) select {self._from_stage()} from {self.stage} where {which} order by {order}
                     on conflict ({conflict}) do nothing
                     returning true as is_insert"""
             )
         others = [c for c in self.columns or [] if c not in keys]
-        insert_cols, select_cols, sets = cols, cols, [f"{quote(c)} = excluded.{quote(c)}" for c in others]
+        insert_cols, select_cols = cols, self._from_stage()
+        sets = [f"{pg_ident(c)} = excluded.{pg_ident(c)}" for c in others]
         track = self.settings.track_changes
         if track:
-            col, prev, at = quote(track.column), quote(track.previous), quote(track.changed_at)
+            col, prev, at = pg_ident(track.column), pg_ident(track.previous), pg_ident(track.changed_at)
             insert_cols += f", {prev}, {at}"
             select_cols += ", null, now()"
             moved = f"t.{col} is distinct from excluded.{col}"  # NULL-safe
@@ -340,8 +527,8 @@ class PostgresDestination:
             ]
         if others:
             differs = (
-                f"({', '.join(f't.{quote(c)}' for c in others)}) is distinct from "
-                f"({', '.join(f'excluded.{quote(c)}' for c in others)})"
+                f"({', '.join(f't.{pg_ident(c)}' for c in others)}) is distinct from "
+                f"({', '.join(f'excluded.{pg_ident(c)}' for c in others)})"
             )
             action = f"do update set {', '.join(sets)} where {differs}"
         else:
@@ -358,95 +545,180 @@ class PostgresDestination:
         row this sync wrote (every record was re-sent: its fingerprint changed with the columns)."""
         if not self.nulled:
             return
-        match = " and ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.settings.primary_key)
-        sets = ", ".join(f"{quote(c)} = null" for c in self.nulled)
-        self._pg().execute(f"update {self.relation} t set {sets} from {self.stage} s where {match}")
+        match = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in self.settings.primary_key)
+        sets = ", ".join(f"{pg_ident(c)} = null" for c in self.nulled)
+        self.pg.execute(f"update {self.relation} t set {sets} from {self.stage} s where {match}")
 
     def _stage_for_replace(self, changes: Changes) -> SyncCounts:
         """Every record to the staging table, when a swap will follow (something changed)."""
         plan = changes.plan
-        self.swap_due = bool(plan.sent or changes.gone or self.created or changes.schema_change)
+        self.swap_due = bool(plan.sent or plan.gone or self.created or changes.schema_change)
         if self.swap_due:
-            cols = ", ".join(quote(c) for c in self.columns or [])
-            pg = self._pg()
-            pg.con.execute(
-                f"insert into {pg.relation(SCHEMA, self.stage_name)} ({cols}) select {cols} from ({changes.written(EVERY)})"
+            cols = ", ".join(q(c) for c in self.columns or [])
+            self.pg.duck(
+                f"insert into {self.pg.table(WORK_SCHEMA, self.stage_name)} ({cols}) "
+                f"select {cols} from ({changes.written(EVERY)})"
             )
             changes.handed(plan.records)
         return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged, healed=plan.healed)
 
-    def _drop_work_tables(self) -> None:
+    def _empty_stage(self) -> None:
         """Empty the staging table (it stays for the next run)."""
-        self._pg().execute(f"truncate {self.stage}")
+        self.pg.execute(f"truncate {self.stage}")
 
     # ---------------------------------------------------------------- end of run
 
-    def finish(self, state: StateView) -> SyncCounts:
+    def finish(self, records: Records, gone: str | None, owed_refresh: list[str]) -> Finished:
         mode = self.settings.mode
         if mode == "mirror":
-            return SyncCounts(deleted=self._delete_gone(state))
+            return Finished(SyncCounts(deleted=self._delete(gone)))
         if mode != "replace":
-            return SyncCounts()
-        deleted = self.gone
-        pending = state.pending_refresh()
+            return Finished(SyncCounts())
+        deleted = 0
+        if gone:
+            deleted = records.count(gone)
+        pending = list(owed_refresh)
         if self.columns is None:  # the model is empty: replace with nothing
-            self._prepare_empty()
+            if not self._exists():
+                raise SyncError(
+                    f"sync {self.spec.name}: model {self.spec.model} is empty and {self.spec.target} does not exist"
+                )
+            self.columns = []
         if self.swap_due or deleted or self.created:
             self._swap()
             pending = sorted(set(pending) | {m.name for m in self.spec.refresh})
-        self._drop_work_tables()
-        if pending:
-            state.owe_refresh(pending)  # cleared once dbt has refreshed them
-        self.refresh_due = pending
-        return SyncCounts(deleted=deleted)
-
-    def _prepare_empty(self) -> None:
-        if not self._exists():
-            raise SyncError(
-                f"sync {self.spec.name}: model {self.spec.model} is empty and {self.spec.target} does not exist"
-            )
-        self.columns = []
+        if self.columns:
+            self._empty_stage()
+        return Finished(SyncCounts(deleted=deleted), refresh_due=pending)
 
     def _swap(self) -> None:
         """TRUNCATE + INSERT in the run's transaction: the table keeps its OID, indexes, grants
         and dependent materialized views; the exclusive lock is held only for this step."""
-        pg = self._pg()
+        pg = self.pg
         pg.execute(f"lock table {self.relation} in access exclusive mode")
         pg.execute(f"truncate {self.relation}")
         if self.columns:
-            cols = ", ".join(quote(c) for c in self.columns)
-            pg.execute(f"insert into {self.relation} ({cols}) select {cols} from {self.stage}")
+            cols = ", ".join(pg_ident(c) for c in self.columns)
+            pg.execute(f"insert into {self.relation} ({cols}) select {self._from_stage()} from {self.stage}")
         log.info("sync %s: replaced the rows of %s", self.spec.name, self.spec.target)
 
-    def _delete_gone(self, state: StateView) -> int:
-        """Delete rows this sync wrote before and the model no longer has (their identity: the
-        state's ``gone``). Returns the rows really deleted."""
-        gone = state.gone_sql()
+    def _delete(self, gone: str | None) -> int:
+        """Delete the rows of ``gone`` (identities this sync wrote and the model no longer has).
+        Returns the rows really deleted."""
         if gone is None or not self._exists():
             return 0
-        pg = self._pg()
+        pg = self.pg
         keys = self.settings.primary_key
-        table = f"{SCHEMA}.{quote(self.gone_table)}"
+        table = pg_ident(WORK_SCHEMA, self.gone_name)
         if pg.scalar(f"select to_regclass({literal(table)}) is null"):  # kept from run to run, empty
-            keys_sql = ", ".join(quote(k) for k in keys)
+            pg.execute(f"create schema if not exists {pg_ident(WORK_SCHEMA)}")
+            keys_sql = ", ".join(pg_ident(k) for k in keys)
             pg.execute(f"create unlogged table {table} as select {keys_sql} from {self.relation} limit 0")
             pg.refresh_catalog()
-        pg.con.execute(f"insert into {pg.relation(SCHEMA, self.gone_table)} select * from ({gone})")
-        match = " and ".join(f"t.{quote(k)} = g.{quote(k)}" for k in keys)
+        pg.duck(
+            f"insert into {pg.table(WORK_SCHEMA, self.gone_name)} select {', '.join(q(k) for k in keys)} from ({gone})"
+        )
+        match = " and ".join(f"t.{pg_ident(k)} = g.{pg_ident(k)}" for k in keys)
         deleted, _ = self._counted(
             f"delete from {self.relation} t using {table} g where {match} returning true as is_insert"
         )
         pg.execute(f"truncate {table}")
         return deleted
 
-    def after_commit(self) -> list[str]:
-        if self.refresh_due and self.refresh is not None:
-            return self.refresh(self.refresh_due)
+    # ---------------------------------------------------------------- verify
+
+    def verify(self, records: Records, identities: str | None) -> Verified:
+        """The model's records (of ``identities``, else all) read back and compared column by
+        column with what the model holds now."""
+        con = records.con
+        model = self.model
+        if model is None:
+            raise RuntimeError("shape() first")
+        keys = self.settings.primary_key
+        columns = [c for c in model.columns]
+        expected = (
+            f"select * from {records.accepted()}"
+            if identities is None
+            else (
+                f"select m.* from {records.accepted()} m semi join ({identities}) i on "
+                + " and ".join(f"m.{q(k)} = i.{q(k)}" for k in keys)
+            )
+        )
+        if not self._exists():
+            held = records.table("rt_held")
+            con.execute(f"create or replace table {held} as select * from ({expected}) limit 0")
+        else:
+            key_list = ", ".join(q(k) for k in keys)
+            held = self._read_back(
+                records, None if identities is None else f"select {key_list} from ({expected})", columns
+            )
+        types = model.types
+        differs = [
+            f"case when try_cast(h.{q(c)} as {types[c]}) is distinct from m.{q(c)} then {literal(c)} end"
+            for c in columns
+            if c not in keys
+        ]
+        on = " and ".join(f"h.{q(k)} = m.{q(k)}" for k in keys)
+        table = records.table("rt_verified")
+        con.execute(
+            f"""create or replace table {table} as
+                select {", ".join(f"m.{q(k)}" for k in keys)},
+                       case when h.{q(keys[0])} is null then 'missing' else 'differs' end as __rt_problem,
+                       case when h.{q(keys[0])} is null then []::varchar[]
+                            else list_filter([{", ".join(differs) or "null::varchar"}], x -> x is not null) end as __rt_columns
+                from ({expected}) m left join {held} h on {on}
+                where h.{q(keys[0])} is null or len(list_filter([{", ".join(differs) or "null::varchar"}], x -> x is not null)) > 0"""
+        )
+        checked = int(con.execute(f"select count(*) from ({expected})").fetchone()[0])
+        problems = int(con.execute(f"select count(*) from {table}").fetchone()[0])
+        return Verified(table, checked, problems)
+
+    def extra(self, records: Records) -> str | None:
+        """Rows of the table whose key the model does not have (a DuckDB temp table)."""
+        if not self._exists():
+            return None
+        keys = self.settings.primary_key
+        key_list = ", ".join(q(k) for k in keys)
+        extra = records.table("rt_extra")
+        self._work(
+            records,
+            f"""create or replace table {extra} as
+                select {key_list} from {self.remote} anti join (select {key_list} from {records.accepted()}) m
+                using ({key_list})""",
+        )
+        return extra
+
+    def held(self, records: Records) -> str | None:
+        """Every key of the table (a work table), to re-own a sync whose state was lost."""
+        if not self._exists():
+            return None
+        table = records.table("rt_held_keys")
+        keys = ", ".join(q(k) for k in self.settings.primary_key)
+        self._work(records, f"create or replace table {table} as select {keys} from {self.remote}")
+        return table
+
+    def after_commit(self, refresh_due: list[str]) -> list[str]:
+        if refresh_due and self.refresh is not None:
+            return self.refresh(refresh_due)
         return []
 
     def close(self) -> None:
         pass
 
 
+def _pg_literal(value: Any, pg_type_name: str) -> str:
+    """A key value as a typed Postgres literal (keys are scalars: numbers, text, dates, times)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value!r}::{pg_type_name}"
+    if isinstance(value, bytes):
+        return f"'\\x{value.hex()}'::bytea"
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return f"{literal(text)}::{pg_type_name}"
+
+
 __all__ = ["PostgresDestination", "pg_type"]
-_ = Any
+_ = duck_ident

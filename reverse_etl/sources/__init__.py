@@ -9,9 +9,16 @@ each model row leaves the warehouse once and memory stays bounded by a batch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reverse_etl.errors import SyncError
 from reverse_etl.sources.base import WarehouseSource
 from roundtrip.core.settings import Settings
+
+
+def warehouse_file(settings: Settings) -> Path:
+    """The DuckDB warehouse file (``ROUNDTRIP_DUCKDB_PATH``, resolved by the settings)."""
+    return settings.duckdb_path or settings.data_dir / "warehouse.duckdb"
 
 
 def open_source(target: str, settings: Settings, wait: float = 0) -> WarehouseSource:
@@ -19,7 +26,7 @@ def open_source(target: str, settings: Settings, wait: float = 0) -> WarehouseSo
     if target == "duckdb":
         from reverse_etl.sources.duckdb import DuckDBSource
 
-        return DuckDBSource(settings.duckdb_path, wait=wait)
+        return DuckDBSource(warehouse_file(settings), wait=wait)
     if target == "postgres":
         from reverse_etl.sources.postgres import PostgresSource
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from reverse_etl.errors import from_postgres_extension
 from reverse_etl.spec import ModelRef
 from roundtrip.core.redact import redact
-from roundtrip.core.sql import literal, quote
+from roundtrip.core.sql import duck_ident, literal
 
 log = logging.getLogger(__name__)
 ALIAS = "rt_pg_warehouse"
@@ -21,15 +22,19 @@ class PostgresSource:
         self.url = url
 
     def relation(self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None) -> str:
-        con.execute("load postgres")
-        attached = {r[0] for r in con.execute("select database_name from duckdb_databases()").fetchall()}
-        if ALIAS not in attached:
-            con.execute(f"attach {literal(self.url)} as {ALIAS} (type postgres, read_only)")
-        # dbt on Postgres cannot reach across databases: the relation is schema.table in ours
-        remote = f"{ALIAS}.{quote(model.schema_)}.{quote(model.identifier)}"
-        selected = ", ".join(quote(c) for c in columns) if columns else "*"
-        copy = f"{quote(scratch)}.model"
-        con.execute(f"create or replace table {copy} as select {selected} from {remote}")
+        try:
+            con.execute("load postgres")
+            attached = {r[0] for r in con.execute("select database_name from duckdb_databases()").fetchall()}
+            if ALIAS not in attached:
+                con.execute(f"attach {literal(self.url)} as {ALIAS} (type postgres, read_only)")
+            # dbt on Postgres cannot reach across databases: the relation is schema.table in ours
+            remote = duck_ident(ALIAS, model.schema_, model.identifier)
+            selected = ", ".join(duck_ident(c) for c in columns) if columns else "*"
+            copy = duck_ident(scratch, "model")
+            con.execute(f"create or replace table {copy} as select {selected} from {remote}")
+            con.execute(f"detach {ALIAS}")
+        except Exception as exc:
+            raise from_postgres_extension(exc, f"model {model.identifier} ({self.describe(model)})") from exc
         return copy
 
     def describe(self, model: ModelRef) -> str:

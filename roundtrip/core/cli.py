@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal, Optional
 
@@ -88,7 +89,17 @@ def is_quiet() -> bool:
 
 
 class RedactingRichHandler(RichHandler):
-    """Every log line with credentials masked, whatever the caller formatted into it."""
+    """Every log line with credentials masked, whatever the caller formatted into it, and its
+    traceback too: the exception is rendered as text here and redacted, never by rich's
+    traceback renderer (which prints the exception's own message, a DSN with its password)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[0] is not None:
+            trace = "".join(traceback.format_exception(*record.exc_info))
+            record = logging.makeLogRecord(record.__dict__)
+            record.msg, record.args = f"{record.getMessage()}\n{trace.rstrip()}", None
+            record.exc_info, record.exc_text = None, None
+        super().emit(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
@@ -133,8 +144,9 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
 
 
 def report_error(exc: BaseException, debug: bool) -> None:
-    if debug:
-        err_console.print_exception()
+    if debug:  # as text, redacted: a driver's message may repeat a connection string
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        err_console.print(escape(redact(trace.rstrip())), highlight=False, soft_wrap=True)
     message, hint = describe(exc)
     # soft_wrap: one line however long (a path, a command), never folded at the console width
     err_console.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)

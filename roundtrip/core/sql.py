@@ -9,9 +9,30 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+def _checked(part: str) -> str:
+    if "\x00" in part:
+        raise ValueError(f"an identifier cannot hold a NUL byte: {part!r}")
+    return part
+
+
+def duck_ident(*parts: str) -> str:
+    """DuckDB (and SQLite): ``"a"."b"``, each part quoted, a quote doubled: the one way every
+    DuckDB relation and column is named in the project's SQL, whatever the name holds (``"``,
+    ``;``, ``.``, spaces, unicode)."""
+    return ".".join('"' + _checked(p).replace('"', '""') + '"' for p in parts)
+
+
+def pg_ident(*parts: str) -> str:
+    """Postgres: ``"a"."b"`` as psycopg's ``sql.Identifier`` spells it, for SQL text sent to
+    Postgres (through psycopg or DuckDB's ``postgres_execute``)."""
+    from psycopg import sql
+
+    return sql.Identifier(*(_checked(p) for p in parts)).as_string(None)
+
+
 def quote(identifier: str) -> str:
-    """``"identifier"`` (Postgres, DuckDB, SQLite): a doubled quote escapes a quote."""
-    return '"' + identifier.replace('"', '""') + '"'
+    """One identifier, quoted (DuckDB, Postgres and SQLite agree: a doubled quote escapes a quote)."""
+    return duck_ident(identifier)
 
 
 def quote_backtick(identifier: str) -> str:

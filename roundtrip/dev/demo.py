@@ -86,7 +86,7 @@ def run_demo(
     from loaders import jobs
     from loaders.config import load_config
     from loaders.warehouse import open_warehouse
-    from reverse_etl.engine import Endpoints, RunOptions, run_syncs
+    from reverse_etl.engine import Connections, RunOptions, run_syncs
     from reverse_etl.spec import load_specs
     from roundtrip.core.dbt import run_dbt
 
@@ -160,7 +160,7 @@ def run_demo(
             run_dbt(["build", *demo_warehouse.dbt_build_args(target)], target=target, target_path=target_path)
 
         with _stage(report, "reverse syncs"):
-            endpoints = Endpoints(postgres_url=pg.url(), redis_url=rd.url())
+            endpoints = Connections.of(postgres_url=pg.url(), redis_url=rd.url())
             specs = load_specs(target=target)
             with ProgressBoard("rows sent") as board:
                 synced = run_syncs(specs, endpoints, RunOptions(on_rows=board.advance))

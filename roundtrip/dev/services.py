@@ -340,6 +340,7 @@ class LocalPostgres(LocalServer):
     name = "PostgreSQL"
     stop_signal = signal.SIGINT  # fast shutdown
     endpoint: PostgresEndpoint | None = None
+    port = 0
 
     def start(self, timeout: float = 30.0) -> PostgresEndpoint:
         bin_dir = postgres_bin_dir()
@@ -368,7 +369,18 @@ class LocalPostgres(LocalServer):
         )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed in {pgdata}:\n{init.stderr.strip()}")
-        port = self.requested_port or free_port()
+        self.port = self.requested_port or free_port()
+        self._launch(timeout)
+        self._create_database(DEFAULT_DATABASE)
+        assert self.proc is not None
+        log.info("started PostgreSQL pid %s on 127.0.0.1:%s (%s)", self.proc.pid, self.port, self.folder)
+        assert self.endpoint is not None
+        return self.endpoint
+
+    def _launch(self, timeout: float) -> None:
+        assert self.folder is not None
+        bin_dir, port = postgres_bin_dir(), self.port
+        pgdata, logfile = self.folder / "pgdata", self.folder / "server.log"
         if _port_is_open(port):
             raise ServiceError(f"cannot start PostgreSQL: port {port} on 127.0.0.1 is already in use")
         self.proc = spawn(
@@ -398,8 +410,37 @@ class LocalPostgres(LocalServer):
         )
         self.endpoint = PostgresEndpoint("127.0.0.1", port, "postgres", DEFAULT_DATABASE)
         self._wait_ready(logfile, timeout)
-        self._create_database(DEFAULT_DATABASE)
-        log.info("started PostgreSQL pid %s on 127.0.0.1:%s (%s)", self.proc.pid, port, self.folder)
+
+    def crash(self) -> None:
+        """Kill the server as a crash would (SIGKILL of the postmaster, by its pid): its data
+        stays, to be recovered by ``restart`` (fault tests)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+        deadline = time.monotonic() + 30  # its backends notice and exit
+        while _port_is_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self, timeout: float = 60.0) -> PostgresEndpoint:
+        """Start the server again on the same data and port (crash recovery runs)."""
+        pid_file = self.folder / "pgdata" / "postmaster.pid" if self.folder else None
+        deadline = time.monotonic() + timeout
+        keep, self.keep = self.keep, True  # a failed start must not remove the data
+        try:
+            while True:
+                try:
+                    if pid_file is not None:
+                        pid_file.unlink(missing_ok=True)
+                    self._launch(timeout)
+                    break
+                except ServiceError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        finally:
+            self.keep = keep
+        assert self.endpoint is not None
         return self.endpoint
 
     def _wait_ready(self, logfile: Path, timeout: float) -> None:
@@ -461,6 +502,7 @@ class LocalRedis(LocalServer):
 
     name = "Redis"
     endpoint: RedisEndpoint | None = None
+    port = 0
 
     def start(self, timeout: float = 15.0) -> RedisEndpoint:
         binary = redis_server_binary()
@@ -468,7 +510,15 @@ class LocalRedis(LocalServer):
             raise ServiceError(f"redis-server binary {binary} does not exist")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="redis-", dir=self.base_dir))
-        port = self.requested_port or free_port()
+        self.port = self.requested_port or free_port()
+        self._launch(binary, timeout)
+        assert self.endpoint is not None and self.proc is not None
+        log.info("started Redis pid %s on 127.0.0.1:%s", self.proc.pid, self.port)
+        return self.endpoint
+
+    def _launch(self, binary: Path, timeout: float) -> None:
+        assert self.folder is not None
+        port = self.port
         if _port_is_open(port):
             raise ServiceError(f"cannot start Redis: port {port} on 127.0.0.1 is already in use")
         logfile = self.folder / "server.log"
@@ -492,7 +542,20 @@ class LocalRedis(LocalServer):
         )
         self.endpoint = RedisEndpoint("127.0.0.1", port)
         self._wait_ready(logfile, timeout)
-        log.info("started Redis pid %s on 127.0.0.1:%s", self.proc.pid, port)
+
+    def crash(self) -> None:
+        """Kill the server (SIGKILL, by its pid); its folder, and a ``dump.rdb`` a ``SAVE``
+        left there, stay for ``restart`` (fault tests)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self, timeout: float = 15.0) -> RedisEndpoint:
+        """Start the server again on the same folder and port: it loads ``dump.rdb`` if a
+        ``SAVE`` wrote one (what a default redis.conf does after a crash), else starts empty."""
+        self._launch(redis_server_binary(), timeout)
+        assert self.endpoint is not None
         return self.endpoint
 
     def _wait_ready(self, logfile: Path, timeout: float) -> None:

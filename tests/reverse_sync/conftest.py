@@ -15,7 +15,7 @@ import duckdb
 import psycopg
 import pytest
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync
+from reverse_etl.engine import Connections, RunOptions, SyncResult, run_sync
 from reverse_etl.spec import SyncSpec, load_specs
 from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
@@ -60,13 +60,13 @@ class Harness:
         spec = self.specs[sync] if isinstance(sync, str) else sync
         return run_sync(
             spec,
-            Endpoints(postgres_url=self.postgres.url(), redis_url=self.redis.url()),
+            Connections.of(postgres_url=self.postgres.url(), redis_url=self.redis.url()),
             RunOptions(dry_run=dry_run, dbt_project_dir=FIXTURE_PROJECT, **options),
         )
 
     def owned(self, sync: str) -> list[tuple[Any, ...]]:
         """The identities the sync's state says it wrote (the last entry of each in its log)."""
-        from reverse_etl.state import tables_of
+        from reverse_etl.state.registry import tables_of
 
         rows_table = tables_of(sync)[0]
         columns = [

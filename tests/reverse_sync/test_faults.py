@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync
+from reverse_etl.engine import Connections, RunOptions, SyncResult, run_sync
 from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.dev.services import LocalPostgres, LocalRedis, PostgresEndpoint, RedisEndpoint, free_port
 
@@ -193,10 +193,10 @@ def run_killed(h: Harness, manifest: Path, sync: str, phase: str) -> subprocess.
         spec = spec.model_copy(update={"refresh": []})  # the refresh is its own phase (test_replace.py)
     program = (
         "import sys\n"
-        "from reverse_etl.engine import Endpoints, RunOptions, run_sync\n"
+        "from reverse_etl.engine import Connections, RunOptions, run_sync\n"
         "from reverse_etl.spec import SyncSpec\n"
         "spec = SyncSpec.model_validate_json(sys.stdin.read())\n"
-        f"run_sync(spec, Endpoints({h.postgres.url()!r}, {h.redis.url()!r}), RunOptions())\n"
+        f"run_sync(spec, Connections.of({h.postgres.url()!r}, {h.redis.url()!r}), RunOptions())\n"
     )
     env = {**os.environ, "ROUNDTRIP_DUCKDB_PATH": str(h.warehouse), "ROUNDTRIP_TEST_CRASH_AT": phase}
     return subprocess.run(
@@ -263,13 +263,13 @@ def test_a_first_state_cache_counts_only_once_its_commit_is_in(
     assert run_killed(harness, fixture_manifest, "profile_cache", "written").returncode == -9
     assert not [p for p in caches.glob("*.duckdb") if ".next." not in p.name]  # nothing in place
 
-    from reverse_etl.pg import Postgres
+    from reverse_etl.pg import PgSession
 
-    def failing_commit(self: Postgres) -> None:
+    def failing_commit(self: PgSession) -> None:
         raise RuntimeError("the commit did not come through")
 
     with monkeypatch.context() as patched:
-        patched.setattr(Postgres, "commit", failing_commit)
+        patched.setattr(PgSession, "commit", failing_commit)
         failed = harness.run("profile_cache")
     assert failed.status == "failed" and not list(caches.glob("*.duckdb"))  # the prepared file is gone too
     # and Postgres has no state either
@@ -340,21 +340,25 @@ def test_insert_only_does_not_resend_what_the_app_consumed(harness: Harness) -> 
     assert harness.sql("select trigger_id from crm.email_queue") == [("t2",)]
 
 
-def test_full_resync_repairs_a_row_changed_by_hand(harness: Harness) -> None:
+def test_a_row_changed_by_hand_is_found_and_written_again(harness: Harness) -> None:
+    """Postgres: the digest of the table no longer matches the one the last commit recorded, so
+    the run reads it back and rewrites the row; Redis: the keys read back each run (a sample)
+    find the value edited by hand. ``--full-resync`` still sends everything."""
     harness.model("segments", segments((1, "a@x", "regular", "1.00"), (2, "b@x", "regular", "2.00")))
     ok(harness.run("crm_segments"))
     harness.sql("update crm.segments set segment = 'hand-edited' where user_id = 1")
-    trusted = ok(harness.run("crm_segments"))
-    assert writes(trusted) == 0  # the state is a cache: a cheap run does not re-read every row
-    resync = ok(harness.run("crm_segments", full_resync=True))
-    assert (resync.counts.updated, resync.counts.unchanged) == (1, 1)  # sent both, rewrote the wrong one
+    found = ok(harness.run("crm_segments"))
+    assert (found.counts.healed, found.counts.unchanged) == (1, 1)
     destination_equals_mart(harness, "crm_segments")
+    assert writes(ok(harness.run("crm_segments"))) == 0
+    resync = ok(harness.run("crm_segments", full_resync=True))
+    assert (resync.counts.updated, resync.counts.unchanged) == (0, 2)  # sent both, both already right
 
     harness.model("recos", recos((1, 10, 0.5, 1)))
     ok(harness.run("reco"))
     client = redis.Redis.from_url(harness.redis.url())
     client.set("reco:1", "[]", ex=100)
-    assert ok(harness.run("reco", full_resync=True)).counts.updated == 1
+    assert ok(harness.run("reco")).counts.healed == 1
     destination_equals_mart(harness, "reco")
     client.close()
 
@@ -481,13 +485,13 @@ def test_a_wrong_password_is_terminal_and_never_shown(
     _, syncer, _, redis_endpoint = secure_servers
     harness.model("segments", segments((1, "a@x", "regular", "1.00")))
     wrong = PostgresEndpoint(syncer.host, syncer.port, "syncer", syncer.dbname, PG_PASSWORD + "x")
-    result = run_sync(harness.specs["crm_segments"], Endpoints(wrong.url(), redis_endpoint.url()), RunOptions())
+    result = run_sync(harness.specs["crm_segments"], Connections.of(wrong.url(), redis_endpoint.url()), RunOptions())
     assert result.status == "failed" and result.attempts == 1  # not retried: it cannot get better
     assert "password authentication failed" in (result.error or "")
     no_secret(result.error, result.as_dict())
 
     bad_redis = RedisEndpoint(redis_endpoint.host, redis_endpoint.port, password="nope-" + REDIS_PASSWORD)
-    redis_result = run_sync(harness.specs["profile_cache"], Endpoints(syncer.url(), bad_redis.url()), RunOptions())
+    redis_result = run_sync(harness.specs["profile_cache"], Connections.of(syncer.url(), bad_redis.url()), RunOptions())
     assert redis_result.status == "failed" and redis_result.attempts == 1
     no_secret(redis_result.error)
 
@@ -499,19 +503,35 @@ def test_a_wrong_password_is_terminal_and_never_shown(
     assert line["status"] == "failed" and line["attempts"] == 1
     no_secret(done.stdout, done.stderr)
 
+    # --debug shows the tracebacks, through the same redaction: DuckDB's error repeats the
+    # connection string, password included
+    debug = cli_run(
+        harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": wrong.url()}, "run", "--sync", "crm_segments", "--debug"
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "password authentication failed" in debug.stderr
+    no_secret(debug.stdout, debug.stderr)
+    status = cli_run(harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": wrong.url()}, "status", "--debug")
+    assert status.returncode == 1 and "Traceback" in status.stderr
+    no_secret(status.stdout, status.stderr)
 
-def test_a_refused_connection_is_retried_then_reported(
+
+def test_a_server_that_is_down_fails_every_sync_at_once_in_one_line(
     harness: Harness, fixture_manifest: Path, secure_servers: Any
 ) -> None:
+    """Reached once before any sync runs (a few seconds of retries for a server that is
+    restarting), not by every sync after its own retries."""
+    import time
+
     harness.model("segments", segments((1, "a@x", "regular", "1.00")))
     down = f"postgresql://syncer:{PG_PASSWORD}@127.0.0.1:{free_port()}/roundtrip"
-    done = cli_run(
-        harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": down}, "run", "--sync", "crm_segments", "--json"
-    )
+    started = time.monotonic()
+    done = cli_run(harness, fixture_manifest, {"ROUNDTRIP_POSTGRES_URL": down}, "run", "--sync", "all", "--json")
+    assert time.monotonic() - started < 20
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    line = json.loads(done.stdout.strip().splitlines()[-1])
-    assert line["status"] == "failed" and line["attempts"] == 3  # retry.attempts of the fixture sync
-    assert "retrying" in done.stderr
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert {line["sync"] for line in lines} == set(harness.specs)  # one failed line per sync
+    assert {line["status"] for line in lines} == {"failed"} and "cannot reach postgres" in lines[0]["error"]
+    assert done.stderr.count("error:") == 1
     no_secret(done.stdout, done.stderr)
 
 
@@ -522,10 +542,12 @@ def test_too_many_connections_leave_no_password_in_the_history(
     refused, and DuckDB's error repeats the connection string it was given."""
     server, syncer, limited, redis_endpoint = secure_servers
     harness.model("segments", segments((1, "a@x", "regular", "1.00")))
-    ok(run_sync(harness.specs["crm_segments"], Endpoints(syncer.url(), redis_endpoint.url()), RunOptions()))
+    ok(run_sync(harness.specs["crm_segments"], Connections.of(syncer.url(), redis_endpoint.url()), RunOptions()))
     with psycopg.connect(server.endpoint.url(), autocommit=True) as admin:  # the trusted superuser
         admin.execute("grant syncer to limited")
-        failed = run_sync(harness.specs["crm_segments"], Endpoints(limited.url(), redis_endpoint.url()), RunOptions())
+        failed = run_sync(
+            harness.specs["crm_segments"], Connections.of(limited.url(), redis_endpoint.url()), RunOptions()
+        )
         assert failed.status == "failed" and failed.attempts == 3 and "too many connections" in (failed.error or "")
         no_secret(failed.error)
         stored = admin.execute("select error from reverse_etl.runs where run_id = %s", (failed.run_id,)).fetchone()

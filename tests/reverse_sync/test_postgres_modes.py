@@ -11,7 +11,7 @@ import pytest
 
 from reverse_etl.engine import SyncResult
 from reverse_etl.runs import lock_key_sql
-from reverse_etl.state import tables_of
+from reverse_etl.state.registry import tables_of
 
 from .conftest import Harness
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync, run_syncs
+from reverse_etl.engine import Connections, RunOptions, SyncResult, run_sync, run_syncs
 from reverse_etl.runs import recent_runs
 from reverse_etl.spec import SyncSpec, load_specs
 from roundtrip.core.paths import PROJECT_ROOT
@@ -165,7 +165,7 @@ def test_replace_syncs_run_together_share_one_refresh(harness: Harness) -> None:
         "retired_items_export", "select * from (values (7, 'stool', 5.00::decimal(10, 2))) t(item_id, title, price)"
     )
     specs = [harness.specs["serving_items"], harness.specs["serving_retired_items"]]
-    endpoints = Endpoints(postgres_url=harness.postgres.url(), redis_url=harness.redis.url())
+    endpoints = Connections.of(postgres_url=harness.postgres.url(), redis_url=harness.redis.url())
     options = RunOptions(dbt_project_dir=FIXTURE_PROJECT)
 
     items, retired = run_syncs(specs, endpoints, options)
@@ -249,7 +249,7 @@ def test_a_changed_model_definition_is_rebuilt_by_dbt(
         return {s.name: s for s in load_specs(out / "manifest.json")}
 
     def run(spec: SyncSpec) -> SyncResult:
-        endpoints = Endpoints(postgres_url=harness.postgres.url(), redis_url=harness.redis.url())
+        endpoints = Connections.of(postgres_url=harness.postgres.url(), redis_url=harness.redis.url())
         result = run_sync(spec, endpoints, RunOptions(dbt_project_dir=project))
         assert result.error is None, result.error
         return result

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from reverse_etl.engine import Endpoints, RunOptions, SyncResult, run_sync
+from reverse_etl.engine import Connections, RunOptions, SyncResult, run_sync
 from reverse_etl.spec import load_specs
 from roundtrip.core.duckdb_extensions import connect
 from roundtrip.core.paths import PROJECT_ROOT
@@ -142,7 +142,7 @@ def world(
     manifest = _parse(source, tmp_path_factory.mktemp(f"manifest_{source}"), env)
     specs = {s.name: s for s in load_specs(manifest, target=source)}
     assert {s.warehouse for s in specs.values()} == {source}
-    endpoints = Endpoints(postgres_url=pg_database.url(), redis_url=redis_endpoint.url())
+    endpoints = Connections.of(postgres_url=pg_database.url(), redis_url=redis_endpoint.url())
 
     def run(sync: str) -> SyncResult:
         spec = specs[sync]

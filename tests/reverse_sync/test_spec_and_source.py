@@ -15,8 +15,17 @@ from pydantic import ValidationError
 
 from reverse_etl.destinations.postgres import PostgresDestination
 from reverse_etl.destinations.redis import TARGET, VALUE, RedisDestination
-from reverse_etl.errors import SyncError, TransientSyncError, is_transient, translate
-from reverse_etl.records import FINGERPRINT, REASON, ROW_KEY, ROWS, Records, Scratch
+from reverse_etl.errors import (
+    SyncError,
+    TransientSyncError,
+    from_duckdb,
+    from_postgres_extension,
+    from_psycopg,
+    from_redis,
+    is_transient,
+)
+from reverse_etl.records import FINGERPRINT, REASON, ROW_KEY, ROWS, Model, Records
+from reverse_etl.scratch import Scratch
 from reverse_etl.sources.duckdb import DuckDBSource
 from reverse_etl.spec import SyncSettings, SyncSpec, load_specs, load_syncs, serving_definition
 
@@ -120,8 +129,24 @@ def test_driver_errors_are_sorted_into_transient_and_terminal() -> None:
     assert not is_transient(psycopg.errors.UndefinedColumn())
     assert not is_transient(redis.exceptions.ResponseError("WRONGTYPE"))
     assert not is_transient(duckdb.CatalogException("table does not exist"))
-    translated = translate(psycopg.errors.DeadlockDetected("deadlock detected"), "crm")
-    assert isinstance(translated, TransientSyncError) and "sync crm" in str(translated)
+    # each driver's edge: its own classifier, naming what failed
+    deadlock = from_psycopg(psycopg.errors.DeadlockDetected("deadlock detected"), "sync crm")
+    assert isinstance(deadlock, TransientSyncError) and "sync crm" in str(deadlock)
+    refused = from_postgres_extension(
+        duckdb.IOException('Failed to execute query "x": ERROR:  could not connect to server: Connection refused'),
+        "sync crm",
+    )
+    assert isinstance(refused, TransientSyncError)
+    password = from_postgres_extension(
+        duckdb.IOException("ERROR:  password authentication failed for user syncer password=s3cret"), "sync crm"
+    )
+    assert not isinstance(password, TransientSyncError) and "s3cret" not in str(password)
+    locked = from_duckdb(duckdb.IOException('Could not set lock on file "w.duckdb": Conflicting lock is held'), "x")
+    assert isinstance(locked, TransientSyncError)  # the warehouse held by a `dbt build`: tried again
+    assert isinstance(from_redis(redis.exceptions.TimeoutError("timed out"), "sync reco"), TransientSyncError)
+    assert not isinstance(
+        from_redis(redis.exceptions.AuthenticationError("WRONGPASS"), "sync reco"), TransientSyncError
+    )
 
 
 @pytest.fixture
@@ -131,15 +156,25 @@ def offline_harness(data_dir: Path, fixture_manifest: Path) -> Harness:
 
 
 def classified(harness: Harness, spec: SyncSpec) -> Iterator[Records]:
-    """The spec's records from the DuckDB source, shaped for its destination, with no state."""
+    """The spec's records from the DuckDB source, shaped for its destination (a destination
+    without a connection only shapes), classified against an empty state: every record new."""
     with Scratch("256MB") as scratch:
         assert spec.source is not None
         relation = DuckDBSource(harness.warehouse).relation(scratch.con, scratch.db, spec.source, None)
-        records = Records(scratch, spec, relation, "test")
+        where = f"sync {spec.name}: model {spec.model}"
+        model = Model.of(scratch.con, relation, spec.settings.columns, scratch.table("renamed"), where)
         shaper = (
-            PostgresDestination(spec, None) if spec.settings.destination == "postgres" else RedisDestination(spec, None)
+            PostgresDestination(spec, None, True)  # type: ignore[arg-type]
+            if spec.settings.destination == "postgres"
+            else RedisDestination(spec, None)  # type: ignore[arg-type]
         )
-        records.use(shaper.shape(records.columns))  # no state yet: every record is new
+        records = Records(scratch.con, scratch.shared, spec, model, shaper.shape(model))
+        ids = ", ".join(f'{expr} as "{name}"' for name, expr in records.shape.identity.items())
+        scratch.con.execute(
+            f"create table empty_state as select {ids}, null::bigint as fingerprint, true as recorded "
+            f"from {relation} limit 0"
+        )
+        records.classify("empty_state", None)
         yield records
 
 
@@ -150,7 +185,7 @@ def test_source_streams_bounded_batches_and_flags_bad_keys(offline_harness: Harn
                                  (3, 'a', 'E', 1), (3, 'a', 'F', 2), (null, 'x', 'G', 3)) t(shop_id, sku, label, price)""",
     )
     for records in classified(offline_harness, offline_harness.specs["shop_things"]):  # batch_rows: 2
-        plan = records.classify()
+        plan = records.classify("empty_state", None)
         rejected = [b.to_pylist() for b in records.rejected()]
         batches = list(records.records())
     assert (plan.new, plan.changed, plan.unchanged, plan.rows) == (4, 0, 0, 4)
@@ -179,7 +214,6 @@ def test_source_groups_redis_list_values_in_order(offline_harness: Harness) -> N
         "select * from (values (1, 10, 0.5, 2), (1, 11, 0.9, 1), (2, 12, 0.3, 1)) t(user_id, item_id, score, recommendation_rank)",
     )
     for records in classified(offline_harness, offline_harness.specs["reco"]):
-        records.classify()
         classified_rows = [r for b in records.records(rendered=False) for r in b.to_pylist()]
         rows = [r for b in records.records() for r in b.to_pylist()]
     assert [(r[TARGET], r[ROWS]) for r in classified_rows] == [("reco:1", 2), ("reco:2", 1)]
@@ -192,5 +226,5 @@ def test_source_groups_redis_list_values_in_order(offline_harness: Harness) -> N
 
 def test_missing_key_column_is_a_clear_error(offline_harness: Harness) -> None:
     offline_harness.model("things", "select 1 as shop_id, 'A' as label, 1.0 as price, 'x' as sku_code")
-    with pytest.raises(SyncError, match=r"sync shop_things: .*cannot read model things.*sku"):
+    with pytest.raises(SyncError, match=r"sync shop_things: model things.*\['sku'\].* not in the model"):
         next(classified(offline_harness, offline_harness.specs["shop_things"]))
