@@ -247,3 +247,38 @@ def results_of(jobs: list[Job]) -> list[Result]:
                details={"how": how, "orders": orders})
     )  # fmt: skip
     return results
+
+
+# ---------------------------------------------------------------- the table of docs/benchmarks.md
+
+STAGES = ("generate", "spark", "load", "dbt build", "syncs")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The growth results of a ``python -m benchmarks`` JSON report as a Markdown table: one row
+    per size and engine, seconds / peak RSS per stage, the medallion's total and its ratio."""
+    rows = [r for r in report["benchmarks"][NAME]["results"] if r["metric"].startswith("seconds, medallion")]
+    header = ["orders", "engine", *(f"{s} s / MB" for s in STAGES), "to the marts", "vs DuckDB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows:
+        engine, size = r["metric"].removeprefix("seconds, medallion to marts, ").rsplit(", ", 1)
+        cells = [
+            f"{r['details'][s]['seconds']:.0f} / {r['details'][s]['peak_rss_mb']:,.0f}" if s in r["details"] else "–"
+            for s in STAGES
+        ]
+        ratio = f"{r['ratio']:.2f}×" if r.get("ratio") else ""
+        lines.append(
+            f"| {size.removesuffix(' orders')} | {engine} | " + " | ".join(cells) + f" | {r['value']:.0f} s | {ratio} |"
+        )
+    crossover = [r for r in report["benchmarks"][NAME]["results"] if r["metric"].startswith("crossover")]
+    if crossover:
+        lines.append("")
+        lines.append(f"Crossover: {crossover[0]['details']['how']}"
+                     + (f", at {human(crossover[0]['value'])} orders" if crossover[0]["details"]["orders"] else "") + ".")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
