@@ -454,8 +454,9 @@ def test_on_a_postgres_warehouse_the_marts_read_spark_tables_published_there(
         pg_columns, pg_rows = postgres_relation_rows(pg_database.url(), relation)
         duck_columns, duck_rows = duckdb_relation_rows(medallion.warehouse, relation)
         assert pg_columns == duck_columns, relation.name
-        if relation.schema == "silver":  # loaded_at: when each engine saw the file
-            keep = [i for i, c in enumerate(pg_columns) if c not in ENGINE_SPECIFIC]
-            pg_rows, duck_rows = ([tuple(r[i] for i in keep) for r in rows] for rows in (pg_rows, duck_rows))
-            pg_rows, duck_rows = sorted(pg_rows, key=repr), sorted(duck_rows, key=repr)
+        # loaded_at: when each load (or Spark) saw the rows, here and in the dimensions' staging
+        keep = [i for i, c in enumerate(pg_columns) if c not in ENGINE_SPECIFIC]
+        pg_rows, duck_rows = (
+            sorted((tuple(r[i] for i in keep) for r in rows), key=repr) for rows in (pg_rows, duck_rows)
+        )
         assert pg_rows == duck_rows and pg_rows, relation.name
