@@ -22,7 +22,7 @@ import pytest
 
 from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
 
-SIZES = ["--users", "300", "--items", "150", "--orders", "3000", "--clicks", "8000", "--days", "10"]
+SIZES = ["--users", "200", "--items", "100", "--orders", "1500", "--clicks", "3000", "--days", "6"]
 SILVER_GOLD = {
     "silver": ("orders_clean", "clicks_clean"),
     "gold": ("daily_gmv_metrics", "item_performance", "user_funnel_metrics", "hourly_order_patterns"),
@@ -78,7 +78,7 @@ def test_demo_with_spark_on_a_standalone_cluster(
     from spark_jobs.config import CatalogSource, JobConfig
 
     servers = {"ROUNDTRIP_POSTGRES_URL": pg_database.url(), "ROUNDTRIP_REDIS_URL": redis_endpoint.url()}
-    with spark_cluster(cores=1, memory="1g") as cluster:
+    with spark_cluster(cores=2, memory="1g") as cluster:
         report = _demo(tmp_path, {**servers, **cluster.env()}, "--engine", "spark")
     assert report["engine"] == "spark"
     data = tmp_path / "data"
