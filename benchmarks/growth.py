@@ -162,7 +162,17 @@ def run_job(ctx: Context, engine: str, orders: int, base: dict[str, str], cluste
     sync_env = {**env, **_fresh_destinations(ctx, f"growth_{orders}_{engine.replace(' ', '_')}")}
     syncs = [_py("reverse_etl", "run", "--sync", "all", "--target", "duckdb")]
     job.stages.append(run_stage("syncs", syncs, sync_env, log))
+    _remove_outputs(folder)  # at 10 M orders a job leaves GBs: the disk holds one job at a time
     return job
+
+
+def _remove_outputs(folder: Path) -> None:
+    """What a job or a size left in its folder but its logs."""
+    import shutil
+
+    for path in folder.iterdir():
+        if path.suffix != ".log":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def crossover(jobs: list[Job]) -> tuple[str, float | None]:
@@ -221,6 +231,7 @@ def run(ctx: Context) -> list[Result]:
                 jobs.append(job)
                 print(f"   {engine} at {human(orders)} orders: "
                       + ", ".join(f"{s.name} {s.seconds} s / {s.peak_mb} MB" for s in job.stages), flush=True)  # fmt: skip
+            _remove_outputs(folder)  # this size's landing files and app database
     return results_of(jobs)
 
 
