@@ -15,7 +15,7 @@ SYNC_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-verify reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
+.PHONY: help setup azurite demo test lint generate load load-sqlite load-sql load-files load-bigquery export dbt-build dbt-compile-bigquery docs docs-serve reverse-sync reverse-sync-plan reverse-sync-verify reverse-sync-status syncs services clean spark medallion-auto bench ci-slim
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "== setup 1/4: a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@echo "== setup 2/4: the pinned Python packages of pyproject.toml (dbt, DuckDB, pyspark, the servers' wheels, ...): 2-3 minutes the first time"
+	@echo "== setup 2/4: the pinned Python packages of pyproject.toml (dbt, DuckDB, pyspark, the servers' wheels, ...): about 4 minutes with pip's cache filled, more when it downloads"
 	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[dev]' 2>&1 | { grep -E '^(Collecting|Successfully installed|ERROR)' || true; }
 	@echo "== setup 3/4: DuckDB's postgres and sqlite extensions, from their PyPI packages"
 	$(PY) -m roundtrip install-extensions
@@ -54,9 +54,10 @@ PYTEST_WORKERS ?= 2
 test: setup  ## the test suite (starts its own Postgres and Redis)
 	$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-lint: setup  ## ruff on Python, sqlfluff (dbt templater) on the models
+lint: setup  ## ruff and mypy on Python, sqlfluff (dbt templater) on the models and the SQL their macros write
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	@# an in-memory DuckDB for the dbt templater: linting never waits for (or dies on) a warehouse
 	@# file that a dbt build or a loader holds, and never depends on what that file contains
 	ROUNDTRIP_DUCKDB_PATH=:memory: $(BIN)/sqlfluff lint models macros snapshots analyses
@@ -75,6 +76,9 @@ load-sql: setup  ## SQL database tables (the Postgres catalog) -> warehouse (ROU
 
 load-files: setup  ## event files (local, gs://, s3://) -> bronze, each file once
 	$(PY) -m loaders files --target $(TARGET) $(LOADER_ARGS)
+
+load-bigquery: setup  ## BigQuery tables of any project (the `bigquery:` sources of loaders.yml) -> warehouse
+	$(PY) -m loaders bigquery --target $(TARGET) $(LOADER_ARGS)
 
 export: setup  ## warehouse tables -> Snappy Parquet under {destination}/{YYYYMMDD}/{table}/ (EXPORT_ARGS="--date 20261120")
 	$(PY) -m loaders export --target $(TARGET) $(EXPORT_ARGS)
@@ -101,19 +105,24 @@ docs: setup  ## generate the dbt docs site into target/
 docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:8080
 	$(DBT) docs serve --target $(TARGET) --host 127.0.0.1 --port 8080
 
+# the manifest of TARGET, parsed only when the project changed (roundtrip/core/dbt.py, ensure_manifest);
+# when it does not parse, dbt's own message is shown
+MANIFEST = $(DBT) manifest --target $(TARGET)
+
 syncs: setup  ## list the reverse syncs declared in dbt
-	$(DBT) parse --target $(TARGET) >/dev/null
+	@$(MANIFEST)
 	$(PY) -m reverse_etl list --target $(TARGET)
 
 reverse-sync: setup  ## run reverse syncs (SYNC=name|all) to ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL
-	$(DBT) parse --target $(TARGET) >/dev/null
+	@$(MANIFEST)
 	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-plan: setup  ## dry run of reverse syncs (SYNC=name|all): counts and sample changes, writes nothing
-	$(DBT) parse --target $(TARGET) >/dev/null
+	@$(MANIFEST)
 	$(PY) -m reverse_etl run --target $(TARGET) --sync $(SYNC) --dry-run $(SYNC_ARGS)
 
 reverse-sync-verify: setup  ## read each destination back and compare with its mart (SYNC=name|all); SYNC_ARGS=--repair rewrites what differs
+	@$(MANIFEST)
 	$(PY) -m reverse_etl verify --target $(TARGET) --sync $(SYNC) $(SYNC_ARGS)
 
 reverse-sync-status: setup  ## run history of reverse syncs (SYNC=name for one sync's last runs)

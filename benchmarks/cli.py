@@ -24,11 +24,13 @@ BENCHMARKS = {
     "sync_verify": "benchmarks.sync_verify",
     "bigquery_sync": "benchmarks.bigquery_sync",
     "dlt_baseline": "benchmarks.dlt_baseline",
+    "bigquery_source": "benchmarks.bigquery_source",
     "dbt_overhead": "benchmarks.dbt_overhead",
     "serving_refresh": "benchmarks.serving_refresh",
     "spark_vs_duckdb": "benchmarks.spark_vs_duckdb",
     "memory": "benchmarks.memory",
     "growth": "benchmarks.growth",
+    "loader_memory": "benchmarks.loader_memory",
 }
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 

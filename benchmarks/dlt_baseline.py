@@ -109,8 +109,8 @@ def compare(source: SqliteSourceConfig, roundtrip_db: Path, dlt_db: Path, expect
     """Both warehouses hold the same rows (as multisets), and as many as the source; else raise."""
     import duckdb
 
-    with sqlite3.connect(source.path) as con:
-        columns = [c.name for c in read_schema(con, source.tables[0].name)]
+    with sqlite3.connect(source.path) as app:
+        columns = [c.name for c in read_schema(app, source.tables[0].name)]
     relation = f"{SCHEMA}.{quote(source.tables[0].name)}"
     con = duckdb.connect()
     try:

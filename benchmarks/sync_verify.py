@@ -10,6 +10,8 @@ On the same model rows and servers, after a first sync into Postgres and into Re
 
 from __future__ import annotations
 
+import functools
+
 import psycopg
 import redis
 
@@ -49,7 +51,7 @@ def run(ctx: Context) -> list[Result]:
             seconds: dict[str, list[float]] = {"sample 0": [], "sample 100": [], "sample 10000": [], "verify": []}
             for _ in range(ctx.repeat):
                 for sample in (0, 100, 10_000):
-                    took, _ = timed(lambda s=sample: synced(spec, connections, verify_sample=s))  # noqa: B023
+                    took, _ = timed(functools.partial(synced, spec, connections, verify_sample=sample))
                     seconds[f"sample {sample}"].append(took)
                 took, report = timed(
                     lambda: verify_sync(spec, connections, RunOptions(dry_run=True))  # noqa: B023

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -31,7 +30,6 @@ from roundtrip.core.cli import (
     TargetOpt,
     WaitOpt,
     configure_logging,
-    console,
     err_console,
     print_table,
     run_cli,
@@ -99,7 +97,8 @@ def _run(
 
 def _database_command(kind: str, title: str, doc: str) -> Callable[..., None]:
     """``sqlite`` and ``sql``: the sources of one kind in loaders.yml -> warehouse."""
-    load = {"sqlite": jobs.load_sqlite, "sql": jobs.load_sql}[kind]
+    by_kind: dict[str, Callable[..., list[jobs.TableReport]]] = {"sqlite": jobs.load_sqlite, "sql": jobs.load_sql}
+    load = by_kind[kind]
 
     def command(
         source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
@@ -139,6 +138,61 @@ app.command("sql")(
         "sql", "sql -> warehouse", "SQL database tables (Postgres, MySQL/MariaDB, SQLite; the catalog) -> warehouse."
     )
 )
+
+
+# ---- bigquery: tables of any project -> warehouse (kept in one block) ----
+
+
+@app.command("bigquery")
+def bigquery_cmd(
+    source: Annotated[Optional[str], typer.Option(help="source name in loaders.yml (default: all)")] = None,
+    full_refresh: FullRefreshOpt = False,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="print the rows each table would read, read nothing")
+    ] = False,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """BigQuery tables of any project -> warehouse (Storage Read API, MERGE on keys, incremental by cursor)."""
+    from loaders.bigquery_job import estimate_bigquery, load_bigquery
+
+    configure_logging(debug, quiet)
+
+    def sources(cfg: LoadersConfig) -> dict[str, Any]:
+        if not cfg.bigquery:
+            raise LoaderError("no bigquery sources in loaders.yml", hint="see docs/loaders.md, BigQuery tables")
+        return _pick(cfg.bigquery, source, "bigquery source")
+
+    if estimate:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                e.as_dict() for n, s in sources(cfg).items() for e in estimate_bigquery(n, s, wh, full_refresh)
+            ],
+            config,
+            wait,
+        )
+        _report("bigquery: rows to read", rows, as_json)
+        return
+    with ProgressBoard("rows read") as board:
+        rows = _run(
+            target,
+            lambda wh, cfg: [
+                r.as_dict()
+                for n, s in sources(cfg).items()
+                for r in load_bigquery(n, s, wh, full_refresh, progress=board.advance)
+            ],
+            config,
+            wait,
+        )
+    _report("bigquery -> warehouse", rows, as_json)
+
+
+# ---- end of bigquery
 
 
 @app.command()
@@ -266,22 +320,6 @@ def import_table(
         return [jobs.load_files(f"import:{name}:{table}", stream, wh).as_dict()]
 
     _report(f"import {table} ({when:%Y%m%d})", _run(target, work, config, wait), as_json)
-
-
-@app.command()
-def materialize(
-    select: Annotated[str, typer.Option("--select", help="dbt selector, e.g. +exposure:reco_serving")],
-    target: Annotated[str, typer.Option("--target", help="dbt target")] = "postgres",
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Hand over to dbt: build (and so refresh) the selected models and materialized views."""
-    from roundtrip.core.dbt import run_dbt
-
-    configure_logging(debug, quiet)
-    started = time.perf_counter()
-    run_dbt(["build", "--select", select], target=target)
-    console.print(f"materialized {select} on {target} in {time.perf_counter() - started:.1f}s")
 
 
 def main() -> None:

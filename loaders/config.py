@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loaders.errors import LoaderError
 from roundtrip.core.contract import BRONZE_FIELDS
@@ -25,6 +25,8 @@ _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 # SQLite columns read as time: epoch seconds / milliseconds or ISO-8601 text -> UTC timestamps,
 # ISO dates (YYYY-MM-DD) -> dates
 TimestampKind = Literal["epoch_s", "epoch_ms", "iso", "date"]
+MAX_LINE_BYTES = 64 << 20
+MAX_COLUMNS = 1_600
 _FILE_TYPE = re.compile(
     r"bigint|integer|double|boolean|date|timestamp|timestamptz|varchar|decimal\(\s*\d+\s*,\s*\d+\s*\)"
 )
@@ -79,6 +81,13 @@ class FileStreamConfig(_Strict):
     # a file gone from the landing folder: `keep` its rows in the table (bronze is a history), or
     # `drop` them with it (transactional strategy; catalog always mirrors the folder)
     deleted_files: Literal["keep", "drop"] = "keep"
+    # a line longer than this (JSON lines, CSV) is held back with its offset, read in constant
+    # memory; "64MiB", "512 KiB" or a number of bytes
+    max_line_bytes: ByteSize = Field(default=ByteSize(MAX_LINE_BYTES), gt=0)
+    # a CSV header or the JSON fields of a stream without declared columns: more columns than
+    # this hold the file back (declared columns are the limit when there are some). 1,600 is what
+    # every target holds (PostgreSQL's limit; BigQuery holds 10,000)
+    max_columns: int = Field(default=MAX_COLUMNS, gt=0)
 
     @model_validator(mode="after")
     def _contract_columns(self) -> FileStreamConfig:
@@ -102,6 +111,35 @@ class FileStreamConfig(_Strict):
         return types
 
 
+class BigQueryTableConfig(_Strict):
+    """One table (or view) of any project, read through the Storage Read API."""
+
+    name: str  # project.dataset.table
+    target_table: str | None = None  # default: the table's name, sanitized
+    columns: list[str] | None = None  # source names; None: every column (keys and cursor always read)
+    filter: str | None = None  # a BigQuery SQL predicate applied by BigQuery (row restriction)
+    primary_key: list[str]  # the MERGE keys (source names)
+    cursor: str | None = None  # TIMESTAMP, DATETIME, DATE or INT64: incremental when set
+    # re-read this far behind the watermark for rows that arrive late: 2h, 30m, 1d, 90s (time
+    # cursors) or a number (INT64 cursors); default none
+    lookback: str | int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _table_id(cls, name: str) -> str:
+        from roundtrip.core.bigquery_read import TableId
+
+        return str(TableId.parse(name))
+
+
+class BigQuerySourceConfig(_Strict):
+    target_schema: str
+    # a view's query job writes its result here (project.dataset; the table expires after a day
+    # and is dropped after the read); default: BigQuery's anonymous result table
+    query_dataset: str | None = None
+    tables: list[BigQueryTableConfig]
+
+
 class ExportTableConfig(_Strict):
     name: str
     columns: list[str] | None = None  # the columns to export, in order; None: all of them
@@ -123,6 +161,7 @@ class LoadersConfig(_Strict):
     sqlite: dict[str, SqliteSourceConfig] = Field(default_factory=dict)
     sql: dict[str, SqlSourceConfig] = Field(default_factory=dict)
     files: dict[str, FileStreamConfig] = Field(default_factory=dict)
+    bigquery: dict[str, BigQuerySourceConfig] = Field(default_factory=dict)
     exports: dict[str, ExportConfig] = Field(default_factory=dict)
 
 

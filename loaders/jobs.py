@@ -14,18 +14,17 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 
 from loaders import state
 from loaders.config import FileStreamConfig, LoadersConfig, SqliteSourceConfig, SqliteTableConfig, SqlSourceConfig
+from loaders.file_outcome import read_one
 from loaders.sources import files as file_source
 from loaders.sources import sql as sql_source
 from loaders.sources import sqlite as sqlite_source
-from loaders.sources.lines import HeldBack
-from loaders.warehouse.base import LOADED_AT, Warehouse, WriteResult
+from loaders.warehouse.base import Warehouse, WriteResult, stamp
 from roundtrip.core.read_ahead import read_ahead
 
 log = logging.getLogger(__name__)
@@ -76,10 +75,6 @@ class TableReport:
         }
 
 
-def _stamp(data: pa.Table, loaded_at: datetime) -> pa.Table:
-    return data.append_column(LOADED_AT, pa.repeat(pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), data.num_rows))
-
-
 @dataclass
 class _Highest:
     """The largest cursor value seen so far: the next run's watermark."""
@@ -120,7 +115,7 @@ def _load_table(
             for batch, cursor_max in batches:
                 report.count_read(batch.num_rows)
                 highest.offer(cursor_max)
-                yield _stamp(batch, loaded_at)
+                yield stamp(batch, loaded_at)
 
     with warehouse.transaction():
         report.result += warehouse.merge(target_schema, table, stamped(), primary_key)
@@ -209,9 +204,11 @@ def load_files(
     ``catalog``: the current set of files is the whole truth, swapped in atomically (an empty
     source empties the table); an unchanged set loads nothing.
 
-    Either way, a line that cannot be read is held back in the quarantine and the rest of its
-    file loads; a file that cannot be read at all is held back whole and the others load. A
-    held-back file is read again only when its content changes.
+    Either way, each file is read once by ``read_one``: a line that cannot be read is held back
+    in the quarantine and the rest of its file loads; a file that cannot be read at all (or an
+    entry that is no file: a link that loops or leads nowhere) is held back whole and the others
+    load. A held-back file is read again only when its content changes; one that changed while
+    it was read is read again at the next run, whatever it holds then.
     """
     started = time.perf_counter()
     report = TableReport(f"files:{name}", f"{stream.target_schema}.{stream.table}", progress=progress)
@@ -219,7 +216,7 @@ def load_files(
     seen = state.read_manifest(warehouse, name)
     if stream.columns is not None:  # the table has its declared columns, rows or not (dbt reads them)
         warehouse.ensure_table(
-            stream.target_schema, stream.table, _stamp(file_source.empty_table(stream), state.now()).schema
+            stream.target_schema, stream.table, stamp(file_source.empty_table(stream), state.now()).schema
         )
     if stream.strategy == "catalog":
         _load_catalog(name, stream, warehouse, listing.files, seen, report)
@@ -333,15 +330,14 @@ class _Transactional:
             log.warning("%s: %s has the content of %s: not loaded again", self.name, source_file.path, original.path)
             self.report.files_skipped += 1
             new = state.ManifestEntry(
-                source_file.path,
-                source_file.size,
-                source_file.fingerprint,
-                0,
-                state.now(),
-                content,
-                state.DUPLICATE,
-                0,
-                original.path,
+                path=source_file.path,
+                size=source_file.size,
+                fingerprint=source_file.fingerprint,
+                rows=0,
+                loaded_at=state.now(),
+                content_hash=content,
+                status=state.DUPLICATE,
+                original_path=original.path,
             )
         else:
             self._flush()
@@ -364,39 +360,19 @@ class _Transactional:
         return True
 
     def _load(self, con: object, source_file: file_source.SourceFile, entry: state.ManifestEntry | None) -> None:
-        loaded_at = state.now()
-        read = file_source.read_file(con, source_file, self.stream, self.name, loaded_at)
-        held = read.held_back
-        if read.unreadable is not None:
-            held = [HeldBack(None, None, read.unreadable, b"", source_file.size)]
+        outcome = read_one(con, source_file, self.stream, self.name, state.now())
         if entry is not None:  # changed since its last load: its old rows go
             self._drop_rows(entry)
-        rows = 0
-        if read.unreadable is None:
-            rows = read.data.num_rows
-            self._rows.append(_stamp(read.data, loaded_at))
-            self._row_count += rows
-        quarantine = state.quarantine_rows(self.name, source_file.path, source_file.fingerprint, held, loaded_at)
-        self._quarantine.append(quarantine)
-        self.report.held_back += quarantine.num_rows
-        rejected = read.rejects.num_rows if read.rejects is not None else 0
-        if read.rejects is not None and rejected:
-            self._rejects.append(read.rejects)
-            self.report.rejected += rejected
-        status = state.HELD_BACK if read.unreadable is not None else state.LOADED
-        self._record(
-            state.ManifestEntry(
-                source_file.path,
-                source_file.size,
-                source_file.fingerprint,
-                rows,
-                loaded_at,
-                read.content_hash,
-                status,
-                len(held),
-            )
-        )
-        self.report.count_read(rows + rejected + len(held))
+        if outcome.rows is not None:
+            self._rows.append(outcome.rows)
+            self._row_count += outcome.rows.num_rows
+        self._quarantine.append(outcome.quarantine)
+        self.report.held_back += outcome.quarantine.num_rows
+        if outcome.rejects.num_rows:
+            self._rejects.append(outcome.rejects)
+            self.report.rejected += outcome.rejects.num_rows
+        self._record(outcome.entry)
+        self.report.count_read(outcome.records)
         self.report.files_loaded += 1
 
     # ------------------------------------------------------------ writes
@@ -457,61 +433,36 @@ def _load_catalog(
     entries: list[state.ManifestEntry] = []
     held_back: list[pa.Table] = []
     all_rejects: list[pa.Table] = []
-    contents: dict[str, str] = {}
+    contents: dict[str, str] = {}  # content hash -> the first path loaded with it
     with file_source.reader() as con:
 
         def batches() -> Iterator[pa.Table]:
             loaded = False
             for source_file in files:
-                read = file_source.read_file(con, source_file, stream, name, loaded_at)
-                content = read.content_hash or ""
-                if source_file.size and content in contents:  # the same bytes twice in one set: once
+                outcome = read_one(con, source_file, stream, name, loaded_at)
+                content = outcome.entry.content_hash
+                if outcome.rows is not None and source_file.size and content in contents:
+                    # the same bytes twice in one set: once
                     log.warning(
                         "%s: %s has the content of %s: not loaded again", name, source_file.path, contents[content]
                     )
                     entries.append(
-                        state.ManifestEntry(
-                            source_file.path,
-                            source_file.size,
-                            source_file.fingerprint,
-                            0,
-                            loaded_at,
-                            content,
-                            state.DUPLICATE,
-                            0,
-                            contents[content],
+                        dataclasses.replace(
+                            outcome.entry, rows=0, status=state.DUPLICATE, held_back=0, original_path=contents[content]
                         )
                     )
                     continue
-                contents[content] = source_file.path
-                held = read.held_back
-                if read.unreadable is not None:
-                    held = [HeldBack(None, None, read.unreadable, b"", source_file.size)]
-                held_back.append(
-                    state.quarantine_rows(name, source_file.path, source_file.fingerprint, held, loaded_at)
-                )
-                if read.rejects is not None:
-                    all_rejects.append(read.rejects)
-                rows = read.data.num_rows if read.unreadable is None else 0
-                report.count_read(rows + len(held) + (read.rejects.num_rows if read.rejects is not None else 0))
-                status = state.HELD_BACK if read.unreadable is not None else state.LOADED
-                entries.append(
-                    state.ManifestEntry(
-                        source_file.path,
-                        source_file.size,
-                        source_file.fingerprint,
-                        rows,
-                        loaded_at,
-                        content,
-                        status,
-                        len(held),
-                    )
-                )
-                if read.unreadable is None:
+                if outcome.rows is not None and content:
+                    contents[content] = source_file.path
+                entries.append(outcome.entry)
+                held_back.append(outcome.quarantine)
+                all_rejects.append(outcome.rejects)
+                report.count_read(outcome.records)
+                if outcome.rows is not None:
                     loaded = True
-                    yield _stamp(read.data, loaded_at)
+                    yield outcome.rows
             if not loaded:  # still the stream's columns: an empty source empties the table
-                yield _stamp(file_source.empty_table(stream), loaded_at)
+                yield stamp(file_source.empty_table(stream), loaded_at)
 
         with warehouse.transaction():
             report.result.inserted = warehouse.replace(stream.target_schema, stream.table, batches())

@@ -36,6 +36,9 @@ MOVED = "moved"  # loaded from `original_path`, then renamed: its rows now carry
 DUPLICATE = "duplicate"  # the same content as `original_path`, which is still there: not loaded again
 DELETED = "deleted"  # gone from the landing folder; its rows were kept (deleted_files: keep)
 HAS_ROWS = (LOADED, MOVED, DELETED)
+# the fingerprint of a file held back because it changed while it was read: no file has it, so
+# the next run reads the file again whatever its content is then
+READ_AGAIN = "read-again"
 
 _TS = pa.timestamp("us", tz="UTC")
 MANIFEST_SCHEMA = pa.schema(
@@ -128,7 +131,7 @@ def set_watermark(warehouse: Warehouse, key: str, value: object) -> None:
 # ------------------------------------------------------------------ file manifest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestEntry:
     path: str
     size: int
@@ -147,15 +150,16 @@ def read_manifest(warehouse: Warehouse, stream: str) -> dict[str, ManifestEntry]
         return {}
     return {
         row["path"]: ManifestEntry(
-            row["path"],
-            row["size"],
-            row["fingerprint"],
-            row["rows"],
-            row["loaded_at"],
-            row.get("content_hash") or (row["fingerprint"] if str(row["fingerprint"]).startswith("md5:") else None),
-            row.get("status") or LOADED,  # written before statuses existed: loaded
-            row.get("held_back") or 0,
-            row.get("original_path"),
+            path=row["path"],
+            size=row["size"],
+            fingerprint=row["fingerprint"],
+            rows=row["rows"],
+            loaded_at=row["loaded_at"],
+            content_hash=row.get("content_hash")
+            or (row["fingerprint"] if str(row["fingerprint"]).startswith("md5:") else None),
+            status=row.get("status") or LOADED,  # written before statuses existed: loaded
+            held_back=row.get("held_back") or 0,
+            original_path=row.get("original_path"),
         )
         for row in table.to_pylist()
         if row["stream"] == stream

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from reverse_etl.connections import Connections
+from reverse_etl.connections import kinds as connection_kinds
+from reverse_etl.counts import FIELDS
 from reverse_etl.engine import RunOptions, SyncResult, run_syncs
 from reverse_etl.errors import SyncError
 from reverse_etl.spec import InvalidSync, SyncSpec, load_syncs, select
@@ -45,7 +48,7 @@ def connections_from(settings: Settings) -> Connections:
 def _declared(target: str | None) -> tuple[Settings, str, list[SyncSpec], list[InvalidSync]]:
     settings = load_settings()
     warehouse = target or settings.target
-    specs, invalid = load_syncs(target=warehouse)
+    specs, invalid = load_syncs(target=warehouse, kinds=connection_kinds(settings))
     return settings, warehouse, specs, invalid
 
 
@@ -222,6 +225,10 @@ def _details(result: SyncResult) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if result.status == "dry_run":
         out["changes"], out["deletions"] = result.changes, result.deletions
+        if result.fields:
+            out["fields"] = result.fields
+        if result.schema_change:
+            out["schema_change"] = result.schema_change
     if result.rejections:
         out["rejections"] = result.rejections
     if result.hint:
@@ -238,7 +245,7 @@ def result_rows(results: list[SyncResult]) -> list[dict[str, Any]]:
     ]
 
 
-COUNT_NAMES = ("read", "inserted", "updated", "unchanged", "healed", "deleted", "rejected")
+COUNT_NAMES = FIELDS
 
 
 def _print_results(results: list[SyncResult], dry_run: bool) -> None:
@@ -253,9 +260,21 @@ def _print_results(results: list[SyncResult], dry_run: bool) -> None:
             err_console.print(f"[bold red]{r.status}:[/] {_escaped(r.error)}")
             if r.hint:
                 err_console.print(f"[dim]hint:[/] {_escaped(r.hint)}")
+        if r.schema_change:
+            console.print(f"  {r.spec.name} would follow a schema change: {r.schema_change}", markup=False)
         for change in r.changes:
             row = json.dumps(change["row"], default=str, ensure_ascii=False)
             console.print(f"  {r.spec.name} would {change['action']} {change['key']}: {row}", markup=False)
+        if r.fields:
+            counted = ", ".join(f"{c} {n:,}" for c, n in r.fields["columns"].items())
+            console.print(f"  {r.spec.name} updates change, per column: {counted or 'nothing'}", markup=False)
+            for item in r.fields["sample"]:
+                moves = "; ".join(
+                    f"{c}: {json.dumps(v['old'], default=str, ensure_ascii=False)} -> "
+                    f"{json.dumps(v['new'], default=str, ensure_ascii=False)}"
+                    for c, v in item["changes"].items()
+                )
+                console.print(f"    {item['key']}: {moves}", markup=False)
         for key in r.deletions:
             console.print(f"  {r.spec.name} would delete {key}", markup=False)
         for rejection in r.rejections:
@@ -272,6 +291,114 @@ def _escaped(text: str) -> str:
     from rich.markup import escape
 
     return escape(redact(text))
+
+
+@app.command()
+def plan(
+    out: Annotated[Path, typer.Option("--out", help="where to write the plan (JSON)")],
+    sync: Annotated[str, typer.Option("--sync", help="sync name, or 'all'")] = "all",
+    target: TargetOpt = None,
+    wait: WaitOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """A dry run of the chosen syncs written to a file, with a seal of what it saw: review it,
+    then `roundtrip sync apply PLAN`. Writes nothing anywhere else."""
+    from reverse_etl.plan import make_plan, write_plan
+
+    configure_logging(debug, quiet)
+    settings, warehouse, specs, invalid = _declared(target)
+    chosen = select(specs, sync, invalid)
+    _check_warehouse(settings, warehouse, chosen)
+    connections = connections_from(settings)
+    _preflight(connections, chosen, as_json)
+    made, results = make_plan(chosen, connections, RunOptions(wait=wait, settings=settings), warehouse)
+    write_plan(made, out)
+    if as_json:
+        for r in results:
+            print(json.dumps(r.as_dict() | _details(r), default=str))
+    else:
+        _print_results(results, dry_run=True)
+        console.print(f"plan written to {out}; apply it with: roundtrip sync apply {out}", markup=False)
+    if any(not r.ok for r in results):
+        sys.exit(EXIT_FAILED)
+
+
+@app.command()
+def apply(
+    path: Annotated[Path, typer.Argument(help="a plan written by `roundtrip sync plan --out`")],
+    target: TargetOpt = None,
+    wait: WaitOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a plan's syncs, each only if its mart, state and destination are as the plan saw
+    them (a stale plan is refused: status `stale`, nothing written)."""
+    from reverse_etl.plan import apply_plan, read_plan
+
+    configure_logging(debug, quiet)
+    planned = read_plan(path)
+    settings, _, specs, _ = _declared(target or planned.get("target"))
+    connections = connections_from(settings)
+    names = {entry["sync"] for entry in planned["syncs"]}
+    _preflight(connections, [s for s in specs if s.name in names], as_json)
+    with ProgressBoard("rows sent") as board:
+        options = RunOptions(wait=wait, settings=settings, on_rows=lambda name, rows: board.advance(name, rows))
+        results = apply_plan(planned, specs, connections, options)
+    if as_json:
+        for r in results:
+            print(json.dumps(r.as_dict() | _details(r), default=str))
+    else:
+        _print_results(results, dry_run=False)
+    if any(not r.ok for r in results):
+        sys.exit(EXIT_FAILED)
+    if any(r.counts.rejected for r in results):
+        sys.exit(EXIT_REJECTED)
+
+
+@app.command()
+def connections(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """The named connections (profiles/connections.yml), passwords masked, each reached and
+    logged in to; which one keeps the state. Exit 1 when any cannot be used."""
+    configure_logging(debug)
+    settings = load_settings()
+    declared = connections_from(settings)
+    used = {s.settings.destination for s in _declared_quietly(settings)}
+    rows = []
+    for name, connection in sorted(declared.by_name.items()):
+        ok, what, seconds = declared.check(name)
+        rows.append(
+            {
+                "connection": name,
+                "type": connection.kind,
+                "url": connection.safe_url,
+                "role": ", ".join(
+                    r for r, yes in (("state", name == declared.state), ("destination", name in used)) if yes
+                )
+                or "unused",
+                "status": "ok" if ok else "failed",
+                "server": what,
+                "seconds": round(seconds, 3),
+            }
+        )
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(f"connections ({declared.source})", rows)
+    if not rows or any(r["status"] != "ok" for r in rows):
+        sys.exit(EXIT_FAILED)
+
+
+def _declared_quietly(settings: Settings) -> list[SyncSpec]:
+    """The syncs, when a manifest is there (``connections`` works without one)."""
+    try:
+        specs, _ = load_syncs(target=settings.target, kinds=connection_kinds(settings))
+    except SyncError:
+        return []
+    return specs
 
 
 @app.command()

@@ -18,8 +18,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from reverse_etl.connections import Connections
 from reverse_etl.errors import SyncLockedError, TransientSyncError, classify
-from reverse_etl.guards import GuardError
-from reverse_etl.results import LOCKED, PLANNED, RunOptions, SyncResult
+from reverse_etl.guards import GuardError, StalePlanError
+from reverse_etl.results import LOCKED, PLANNED, STALE, RunOptions, SyncResult
 from reverse_etl.run import Outcome, SyncRun
 from reverse_etl.runs import BLOCKED, COMMITTED, FAILED, SUCCEEDED, WITH_REJECTS, RunEnd, RunHistory, record_end
 from reverse_etl.spec import SyncSpec
@@ -54,7 +54,9 @@ def run_sync(spec: SyncSpec, connections: Connections, options: RunOptions | Non
     except Exception as exc:  # every failure ends in the result, redacted (MemoryError included)
         error = classify(exc, f"sync {spec.name}")
         log.debug("sync %s failed", spec.name, exc_info=True)
-        result.status = BLOCKED if isinstance(error, GuardError) else FAILED
+        result.status = (
+            BLOCKED if isinstance(error, GuardError) else STALE if isinstance(error, StalePlanError) else FAILED
+        )
         result.error, result.hint = redact(str(error)), error.hint
         if not options.dry_run:
             counts = result.counts if result.committed else None
@@ -76,6 +78,8 @@ def _apply(result: SyncResult, outcome: Outcome) -> None:
     result.status, result.counts, result.committed = outcome.status, outcome.counts, outcome.committed
     result.refreshed, result.repairs, result.checked = outcome.refreshed, outcome.repairs, outcome.checked
     result.changes, result.deletions, result.rejections = outcome.changes, outcome.deletions, outcome.rejections
+    result.read_by, result.fields, result.schema_change = outcome.read_by, outcome.fields, outcome.schema_change
+    result.seal = outcome.seal
     if outcome.error:
         result.error = outcome.error
 

@@ -18,6 +18,23 @@ class GuardError(SyncError):
     """A threshold stopped the run before it wrote anything."""
 
 
+class StalePlanError(SyncError):
+    """``sync apply``: the mart, the state or the destination moved since the plan was made;
+    nothing was written."""
+
+
+def check_seal(sync: str, expected: dict[str, str], found: dict[str, str]) -> None:
+    """The plan's seals against what the run finds, before it writes anything."""
+    moved = [what for what in ("model", "state", "destination") if expected.get(what) != found.get(what)]
+    if moved:
+        what = {"model": "the mart", "state": "the sync's state (another run)", "destination": "the destination"}
+        raise StalePlanError(
+            f"sync {sync}: the plan is stale: {', '.join(what[m] for m in moved)} changed since it was made; "
+            "nothing was written",
+            hint="make a new plan (roundtrip sync plan --out ...) and review it",
+        )
+
+
 @dataclass(frozen=True)
 class Thresholds:
     max_delete_pct: float

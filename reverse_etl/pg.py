@@ -36,10 +36,14 @@ def with_application_name(url: str, name: str) -> str:
 class PgSession:
     """One Postgres attached to the run's DuckDB connection ``con`` as ``alias``."""
 
-    def __init__(self, con: Any, url: str, alias: str, application: str, what: str, read_only: bool = False) -> None:
+    def __init__(
+        self, con: Any, url: str, alias: str, application: str, what: str, read_only: bool = False,
+        own_connection: bool = False,
+    ) -> None:  # fmt: skip
         self.con = con
         self.alias = alias
         self.read_only = read_only
+        self.own_connection = own_connection  # ``con`` is this session's alone: closed on detach
         self.in_transaction = False
         self.what = what  # who is asking, in error messages ("sync crm_segments")
         target = with_application_name(url, application)
@@ -115,3 +119,5 @@ class PgSession:
             self.con.execute(f"detach {duck_ident(self.alias)}")
         except Exception as exc:
             log.debug("detach failed: %s", exc)
+        if self.own_connection:
+            self.con.close()

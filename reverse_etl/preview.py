@@ -76,3 +76,37 @@ def _key(batch: Any, i: int, records: Records) -> Any:
     if len(identity) == 1 and identity[0].startswith("__rt_"):
         return batch[identity[0]][i].as_py()
     return {k: batch[k][i].as_py() for k in records.settings.primary_key}
+
+
+FIELD_DIFF_LIMIT = 100_000  # changed records read back for the per-column counts of a dry run
+
+
+def field_diff(records: Records, destination: Any, changed: int, limit: int) -> dict[str, Any]:
+    """What the updates would change, field by field: for each column the number of records
+    whose value changes, and a sample of records with each field's old -> new value (what the
+    destination holds, what would be written). Counted over at most ``FIELD_DIFF_LIMIT``
+    records (said in ``counted``)."""
+    if not changed:
+        return {}
+    ids = ", ".join(f'"{c}"' for c in records.shape.identity)
+    identities = f"select {ids} from ({records.identity_sql((CHANGED, HEALED))}) limit {FIELD_DIFF_LIMIT}"
+    table = destination.fields(records, identities)
+    con = records.con
+    columns = {
+        c: int(n)
+        for c, n in con.execute(f"select __rt_column, count(*) from {table} group by 1 order by 2 desc, 1").fetchall()
+    }
+    keys = [
+        c for c in con.execute(f"describe {table}").fetchall() if not c[0].startswith("__rt_") or c[0] == "__rt_target"
+    ]
+    names = [k[0] for k in keys]
+    order = ", ".join(f'"{n}"' for n in names)
+    sample: dict[str, dict[str, Any]] = {}
+    for row in con.execute(
+        f"select * from {table} where ({order}) in (select distinct {order} from {table} order by all limit {int(limit)}) order by all"
+    ).fetchall():
+        key_values = row[: len(names)]
+        key = key_values[0] if names == ["__rt_target"] else dict(zip(names, key_values, strict=True))
+        entry = sample.setdefault(json.dumps(key, default=str), {"key": key, "changes": {}})
+        entry["changes"][row[len(names)]] = {"old": _parsed(row[len(names) + 1]), "new": _parsed(row[len(names) + 2])}
+    return {"counted": min(changed, FIELD_DIFF_LIMIT), "columns": columns, "sample": list(sample.values())}

@@ -13,7 +13,7 @@ from reverse_etl.spec import SyncSpec
 from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.core.settings import Settings
 
-LOCKED, PLANNED = "locked", "dry_run"
+LOCKED, PLANNED, STALE = "locked", "dry_run", "stale"
 
 
 @dataclass
@@ -31,6 +31,8 @@ class RunOptions:
     max_reject_pct: float | None = None
     verify_sample: int | None = None  # this run's sample read back (None: the sync's setting)
     verify_all: bool = False  # read every record back, and write again what differs (verify --repair)
+    seal: bool = False  # dry run: seal what the plan is made of (sync plan)
+    expect: dict[str, str] | None = None  # sync apply: the plan's seal, checked before anything is written
     settings: Settings | None = None  # resolved at the entry point (None: from the environment)
     on_rows: Callable[[str, int], None] | None = None  # progress: (sync name, rows handed over)
 
@@ -53,6 +55,10 @@ class SyncResult:
     checked: int = 0  # records read back from the destination (drift, verify_sample)
     committed: bool = False  # the writes are in (a failure after it is the refresh's)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the last attempt
+    read_by: str = "every row"  # change detection by cursor: which rows were read
+    fields: dict[str, Any] = field(default_factory=dict)  # dry run: the updates, field by field
+    schema_change: str = ""  # dry run: the change of the model's columns the run would follow
+    seal: dict[str, str] = field(default_factory=dict)  # sync plan: the mart, state and destination it saw
 
     @property
     def ok(self) -> bool:
@@ -71,6 +77,8 @@ class SyncResult:
             out["attempts"] = self.attempts
         if self.checked:
             out["checked"] = self.checked
+        if self.read_by != "every row":
+            out["read_by"] = self.read_by
         if self.repairs:
             out["repairs"] = self.repairs
         if self.refreshed:

@@ -47,7 +47,7 @@ from reverse_etl import guards, preview, schema_change
 from reverse_etl.connections import Connections
 from reverse_etl.counts import SyncCounts
 from reverse_etl.crashpoints import CrashPoints
-from reverse_etl.destinations.base import Changes, Destination, Drift, Known
+from reverse_etl.destinations.base import Changes, Destination, Drift, Known, Written
 from reverse_etl.errors import SyncError, classify
 from reverse_etl.pg import PgSession
 from reverse_etl.records import CHANGED, HEALED, NEW, Model, Plan, Records, q
@@ -55,12 +55,14 @@ from reverse_etl.results import RunOptions
 from reverse_etl.runs import COMMITTED, FAILED, SUCCEEDED, WITH_REJECTS, RunEnd, connect
 from reverse_etl.scratch import Scratch
 from reverse_etl.sources import open_source
+from reverse_etl.sources.base import Since
 from reverse_etl.spec import SyncSpec
 from reverse_etl.state import SyncState
 from roundtrip.core.settings import Settings
 
 log = logging.getLogger(__name__)
 STATE_ALIAS = "rt_pg"
+DESTINATION_ALIAS = "rt_dest"  # a Postgres destination outside the state's database
 DELETING_MODES = ("mirror", "replace")
 
 
@@ -78,6 +80,10 @@ class Outcome:
     deletions: list[Any] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # after the commit: what failed (the refresh), its debt kept
+    read_by: str = "every row"  # change detection by cursor: which rows were read
+    fields: dict[str, Any] = field(default_factory=dict)  # dry run: the updates, field by field
+    schema_change: str = ""  # dry run: the change of the model's columns the run would follow
+    seal: dict[str, str] = field(default_factory=dict)  # sync plan: the mart, state and destination it saw
 
 
 @dataclass
@@ -148,6 +154,11 @@ class SyncRun:
         self.checked = 0
         self._first_batch = True
         self._work: Any = None
+        self.model: Model | None = None
+        self.partial = False  # read by cursor: only the rows that may have changed
+        self.watermark: str | None = None
+        self.read_by = "every row"
+        self.records_now: Records | None = None
 
     # ---------------------------------------------------------------- the protocol
 
@@ -155,22 +166,24 @@ class SyncRun:
         with Scratch(self.settings.reverse_etl_duckdb_memory) as scratch:
             self.scratch = scratch
             try:
-                model = self.read()
+                since = self.since()
+                model = self.read(since)
                 records = self.shape(model)
                 known = self.state(records)
                 self.begin()
                 try:
                     drift = self.drift(records, known)
-                    plan = self.classify(records, known, drift)
+                    if since is not None and (drift.lost or drift.extra):  # only every row can repair it
+                        since, records, self.read_by = None, self.reshape(self.read(None)), "every row"
+                    plan = self.classify(records, known, drift, partial=since is not None)
+                    if self.sample_differs(records, known, plan):  # read everything back, then again
+                        drift = self.drift(records, known, everything=True)
+                        plan = self.classify(records, known, drift, partial=since is not None)
                     self.guard(plan, known)
                     if self.dry_run:
                         return self.planned(records, plan)
                     self.write_ahead(records, plan)
-                    if self.transactional:
-                        counts = self.write(records, plan)
-                        self.remember(records, plan, self.digest(model, drift, counts))
-                    else:  # its writes cannot join the transaction: the state's part runs beside them
-                        counts = self.write_beside(records, plan, self.digest(model, drift, None))
+                    counts = self.write_and_remember(model, records, plan, drift)
                     status = self.commit(counts)
                 except BaseException:
                     self.rollback()
@@ -180,7 +193,10 @@ class SyncRun:
                     refreshed = self.refresh()
                 except SyncError as exc:  # the writes are in: never redone, the refresh stays owed
                     return Outcome(FAILED, counts, True, [], self.repairs, self.checked, error=str(exc))
-                return Outcome(status, counts, True, refreshed, self.repairs, self.checked, rejections=self.rejections)
+                return Outcome(
+                    status, counts, True, refreshed, self.repairs, self.checked, rejections=self.rejections,
+                    read_by=self.read_by,
+                )  # fmt: skip
             finally:
                 self.close()
 
@@ -192,7 +208,7 @@ class SyncRun:
         with Scratch(self.settings.reverse_etl_duckdb_memory) as scratch:
             self.scratch = scratch
             try:
-                model = self.read()
+                model = self.read(None)
                 records = self.shape(model)
                 known = self.state(records)
                 assert self.destination is not None
@@ -250,8 +266,38 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 1. read
 
-    def read(self) -> Model:
-        """The model's columns in the run's DuckDB, renamed as the sync says; the warehouse released."""
+    def session(self) -> PgSession:
+        """The state's Postgres, attached to the run's DuckDB (once)."""
+        if self.pg is None:
+            name = self.spec.name
+            url = self.connections.state_url
+            self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
+        return self.pg
+
+    def since(self) -> Since | None:
+        """Change detection by cursor: the rows to read, from the highest cursor value the last
+        commit recorded; None: every row (the sync's first run, a full diff every
+        ``full_diff_every`` runs, ``--full-resync``, ``verify --repair``)."""
+        s = self.spec.settings
+        if s.change_detection != "cursor" or s.cursor is None or self.options.full_resync or self.options.verify_all:
+            return None
+        from reverse_etl.state import registry
+        from reverse_etl.state.schema import SCHEMA
+
+        pg = self.session()
+        if not pg.exists(SCHEMA, "syncs"):
+            return None
+        row = registry.read(pg, self.spec.name)
+        if row is None or row.cursor is None or row.since_full + 1 >= s.full_diff_every:
+            return None
+        kind, _, value = row.cursor.partition("|")
+        column = next((src for src, dst in (s.columns or {}).items() if dst == s.cursor), s.cursor)
+        self.read_by = f"rows with {s.cursor} >= {value} (a full diff in {s.full_diff_every - row.since_full - 1} runs)"
+        return Since(column, value, kind)
+
+    def read(self, since: Since | None) -> Model:
+        """The model's columns in the run's DuckDB, renamed as the sync says (``since``: only the
+        rows the cursor says may have changed); the warehouse released."""
         spec, scratch = self.spec, self.scratch
         assert scratch is not None
         if spec.source is None:
@@ -260,7 +306,11 @@ class SyncRun:
         with self.phase("read"):
             source = open_source(spec.warehouse, self.settings, wait=self.options.wait)
             try:
-                relation = source.relation(self.con, scratch.db, spec.source, list(mapping) if mapping else None)
+                columns = list(mapping) if mapping else None
+                # on the work cursor: a read again after drift happens inside the state's transaction
+                # into the run's in-memory database (it spills to the scratch folder beyond the
+                # memory limit): three to six times faster to write than the scratch file
+                relation = source.relation(self.work, scratch.shared, spec.source, columns, since)
             except Exception as exc:
                 error = classify(exc, f"sync {spec.name}: model {spec.model}")
                 text = str(error).lower()
@@ -272,20 +322,30 @@ class SyncRun:
                     ) from exc
                 raise error from exc
             where = f"sync {spec.name}: model {spec.model} ({source.describe(spec.source)})"
-            return Model.of(self.con, relation, mapping, scratch.table("model_renamed"), where)
+            return Model.of(self.work, relation, mapping, scratch.shared_table("model_renamed"), where)
 
     # ---------------------------------------------------------------- 2. shape
 
     def shape(self, model: Model) -> Records:
         """The destination's record shape over the model; its checks of the rows."""
-        assert self.scratch is not None
-        name = self.spec.name
-        url = self.connections.state_url
-        self.pg = PgSession(self.con, url, STATE_ALIAS, f"reverse_etl:{name}", f"sync {name}", self.dry_run)
-        self.destination = open_destination(self.spec, self.connections, self.pg, self.options)
+        pg = self.session()
+        self.destination = open_destination(self.spec, self.connections, pg, self.con, self.options)
+        return self.reshape(model)
+
+    def reshape(self, model: Model) -> Records:
+        """The records of ``model`` in the destination's shape (again, after a full read)."""
+        assert self.scratch is not None and self.destination is not None
         with self.phase("shape"):
             shape = self.destination.shape(model)
-            return Records(self.work, self.scratch.shared, self.spec, model, shape)
+            records = Records(self.work, self.scratch.shared, self.spec, model, shape)
+        if self.spec.settings.cursor and self.spec.settings.cursor not in model.columns:
+            raise SyncError(
+                f"sync {self.spec.name}: cursor column {self.spec.settings.cursor} not in model {self.spec.model}"
+            )
+        if self.sync_state is not None:
+            self.sync_state.records = records
+        self.model = model
+        return records
 
     # ---------------------------------------------------------------- 3. state
 
@@ -334,37 +394,95 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 4. drift
 
-    def drift(self, records: Records, known: Known) -> Drift:
+    def drift(self, records: Records, known: Known, everything: bool = False) -> Drift:
+        """What the destination does not hold as the state says (``everything``: every record
+        read back, as ``verify --repair`` does and as a sample that found a difference asks)."""
         assert self.destination is not None
-        sample = self.options.verify_sample
-        if sample is None:
-            sample = self.spec.settings.verify_sample
-        if self.options.verify_all:
-            sample = -1  # every record read back (``verify --repair``)
         with self.phase("drift"):
-            drift = self.destination.drift(records, known, sample)
-        self.checked = drift.checked
+            drift = self.destination.drift(records, known, -1 if everything or self.options.verify_all else 0)
+        self.checked += drift.checked
         if drift.lost or drift.extra:
             self.repairs.append(f"the destination differed from the state ({drift.reason}): rewritten")
         return drift
 
+    def sample_differs(self, records: Records, known: Known, plan: Plan) -> bool:
+        """``verify_sample`` of the records classified unchanged, read back from the destination
+        and compared with what the mart renders for them: whether any differs (edited by hand,
+        restored from an older backup, narrowed...), so that the run reads everything back. Not
+        for ``fill_empty``, whose destination values people write too."""
+        sample = self.options.verify_sample
+        if sample is None:
+            sample = self.spec.settings.verify_sample
+        if not sample or not plan.unchanged or self.options.verify_all or self.spec.settings.fill_empty:
+            return False
+        assert self.destination is not None
+        ids = ", ".join(q(c) for c in records.shape.identity)
+        chosen = records.table("rt_sampled")
+        self.work.execute(
+            f"""create or replace table {chosen} as select {ids} from {records.classified}
+                where __rt_change = 0 using sample {int(sample)} rows"""
+        )
+        with self.phase("sample"):
+            verified = self.destination.verify(records, f"select * from {chosen}")
+        self.checked += verified.checked
+        if verified.problems:
+            log.warning(
+                "sync %s: %d of the %d unchanged records read back differ from the mart: reading every record back",
+                self.spec.name, verified.problems, verified.checked,
+            )  # fmt: skip
+        return bool(verified.problems)
+
     # ---------------------------------------------------------------- 5. classify
 
-    def classify(self, records: Records, known: Known, drift: Drift) -> Plan:
+    def classify(self, records: Records, known: Known, drift: Drift, partial: bool = False) -> Plan:
+        """Every record read classified; ``partial`` (read by cursor): the records not read are
+        unchanged, and nothing is gone (deletes are found by the full diffs)."""
         with self.phase("classify"):
             plan = records.classify(known.state, drift.lost)
             for batch in records.rejected():
                 plan.rejected += batch.num_rows
                 self.rejections += preview.sample_rejections(batch, self.options.sample_size - len(self.rejections))
-            if self.spec.mode in DELETING_MODES and (known.owned or drift.extra):
+            if partial:
+                plan.unchanged = max(known.owned - plan.changed - plan.healed, 0)
+            elif self.spec.mode in DELETING_MODES and (known.owned or drift.extra):
                 self.gone = records.gone_sql(known.state, drift.extra)
                 plan.gone = records.count(self.gone)
+            self.partial = partial
+            self.watermark = self._watermark(records)
+            self.records_now = records
         self.crash.reached("classified")
         return plan
 
+    def _watermark(self, records: Records) -> str | None:
+        """The highest cursor value read ("TYPE|value"), for the next run to read from."""
+        cursor = self.spec.settings.cursor
+        if self.spec.settings.change_detection != "cursor" or cursor is None:
+            return None
+        row = self.work.execute(f"select max({q(cursor)})::varchar from {records.accepted()}").fetchone()
+        if not row or row[0] is None:
+            return None
+        return f"{records.types[cursor]}|{row[0]}"
+
     # ---------------------------------------------------------------- 6. guard
 
+    def sealed(self, records: Records) -> dict[str, str]:
+        """What a plan is made of: the classified records (their fingerprints), the state's
+        version, and what the destination holds that the run would change."""
+        assert self.destination is not None and self.sync_state is not None
+        row = self.work.execute(
+            f"select count(*), coalesce(bit_xor(__rt_fp), 0), sum(__rt_change) from {records.classified}"
+        ).fetchone()
+        state = self.sync_state.checked.row
+        return {
+            "model": f"{row[0]}:{row[1]}:{row[2]}" if row else "empty",
+            "state": f"{state.epoch}:{state.version}" if state else "none",
+            "destination": self.destination.seal(records),
+        }
+
     def guard(self, plan: Plan, known: Known) -> None:
+        if self.options.expect is not None:  # sync apply: what the plan saw, still so?
+            assert self.records_now is not None
+            guards.check_seal(self.spec.name, self.options.expect, self.sealed(self.records_now))
         if self.dry_run:
             return
         s, o = self.spec.settings, self.options
@@ -378,9 +496,19 @@ class SyncRun:
         """A dry run's result: the counts and samples, nothing written anywhere."""
         limit = self.options.sample_size
         deletions = preview.sample_gone(records, self.gone, limit) if self.gone and plan.gone else []
+        updates = 0 if self.spec.mode in ("insert_only", "replace") else plan.changed + plan.healed
+        with self.phase("field_diff"):
+            fields = preview.field_diff(records, self.destination, updates, limit) if updates else {}
+        schema_change = ""
+        if self.change:
+            schema_change = f"{self.change.describe()} (on_schema_change: {self.spec.settings.on_schema_change})"
         return Outcome(
             "dry_run",
             preview.planned_counts(self.spec, plan),
+            seal=self.sealed(records) if self.options.seal else {},
+            read_by=self.read_by,
+            fields=fields,
+            schema_change=schema_change,
             repairs=self.repairs,
             checked=self.checked,
             changes=preview.sample_changes(self.spec, records, limit),
@@ -420,11 +548,12 @@ class SyncRun:
         if self.options.on_rows is not None:
             self.options.on_rows(self.spec.name, rows)
 
-    def write(self, records: Records, plan: Plan) -> SyncCounts:
+    def write(self, records: Records, plan: Plan) -> Written:
         """The destination's writes, then its deletes or swap; the refresh that follows is owed."""
         assert self.destination is not None and self.sync_state is not None
         with self.phase("write"):
-            counts = self.destination.write(self._changes(records, plan))
+            written = self.destination.write(self._changes(records, plan))
+        counts = written.counts
         counts.read, counts.rejected = plan.rows + plan.rejected, plan.rejected
         self.crash.reached("written")
         with self.phase("finish"):
@@ -434,22 +563,59 @@ class SyncRun:
             self.refresh_due = finished.refresh_due
             if self.refresh_due:
                 self.sync_state.owe_refresh(self.refresh_due)  # cleared once they are refreshed
-        return counts
+        self.test_destination(records, plan)
+        return written
 
-    def write_beside(self, records: Records, plan: Plan, digest: str | None) -> SyncCounts:
+    def write_and_remember(self, model: Model, records: Records, plan: Plan, drift: Drift) -> SyncCounts:
+        """Phases 8 and 9, in the order the destination's transactions allow."""
+        assert self.destination is not None
+        if self.transactional:  # the state's own database: one transaction for both
+            written = self.write(records, plan)
+            self.remember(records, plan, self.digest(model, drift, written.counts), written)
+        elif self.destination.capabilities.digest_moves:  # another database: it commits first
+            written = self.write(records, plan)
+            digest = self.digest(model, drift, written.counts)
+            self.destination.commit()
+            self.remember(records, plan, digest, written)
+        elif self.spec.settings.match != "both":  # Redis, whose policy decides what the state records
+            digest = self.digest(model, drift, None)
+            written = self.write(records, plan)
+            self.remember(records, plan, digest, written)
+        else:  # Redis: the state's part runs beside the writes, which are durable as they go
+            written = self.write_beside(records, plan, self.digest(model, drift, None))
+        return written.counts
+
+    def test_destination(self, records: Records, plan: Plan) -> None:
+        """``meta.sync.tests`` on what the destination holds, before the commit: a failure fails
+        the run loudly (a Postgres destination's writes then roll back; Redis's stay, and the
+        write-ahead marks make the next run send them again)."""
+        tests = self.spec.settings.tests
+        if tests is None:
+            return
+        assert self.destination is not None
+        with self.phase("tests"):
+            failures = self.destination.test(records, tests, plan.records)
+        if failures:
+            kept = "nothing was committed" if self.destination.capabilities.digest_moves else "its writes stay"
+            raise SyncError(
+                f"sync {self.spec.name}: destination tests failed: {'; '.join(failures)}; {kept}",
+                hint="see meta.sync.tests of the exposure; the model or the destination is not what the tests expect",
+            )
+
+    def write_beside(self, records: Records, plan: Plan, digest: str | None) -> Written:
         """``write`` on a cursor of its own while ``remember`` runs on the run's connection in
         a helper thread: both wait on other processes (redis-server, Postgres) and release the
         GIL. The write's error comes first; the helper is always waited for."""
         cursor = self.con.cursor()
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reverse_etl-state") as pool:
-                job = pool.submit(self.remember, records, plan, digest)
+                job = pool.submit(self.remember, records, plan, digest, None)
                 try:
-                    counts = self.write(records.on_cursor(cursor), plan)
+                    written = self.write(records.on_cursor(cursor), plan)
                 finally:
                     concurrent.futures.wait([job])  # never leave it running on the connection
                 job.result()
-                return counts
+                return written
         finally:
             cursor.close()
 
@@ -467,12 +633,17 @@ class SyncRun:
 
     # ---------------------------------------------------------------- 9. remember
 
-    def remember(self, records: Records, plan: Plan, digest: str | None) -> None:
-        """In the transaction: what the state must now say; the rejected rows kept."""
+    def remember(self, records: Records, plan: Plan, digest: str | None, written: Written | None) -> None:
+        """In the transaction: what the state must now say (``written``: what a write policy
+        kept from the destination); the rejected rows kept."""
         assert self.sync_state is not None
         state = self.sync_state
+        kept, absent = (written.kept, written.absent) if written else (None, None)
         with self.phase("remember"):
-            state.remember(plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only")
+            state.remember(
+                plan, self.gone, digest, dict(records.types), self.spec.mode == "insert_only", kept, absent,
+                cursor=(self.watermark, self.partial),
+            )  # fmt: skip
             if plan.rejected:
                 state.keep_rejected(self.run_id or 0)
             state.prune_rejected()
@@ -494,6 +665,8 @@ class SyncRun:
         return status
 
     def rollback(self) -> None:
+        if self.destination is not None:
+            self.destination.rollback()
         if self.pg is not None:
             self.pg.rollback()
 
@@ -530,21 +703,31 @@ class SyncRun:
             self.destination.close()
 
 
-def open_destination(spec: SyncSpec, connections: Connections, pg: PgSession, options: RunOptions) -> Destination:
+def open_destination(
+    spec: SyncSpec, connections: Connections, pg: PgSession, con: Any, options: RunOptions
+) -> Destination:
+    """The sync's destination, on its named connection. A Postgres destination in the state's
+    database shares the state's session (one transaction); one elsewhere gets a session of its
+    own, on a cursor of its own (a DuckDB transaction writes to one attached database only)."""
     connection = connections.destination(spec.settings.destination, spec.name)
     if connection.kind == "postgres":
         from reverse_etl.destinations.postgres import PostgresDestination
         from reverse_etl.refresh import refresh_serving_models
 
-        if connection.url != connections.state_url:
-            raise SyncError(f"sync {spec.name}: a Postgres destination must be the state's Postgres")
+        shared = connections.shares_state(connection)
+        session = pg
+        if not shared:
+            session = PgSession(
+                con.cursor(), connection.url, DESTINATION_ALIAS, f"reverse_etl:{spec.name}", f"sync {spec.name}",
+                options.dry_run, own_connection=True,
+            )  # fmt: skip
         deferred = options.deferred_refresh
         if deferred is not None:
-            return PostgresDestination(spec, pg, True, partial(_defer_refresh, deferred, spec.name))
+            return PostgresDestination(spec, session, shared, partial(_defer_refresh, deferred, spec.name))
         refresh = partial(
             refresh_serving_models, spec, postgres_url=connection.url, project_dir=options.dbt_project_dir
         )
-        return PostgresDestination(spec, pg, True, refresh)
+        return PostgresDestination(spec, session, shared, refresh)
     from reverse_etl.destinations.redis import RedisDestination
     from reverse_etl.destinations.redis_link import RedisLink
 

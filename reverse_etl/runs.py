@@ -62,6 +62,7 @@ create table if not exists {SCHEMA}.runs (
 alter table {SCHEMA}.runs add column if not exists healed bigint;
 alter table {SCHEMA}.runs add column if not exists checked bigint;
 alter table {SCHEMA}.runs add column if not exists notes text;
+alter table {SCHEMA}.runs add column if not exists skipped bigint;
 create index if not exists runs_by_sync on {SCHEMA}.runs (sync, run_id desc);
 create or replace view {SCHEMA}.latest_runs as
     select distinct on (sync) * from {SCHEMA}.runs order by sync, run_id desc;

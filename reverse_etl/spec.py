@@ -8,7 +8,7 @@ exposures:
     depends_on: [ref('user_segments')]
     meta:
       sync:
-        destination: postgres            # postgres | redis
+        destination: postgres            # a connection's name (profiles/connections.yml)
         target: crm.user_segments        # schema.table, or a Redis key template such as "reco:{user_id}"
         mode: upsert                     # upsert | mirror | insert_only | replace
         primary_key: [user_id]
@@ -26,19 +26,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from reverse_etl.errors import SyncError
 
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 OnSchemaChange = Literal["fail", "append_new_columns", "sync_all_columns"]
+log = logging.getLogger(__name__)
 RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
+DEFAULT_KINDS = {"postgres": "postgres", "redis": "redis"}  # the connections a project without a file has
 
 
 class TrackChanges(BaseModel):
@@ -49,6 +52,18 @@ class TrackChanges(BaseModel):
     column: str
     previous: str
     changed_at: str
+
+
+class DestinationTests(BaseModel):
+    """Assertions on the destination after the write, before the commit (``meta.sync.tests``),
+    as dbt tests assert on a model: a failing one fails the run (Postgres: nothing committed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # the destination's rows (Redis: the mart's keys that exist) within this share of the mart's records
+    row_count: dict[Literal["within_pct"], float] | None = None
+    unique: list[str] | None = None  # columns whose values are unique in the destination (Postgres)
+    not_null: list[str] | None = None  # columns with no NULL in the destination (Postgres)
 
 
 class RetrySettings(BaseModel):
@@ -64,7 +79,8 @@ class SyncSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    destination: Literal["postgres", "redis"]
+    destination: str  # a connection's name (profiles/connections.yml): `postgres` and `redis` by default
+    kind: Literal["postgres", "redis"] | None = None  # the connection's type: set from the connections
     target: str | None = None  # postgres: schema.table (replace: defaults to the model's own); redis: key template
     mode: Mode = "upsert"
     primary_key: list[str] = Field(min_length=1)
@@ -88,13 +104,59 @@ class SyncSettings(BaseModel):
     verify_sample: int = Field(default=100, ge=0)
     # NaN and ±Infinity have no JSON spelling: a Redis sync rejects the row, or writes null
     non_finite: Literal["reject", "null"] = "reject"
+    # write policies (upsert, mirror): create records only, update existing ones only, or both;
+    # fill_empty: only fill destination columns that are NULL (all non-key ones, or those
+    # listed): for CRM fields people edit
+    match: Literal["both", "create_only", "update_only"] = "both"
+    fill_empty: bool | list[str] = False
+    tests: DestinationTests | None = None  # assertions on the destination after the write
+    # change detection: every row read and compared with the state (diff), or only the rows whose
+    # `cursor` column (a model column that grows with every change: updated_at) reached the
+    # highest value the last run read, with a full diff every `full_diff_every` runs (deletes,
+    # and changes the cursor missed, are only found by those)
+    change_detection: Literal["diff", "cursor"] = "diff"
+    cursor: str | None = None
+    full_diff_every: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> SyncSettings:
-        if self.destination == "postgres":
+    def _check(self, info: ValidationInfo) -> SyncSettings:
+        given: dict[str, str] | None = (info.context or {}).get("kinds")
+        if given is None and self.kind is not None:  # resolved already (a spec built from settings)
+            given = {self.destination: self.kind}
+        known = given or DEFAULT_KINDS
+        kind = known.get(self.destination)
+        if kind not in ("postgres", "redis"):
+            declared = ", ".join(sorted(known)) or "none"
+            raise ValueError(
+                f"destination {self.destination!r} is not a declared connection (declared: {declared}; "
+                "see profiles/connections.yml)"
+            )
+        if self.kind is not None and self.kind != kind:
+            raise ValueError(f"kind {self.kind} does not match connection {self.destination!r}, a {kind} one")
+        self.kind = kind  # type: ignore[assignment]
+        if kind == "postgres":
             self._check_postgres()
         else:
             self._check_redis()
+        if self.match != "both" and self.mode not in ("upsert", "mirror"):
+            raise ValueError(f"match: {self.match} applies to mode upsert or mirror (insert_only creates only)")
+        if self.fill_empty:
+            if kind != "postgres" or self.mode not in ("upsert", "mirror") or self.match == "create_only":
+                raise ValueError("fill_empty applies to postgres syncs in mode upsert or mirror that update rows")
+            keys = set(self.primary_key) & set(self.fill_empty if isinstance(self.fill_empty, list) else [])
+            if keys:
+                raise ValueError(f"fill_empty cannot name key columns: {sorted(keys)}")
+        if self.change_detection == "cursor":
+            if not self.cursor:
+                raise ValueError("change_detection: cursor needs a cursor column (e.g. cursor: updated_at)")
+            if self.mode == "replace" or (kind == "redis" and self.value == "list"):
+                raise ValueError(
+                    "change_detection: cursor needs records of one row each (not replace, not value: list)"
+                )
+        elif self.cursor:
+            raise ValueError("cursor applies to change_detection: cursor")
+        if self.tests and (self.tests.unique or self.tests.not_null) and kind != "postgres":
+            raise ValueError("tests: unique and not_null apply to postgres syncs (a Redis key is unique)")
         if self.columns is not None:
             clash = [c for c in [*self.columns, *self.columns.values()] if c.startswith(RESERVED_PREFIX)]
             if clash:
@@ -245,9 +307,19 @@ class InvalidSync:
 
 
 def manifest_path(target: str | None = None) -> Path:
+    """The manifest dbt built for ``target``: the project's folder for that target
+    (``target/<target>/``, what ``roundtrip dbt`` and the Make targets write) or dbt's own
+    ``target/`` (what a plain ``dbt build --target postgres`` writes), the newest built for the
+    target's adapter; the folder's own path when there is none (``read_manifest`` says so)."""
+    from roundtrip.core.dbt import find_manifests, manifest_dirs
     from roundtrip.core.settings import load_settings
 
-    return load_settings().dbt_target_dir(target) / "manifest.json"
+    chosen = target or load_settings().target
+    found = find_manifests(chosen)
+    if found:
+        log.info("syncs read from %s (built for %s)", found[0], chosen)
+        return found[0]
+    return manifest_dirs(chosen)[0] / "manifest.json"
 
 
 def _sync_meta(exposure: dict[str, Any]) -> Any:
@@ -257,29 +329,34 @@ def _sync_meta(exposure: dict[str, Any]) -> Any:
 def read_manifest(path: Path, target: str | None = None) -> dict[str, Any]:
     """The manifest at ``path``, refused when it was built for another warehouse than ``target``."""
     if not path.exists():
-        fix = f"roundtrip dbt parse --target {target}" if target else "roundtrip dbt parse"
+        fix = f"roundtrip dbt manifest --target {target}" if target else "roundtrip dbt manifest"
         raise SyncError(f"dbt manifest {path} not found", hint=f"run `{fix}` (or `make syncs`) first")
     manifest: dict[str, Any] = json.loads(path.read_text())
     built_for = manifest.get("metadata", {}).get("adapter_type")
     if target and built_for and built_for != target:
         raise SyncError(
             f"{path} was built for target {built_for}, but the syncs read from {target}",
-            hint=f"run `roundtrip dbt parse --target {target}`, or pass --target {built_for}",
+            hint=f"run `roundtrip dbt manifest --target {target}`, or pass --target {built_for}",
         )
     return manifest
 
 
-def load_specs(path: Path | None = None, target: str | None = None) -> list[SyncSpec]:
+def load_specs(
+    path: Path | None = None, target: str | None = None, kinds: dict[str, str] | None = None
+) -> list[SyncSpec]:
     """The valid syncs only; an invalid one raises (see ``load_syncs`` to keep going)."""
-    specs, invalid = load_syncs(path, target)
+    specs, invalid = load_syncs(path, target, kinds)
     if invalid:
         raise SyncError(f"exposure {invalid[0].name!r}: {invalid[0].reason}")
     return specs
 
 
-def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[list[SyncSpec], list[InvalidSync]]:
+def load_syncs(
+    path: Path | None = None, target: str | None = None, kinds: dict[str, str] | None = None
+) -> tuple[list[SyncSpec], list[InvalidSync]]:
     """Every exposure of type ``application`` with a ``meta.sync`` block: the valid ones as
-    specs, the others with the reason each cannot run."""
+    specs, the others with the reason each cannot run. ``kinds``: the declared connections'
+    types (connection name -> postgres | redis; default: ``postgres`` and ``redis``)."""
     path = path or manifest_path(target)
     manifest = read_manifest(path, target)
     warehouse = manifest.get("metadata", {}).get("adapter_type") or target or "duckdb"
@@ -294,7 +371,7 @@ def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[lis
             invalid.append(InvalidSync(exposure["name"], f"must depend on exactly one model, found {models}"))
             continue
         try:
-            settings = SyncSettings.model_validate(raw)
+            settings = SyncSettings.model_validate(raw, context={"kinds": kinds or DEFAULT_KINDS})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'meta.sync'}: {e['msg'].removeprefix('Value error, ')}"
@@ -308,7 +385,7 @@ def load_syncs(path: Path | None = None, target: str | None = None) -> tuple[lis
     replaced = {
         node["unique_id"]: settings.target or own_table(node)
         for _, node, settings in parsed
-        if settings.destination == "postgres" and settings.mode == "replace"
+        if settings.kind == "postgres" and settings.mode == "replace"
     }
     specs = []
     for exposure, node, settings in parsed:

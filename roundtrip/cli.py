@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -30,6 +31,7 @@ from roundtrip.core.cli import (
     QuietOpt,
     configure_logging,
     console,
+    err_console,
     print_table,
     run_cli,
 )
@@ -160,23 +162,51 @@ def generate_cmd(
     )
 
 
+class _Stopped(Exception):
+    """A stop signal (SIGTERM, SIGHUP) turned into an exception, so cleanup runs as for Ctrl-C."""
+
+
 @app.command()
 def services(debug: DebugOpt = False) -> None:
-    """Start a throwaway Postgres and Redis and wait (Ctrl-C stops them). Prints their URLs."""
+    """Start a throwaway Postgres and Redis and wait; Ctrl-C, SIGTERM or SIGHUP stops them and
+    removes their folders. Prints their URLs."""
+    import signal
+
     from roundtrip.dev.demo import service_environment
     from roundtrip.dev.services import postgres_server, redis_server
 
     configure_logging(debug)
     folder = load_settings().services_dir
-    with postgres_server(folder) as pg, redis_server(folder) as rd:
-        console.print("Servers are up. In another shell:")
-        for key, value in service_environment(pg, rd).items():
-            console.print(f"  export {key}='{value}'", markup=False)
-        try:
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def stop(signum: int, _frame: object) -> None:
+        for each in stops:  # a second signal must not cut the cleanup short
+            signal.signal(each, signal.SIG_IGN)
+        raise _Stopped("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+
+    for signum in stops:
+        signal.signal(signum, stop)
+    try:
+        with postgres_server(folder) as pg, redis_server(folder) as rd:
+            console.print("Servers are up. In another shell:")
+            for key, value in service_environment(pg, rd).items():
+                console.print(f"  export {key}='{value}'", markup=False)
+            console.print("Ctrl-C (or SIGTERM) stops them.")
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            console.print("stopping")
+    except _Stopped as exc:
+        reason = str(exc)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+    left = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    console.print(
+        f"stopped on {reason}: servers stopped, their folders under {folder} removed"
+        + (f" (left there by others: {', '.join(left)})" if left else ""),
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("dbt", context_settings=PASSTHROUGH)
@@ -185,25 +215,36 @@ def dbt_cmd(ctx: typer.Context) -> None:
 
     Every argument goes to dbt as it is. The Postgres warehouse's connection comes from
     ROUNDTRIP_WAREHOUSE_URL (or ROUNDTRIP_POSTGRES_URL); a target other than duckdb writes its
-    artifacts to target/<target>/ unless you pass --target-path."""
+    artifacts to target/<target>/ unless you pass --target-path.
+
+    `roundtrip dbt manifest [--target T] [--force] [--json]` (not a dbt command): the manifest of
+    a target, parsed only when the project's files, its environment or the target changed since
+    the manifest on disk was written; prints which manifest it is and why."""
     import subprocess
     from pathlib import Path
 
-    from roundtrip.core.dbt import dbt_command, dbt_environment
+    from roundtrip.core.dbt import dbt_command, dbt_environment, fingerprint_after, flag_value
     from roundtrip.core.paths import PROJECT_ROOT
 
     args = list(ctx.args)
-    target = _flag_value(args, "--target") or load_settings().target
-    if target != "duckdb" and "--target-path" not in args and args[:1] not in (["clean"], ["deps"], ["debug"]):
-        args += ["--target-path", str(load_settings().dbt_target_dir(target))]
-    if target == "bigquery" and args[:1] in (["build"], ["run"], ["test"]):
-        args += _bigquery_emulator_args()
     # like dbt itself: the project in the current folder (a copy, a checkout of another branch),
     # else this installation's own
     here = Path.cwd()
     project = here if (here / "dbt_project.yml").exists() else PROJECT_ROOT
+    if args[:1] == ["manifest"]:
+        _manifest(args[1:], project)
+        return
+    target = flag_value(args, "--target") or load_settings().target
+    if target != "duckdb" and "--target-path" not in args and args[:1] not in (["clean"], ["deps"], ["debug"]):
+        args += ["--target-path", str(load_settings().dbt_target_dir(target))]
+    if target == "bigquery" and args[:1] in (["build"], ["run"], ["test"]):
+        args += _bigquery_emulator_args()
     command = dbt_command(args, project_dir=project)
-    sys.exit(subprocess.run(command, cwd=project, env=dbt_environment()).returncode)
+    environment = dbt_environment()
+    with fingerprint_after(args, environment, project, target, None) as done:
+        returncode = subprocess.run(command, cwd=project, env=environment).returncode
+        done(returncode)
+    sys.exit(returncode)
 
 
 def _bigquery_emulator_args() -> list[str]:
@@ -219,13 +260,21 @@ def _bigquery_emulator_args() -> list[str]:
     return dbt_args_on_emulator()
 
 
-def _flag_value(args: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+def _manifest(args: list[str], project: Path) -> None:
+    """`roundtrip dbt manifest`: see ``roundtrip.core.dbt.ensure_manifest``."""
+    from roundtrip.core.dbt import ensure_manifest, flag_value
+
+    unknown = [a for a in args if a.startswith("-") and a.split("=")[0] not in ("--target", "--force", "--json")]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown option {unknown[0]} (roundtrip dbt manifest [--target T] [--force] [--json])"
+        )
+    configure_logging()
+    choice = ensure_manifest(flag_value(args, "--target"), project_dir=project, force="--force" in args)
+    if "--json" in args:
+        print(json.dumps(choice.as_dict()))
+    else:
+        err_console.print(choice.describe(), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("bench", context_settings=PASSTHROUGH)

@@ -92,7 +92,7 @@ def mart(warehouse: Path, table: str) -> dict[int, tuple[Any, ...]]:
 
 
 def held(name: str, spec: SyncSpec, pg_url: str, rd_url: str) -> dict[int, tuple[Any, ...]]:
-    if spec.settings.destination == "postgres":
+    if spec.settings.kind == "postgres":
         with psycopg.connect(pg_url) as conn:
             rows = conn.execute(f"select user_id, email, segment, lifetime_value from {spec.target}").fetchall()
         return {r[0]: tuple(r[1:]) for r in rows}

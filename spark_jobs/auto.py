@@ -114,6 +114,27 @@ def estimate_bronze(landing: str, fmt: BronzeFormat) -> list[StreamEstimate]:
     return [estimate_stream(landing, stream, fmt) for stream in STREAMS]
 
 
+def estimate_bigquery_sources(target: str, env: Mapping[str, str] | None = None) -> list[StreamEstimate]:
+    """The rows the BigQuery sources of loaders.yml would load, as ``python -m loaders bigquery
+    --estimate`` counts them (table metadata, or COUNT(*) with the filter and the watermark); in a
+    subprocess, as spark_jobs runs every loader (it imports none)."""
+    import json
+    import os
+
+    command = [sys.executable, "-m", "loaders", "bigquery", "--estimate", "--json", "--quiet", "--target", target]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if done.returncode != 0:
+        problem = next((line for line in done.stderr.splitlines() if line.startswith("error:")), done.stderr.strip())
+        raise SparkJobError(f"cannot estimate the BigQuery sources: {problem.removeprefix('error: ')}")
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [
+        StreamEstimate(
+            f"{e['source']} {e['bigquery_table']}", 0, 0, int(e["estimated_rows"]), e["counted_by"] == "count(*)"
+        )
+        for e in found
+    ]
+
+
 # ---------------------------------------------------------------- engines
 
 
@@ -153,9 +174,11 @@ def _dbt_build(target: str) -> Step:
     return Step("dbt build", [sys.executable, "-m", "roundtrip", "dbt", "build", "--target", target])
 
 
-def warehouse_steps(target: str) -> list[Step]:
-    """What ``make load`` and ``make dbt-build`` run: the medallion on the warehouse."""
-    return [*(_loader(kind, target) for kind in (*DIMENSION_LOADERS, "files")), _dbt_build(target)]
+def warehouse_steps(target: str, bigquery: bool = False) -> list[Step]:
+    """What ``make load`` (and ``make load-bigquery`` with ``bigquery``) and ``make dbt-build``
+    run: the medallion on the warehouse."""
+    kinds = (*DIMENSION_LOADERS, "files", *(("bigquery",) if bigquery else ()))
+    return [*(_loader(kind, target) for kind in kinds), _dbt_build(target)]
 
 
 def marts_steps(target: str) -> list[Step]:
@@ -184,11 +207,13 @@ def run_steps(steps: Sequence[Step], env: Mapping[str, str] | None = None) -> li
     return done
 
 
-def run_warehouse(target: str, env: Mapping[str, str] | None = None, fmt: str = "jsonl") -> list[dict[str, object]]:
+def run_warehouse(
+    target: str, env: Mapping[str, str] | None = None, fmt: str = "jsonl", bigquery: bool = False
+) -> list[dict[str, object]]:
     """Loaders into the warehouse, then ``dbt build`` of the whole project (medallion_engine dbt:
     every model is rebuilt whole)."""
     engine = {MEDALLION_ENGINE_ENV: "dbt", LANDING_FORMAT_ENV: fmt}
-    return run_steps(warehouse_steps(target), {**(env or {}), **engine})
+    return run_steps(warehouse_steps(target, bigquery), {**(env or {}), **engine})
 
 
 def run_marts(target: str, spark_output: str, env: Mapping[str, str] | None = None) -> list[dict[str, object]]:

@@ -95,6 +95,14 @@ def auto_cmd(
             "--medallion-only", help="on Spark: stop after Spark's tables (no dimensions loaded, no dbt build)"
         ),
     ] = False,
+    bigquery: Annotated[
+        bool,
+        typer.Option(
+            "--bigquery",
+            help="also count the BigQuery sources of loaders.yml (python -m loaders bigquery --estimate) "
+            "and load them on the warehouse path",
+        ),
+    ] = False,
     target: TargetOpt = None,
     day: DateOpt = None,
     start: StartOpt = None,
@@ -118,6 +126,8 @@ def auto_cmd(
     bronze = config.resolve_landing(landing)
     fmt = config.resolve_format(bronze, fmt)
     estimates = auto.estimate_bronze(bronze, fmt)
+    if bigquery:
+        estimates += auto.estimate_bigquery_sources(target or load_settings().target)
     plan = auto.choose_engine(
         sum(e.rows for e in estimates), auto.threshold_from_settings() if threshold is None else threshold
     )
@@ -133,6 +143,8 @@ def auto_cmd(
         cfg = job_config(day, start, end, bronze, output, fmt, catalog_parquet)
         spark = session()
         rows = auto.run_spark(cfg, spark)
+        if bigquery:
+            console.print("note: Spark reads the bronze files; load the BigQuery sources with make load-bigquery")
         if not medallion_only:
             report("Spark's tables", rows, as_json)
             if target == "postgres":  # Postgres cannot read Parquet: a copy in the warehouse
@@ -144,7 +156,7 @@ def auto_cmd(
     else:
         if not window.is_full:
             console.print("note: the warehouse path rebuilds every date (dbt models are whole tables)")
-        rows = auto.run_warehouse(target, fmt=fmt)
+        rows = auto.run_warehouse(target, fmt=fmt, bigquery=bigquery)
     report(f"{plan.engine}: done in {time.perf_counter() - started:.1f} s", rows, as_json)
 
 

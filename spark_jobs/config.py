@@ -7,7 +7,7 @@ Paths may be local folders or any URL Spark's Hadoop layer knows (``s3a://``, ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse
@@ -48,11 +48,6 @@ class DateWindow:
     @property
     def is_full(self) -> bool:
         return self.start is None
-
-    def dates(self) -> list[date]:
-        if self.start is None or self.end is None:
-            return []
-        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
 
     def __str__(self) -> str:
         if self.start is None:

@@ -6,6 +6,7 @@ ones when ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL are set. Nothing is mocke
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,11 @@ import pytest
 from roundtrip.core.paths import PROJECT_ROOT
 from roundtrip.core.settings import load_settings
 from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint, postgres_server, redis_server
+
+# Before anything imports gRPC (the BigQuery clients): its fork handlers must not run when a
+# test worker that used them forks the JVM of the Spark session (pyspark starts it with a
+# preexec_fn, so by fork(), not vfork); with them, the gateway could die before it started.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 # emulators of BigQuery, GCS and S3; the loaders' `warehouse` fixture over every target
 pytest_plugins = ["tests.emulators", "tests.loader_fixtures"]

@@ -83,6 +83,19 @@ def base_environment(duckdb_path: Path, extra: Mapping[str, str] | None = None) 
     return env
 
 
+def synced_models(manifest: Mapping[str, Any]) -> set[str]:
+    """The models the reverse syncs read (the parents of the exposures with a sync), by name:
+    what a test derives from the project instead of listing the demo's marts."""
+    nodes = manifest["nodes"]
+    return {
+        nodes[uid]["name"]
+        for exposure in manifest["exposures"].values()
+        if exposure.get("type") == "application"
+        for uid in exposure["depends_on"]["nodes"]
+        if uid in nodes and nodes[uid]["resource_type"] == "model"
+    }
+
+
 @dataclass(frozen=True)
 class Relation:
     resource_type: str  # model | seed | snapshot

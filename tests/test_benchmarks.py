@@ -127,3 +127,16 @@ def test_growth_counts_the_memory_of_a_whole_process_tree() -> None:
     finally:
         os.killpg(parent.pid, signal.SIGKILL)  # the group this test started: parent and child
         parent.wait()
+
+
+def test_loader_memory_benchmark_holds_back_the_long_line_and_loads_the_rest(tmp_path: Path) -> None:
+    """At a toy size (2,000 lines, a 96 MiB line): the benchmark checks the two loads' counts
+    itself and raises when they differ; here, what it reports."""
+    from benchmarks.loader_memory import measure
+
+    result = measure(tmp_path, 2_000, 96 << 20)
+    ordinary, with_line = result.details["ordinary"], result.details["with_long_line"]
+    assert ordinary["inserted"] == with_line["inserted"] >= 2_000
+    assert (ordinary["held_back"], with_line["held_back"]) == (0, 1)
+    assert result.value > 0 and result.baseline and result.target == "<= 400 MB"
+    assert not (tmp_path / "landing" / "orders" / "zz-no-line-break.jsonl").exists()

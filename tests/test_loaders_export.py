@@ -88,3 +88,38 @@ def test_export_from_duckdb_to_s3(s3_emulator: Any, tmp_path: Path, monkeypatch:
         warehouse.close()
     assert (report.destination, report.rows) == ("s3://exports/reco/20240517/enriched_user/enriched_user.parquet", 3)
     _check("exports/reco/20240517/enriched_user/enriched_user.parquet", filesystem=fsspec.filesystem("s3"))
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """DuckDB, or Postgres through a keyword conninfo holding a quote, a semicolon and a double quote."""
+    if request.param == "duckdb":
+        from loaders.warehouse.duckdb import DuckDBWarehouse
+
+        wh: Any = DuckDBWarehouse(tmp_path / "w.duckdb")
+    else:
+        from loaders.warehouse.postgres import PostgresWarehouse
+
+        pg = request.getfixturevalue("pg_database")
+        conninfo = (
+            f"host={pg.host} port={pg.port} dbname={pg.dbname} user={pg.user} "
+            "application_name='it\\'s; \"export\"'" + (f" password={pg.password}" if pg.password else "")
+        )
+        wh = PostgresWarehouse(conninfo)
+    yield wh
+    wh.close()
+
+
+def test_names_and_paths_with_quotes_and_semicolons_are_data_not_sql(sql_warehouse: Any, tmp_path: Path) -> None:
+    schema, table = 'it\'s "odd"; x', "users;'1'"
+    sql_warehouse.merge(schema, table, [USERS], ["user_id"])
+    destination = tmp_path / 'it\'s; "exports"'
+    export = ExportConfig(
+        destination=str(destination), dataset=schema, tables=[ExportTableConfig(name=table, columns=SELECTED)]
+    )
+
+    [report] = export_tables(sql_warehouse, export, DAY)
+
+    written = destination / "20240517" / table / f"{table}.parquet"
+    assert (report.destination, report.rows) == (str(written), 3)
+    _check(written)

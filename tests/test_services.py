@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,3 +111,38 @@ def test_a_crashed_parent_leaves_no_server_running(tmp_path: Path) -> None:
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_roundtrip_services_stops_and_cleans_up_on_sigterm_as_on_ctrl_c(tmp_path: Path, stop: signal.Signals) -> None:
+    """`make services` stopped by a service manager (SIGTERM) or Ctrl-C (SIGINT): the servers
+    are stopped by their pids, their folders removed, and it says so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
+    env |= {"ROUNDTRIP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "roundtrip", "services"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None
+    seen = []
+    for line in child.stdout:
+        seen.append(line)
+        if "stops them" in line:
+            break
+    started = "".join(seen)
+    pids = [int(pid) for pid in re.findall(r"started (?:PostgreSQL|Redis) pid (\d+)", started)]
+    services = tmp_path / "data" / "services"
+    assert len(pids) == 2 and all(_alive(p) for p in pids), started
+    assert len(list(services.iterdir())) == 2, "a folder per server"
+
+    child.send_signal(stop)
+    rest, _ = child.communicate(timeout=60)
+    assert child.returncode == 0, rest
+    assert f"stopped on {'SIGTERM' if stop == signal.SIGTERM else 'Ctrl-C'}: servers stopped" in rest
+    assert not any(_alive(p) for p in pids)
+    assert list(services.iterdir()) == []

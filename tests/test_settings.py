@@ -101,6 +101,47 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
         postgres_dbt_env("mysql://u:pw@h/db")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("ROUNDTRIP_REDIS_URL", "127.0.0.1:52901", "expected a URL such as redis://host:6379/0"),
+        ("ROUNDTRIP_REDIS_URL", "http://127.0.0.1:6379", "expected a URL such as redis://host:6379/0"),
+        ("ROUNDTRIP_REDIS_URL", "redis://127.0.0.1:port/0", "the port of 'redis://127.0.0.1:port/0' is not a number"),
+        (
+            "ROUNDTRIP_REDIS_URL",
+            "redis://:hunter2@127.0.0.1:6379/db",
+            "the database of 'redis://:***@127.0.0.1:6379/db'",
+        ),
+        ("ROUNDTRIP_REDIS_URL", "redis:///0", "no host in 'redis:///0'"),
+        ("ROUNDTRIP_POSTGRES_URL", "localhost:5432", "expected a URL such as postgresql://user@host:5432/database"),
+        ("ROUNDTRIP_WAREHOUSE_URL", "mysql://u:hunter2@h/db", "got 'mysql://u:***@h/db'"),
+        ("ROUNDTRIP_CATALOG_URL", "catalog-db:5432", "a SQLAlchemy URL"),
+    ],
+)
+def test_a_malformed_server_url_names_the_setting_and_the_form_it_needs(
+    variable: str, value: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert f"invalid setting {variable}: " in str(caught.value) and says in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_well_formed_server_urls_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = {
+        "ROUNDTRIP_REDIS_URL": "rediss://default:pw@cache.example:6380/2",
+        "ROUNDTRIP_POSTGRES_URL": "postgres://crm@db.example/ops",
+        "ROUNDTRIP_WAREHOUSE_URL": "postgresql:///analytics?host=/var/run/postgresql",
+        "ROUNDTRIP_CATALOG_URL": "mysql+pymysql://reader:pw@catalog:3306/catalog",
+    }
+    for name, value in good.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.secret("redis_url") == good["ROUNDTRIP_REDIS_URL"]
+    assert settings.secret("catalog_url") == good["ROUNDTRIP_CATALOG_URL"]
+
+
 def test_settings_command_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"ROUNDTRIP_POSTGRES_URL": "postgresql://crm:hunter2@db.example/ops", "ROUNDTRIP_BQ_TOKEN": "ya29.tok3n"}
     done = subprocess.run(

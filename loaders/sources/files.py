@@ -7,9 +7,11 @@ for Parquet the row number) and, when the stream declares its columns, ``_missin
 
 Reading never stops at bad input: a line that is not a record is held back with its line, byte
 offset, reason and raw text (``jsonl``, ``csvfile``), and a file that cannot be read at all
-(a corrupt Parquet file, an unusable CSV header) is held back whole. An empty file is zero
-rows. Only a failure to fetch the bytes (a network or permission error) stops the run, since
-trying again later may succeed.
+(a corrupt Parquet file, an unusable CSV header, a symbolic link that loops or leads nowhere)
+is held back whole. A file that changed while it was read (``snapshot``) is held back for this
+run and read again at the next. An empty file is zero rows. Only a failure to fetch the bytes
+of an object store (a network or permission error) stops the run, since trying again later may
+succeed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 
@@ -30,7 +34,9 @@ from loaders.config import FileStreamConfig
 from loaders.errors import LoaderError
 from loaders.sources import csvfile, jsonl
 from loaders.sources.lines import HeldBack
+from loaders.sources.snapshot import FetchError, Reading, changed, is_local, store_fingerprint, version_of
 from roundtrip.core.contract import MISSING_FIELDS
+from roundtrip.core.sql import literal
 from roundtrip.core.sql import quote as q
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ class SourceFile:
     size: int
     fingerprint: str  # md5 of the content (local), generation (GCS), ETag (S3, Azure): changes with the content
     content_hash: str | None = None  # "md5:<hex>" when the store says it (or it was computed): the same bytes anywhere
+    problem: str | None = None  # why the entry cannot be read at all (a link that loops or leads nowhere)
 
 
 @dataclass(frozen=True)
@@ -86,13 +93,33 @@ def _content_hash(info: dict[str, Any]) -> str | None:
     return None
 
 
-def _fingerprint(fs: Any, path: str, info: dict[str, Any]) -> tuple[str, str | None]:
-    """(what changes when the content changes, as cheaply as the store allows; the content hash)."""
-    for name in ("generation", "ETag", "etag", "md5Hash"):  # object stores: no need to read the object
-        if info.get(name):
-            return f"{name}:{str(info[name]).strip(chr(34))}", _content_hash(info)
-    md5 = _local_md5(fs, path)
-    return md5, md5
+def _listed(fs: Any, url: str, path: str, info: dict[str, Any]) -> SourceFile:
+    """One listed file with its fingerprint (as cheaply as the store allows) and content hash; a
+    local entry that cannot be read (a symbolic link that loops or leads nowhere, a FIFO, no
+    permission) is listed with its problem, under a fingerprint that stays the same while the
+    problem does."""
+    fingerprint = store_fingerprint(info)
+    if fingerprint is not None:  # object stores: no need to read the object
+        return SourceFile(url, int(info.get("size") or 0), fingerprint, _content_hash(info))
+    if not is_local(fs):
+        md5 = _local_md5(fs, path)
+        return SourceFile(url, int(info.get("size") or 0), md5, md5)
+    try:
+        status = os.stat(path)  # a symbolic link is followed
+        if not stat.S_ISREG(status.st_mode):
+            kind = "a folder" if stat.S_ISDIR(status.st_mode) else "a FIFO, socket or device"
+            return _unreadable(url, f"not a regular file ({kind})", info)
+        md5 = _local_md5(fs, path)
+    except OSError as exc:
+        return _unreadable(url, f"cannot be read: {exc.strerror or exc}", info)
+    return SourceFile(url, status.st_size, md5, md5)
+
+
+def _unreadable(url: str, problem: str, info: dict[str, Any]) -> SourceFile:
+    if info.get("islink"):
+        problem += f" (a symbolic link to {info.get('destination')!r})"
+    log.warning("%s %s (held back)", url, problem)
+    return SourceFile(url, 0, f"unreadable:{problem}", None, problem)
 
 
 def list_files(stream: FileStreamConfig) -> Listing:
@@ -104,8 +131,7 @@ def list_files(stream: FileStreamConfig) -> Listing:
     found = []
     for path, info in sorted(fs.find(root, detail=True).items()):
         if path.endswith(EXTENSIONS[stream.format]):
-            fingerprint, content = _fingerprint(fs, path, info)
-            found.append(SourceFile(protocol + path, int(info.get("size") or 0), fingerprint, content))
+            found.append(_listed(fs, protocol + path, path, info))
     return Listing(found, True)
 
 
@@ -149,27 +175,6 @@ def reader() -> Iterator[Any]:
         con.close()
 
 
-class _FetchError(Exception):
-    """The bytes could not be fetched (network, permissions): not the file's fault."""
-
-
-class _Hashing:
-    """A binary handle that hashes what is read through it; fetch errors are marked as such."""
-
-    def __init__(self, handle: BinaryIO, hashing: bool) -> None:
-        self.handle = handle
-        self.digest = hashlib.md5(usedforsecurity=False) if hashing else None
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.handle.read(size)
-        except OSError as exc:
-            raise _FetchError(str(exc)) from exc
-        if self.digest is not None:
-            self.digest.update(data)
-        return data
-
-
 @dataclass
 class FileRead:
     """What one file gave: rows to load, lines held back, or the reason the whole file was."""
@@ -178,51 +183,90 @@ class FileRead:
     held_back: list[HeldBack] = field(default_factory=list)
     unreadable: str | None = None  # the whole file is held back, for this reason
     rejects: pa.Table | None = None  # typed values that did not parse (``types``)
-    content_hash: str | None = None
+    content_hash: str | None = None  # of exactly the bytes read
+    read_again: bool = False  # the bytes were no one version of the file: read it at the next run
 
 
 def read_file(
     con: Any, source: SourceFile, stream: FileStreamConfig, stream_name: str, rejected_at: datetime
 ) -> FileRead:
     """The file's rows (text columns named and ordered as the stream expects, plus file, line
-    and missing fields), its held-back lines, and the values ``types`` could not coerce."""
+    and missing fields), its held-back lines, and the values ``types`` could not coerce; or the
+    reason it is held back whole. Read once, hashed as it is read, and checked to be one
+    version of the file (``snapshot``)."""
+    if source.problem is not None:
+        return FileRead(_empty(stream), unreadable=source.problem)
     fs, path = filesystem(source.path, stream.storage_options)
     columns = list(stream.columns) if stream.columns is not None else None
     try:
+        before = version_of(fs, path)
         handle = fs.open(path, "rb")
+    except FileNotFoundError:
+        return _read_again(source, stream, "the file disappeared after it was listed")
     except OSError as exc:
+        if is_local(fs):  # a local entry that cannot be opened: this file's problem, not the run's
+            return _read_again(source, stream, f"cannot be opened: {exc.strerror or exc}")
         raise LoaderError(f"{source.path}: cannot open: {exc}") from exc
+    reading = Reading(handle)
+    problem: str | None = None
     try:
-        hashing = _Hashing(handle, hashing=source.content_hash is None)
-        tables: list[pa.Table]
-        held: list[HeldBack]
         try:
-            if source.size == 0:
-                tables, held, found = [], [], list(columns or [])
-            elif stream.format == "jsonl":
-                tables, held, found = jsonl.read(con, hashing, columns)  # type: ignore[arg-type]
-            elif stream.format == "csv":
-                tables, held, found = csvfile.read(hashing, columns)  # type: ignore[arg-type]
-            else:
-                tables, found = _read_parquet(con, hashing.read(), stream, source.path)
-                held = []
-        except _FetchError as exc:
-            raise LoaderError(f"{source.path}: reading failed: {exc}") from exc
+            tables, held, found = _parse(con, reading, source, stream, columns)
+        except FetchError:
+            raise
         except Exception as exc:  # the content: duckdb, pyarrow, csv, a header that cannot be used
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.debug("%s cannot be read", source.path, exc_info=True)
-            log.warning("%s cannot be read as %s (file held back): %s", source.path, stream.format, reason)
-            return FileRead(_empty(stream), unreadable=f"cannot read as {stream.format}: {reason}")
+            while reading.read(1 << 24):  # the rest, so that the hash is the whole file's
+                pass
+        after = version_of(fs, path)
+    except FetchError as exc:
+        if is_local(fs):
+            return _read_again(source, stream, f"reading failed: {exc}")
+        raise LoaderError(f"{source.path}: reading failed: {exc}") from exc
+    except FileNotFoundError:
+        return _read_again(source, stream, "the file disappeared while it was read")
+    except OSError as exc:  # the store could not say what the file is now
+        if is_local(fs):
+            return _read_again(source, stream, f"cannot be checked after reading: {exc.strerror or exc}")
+        raise LoaderError(f"{source.path}: cannot check the object after reading it: {exc}") from exc
     finally:
         handle.close()
-    digest = source.content_hash or f"md5:{hashing.digest.hexdigest()}"  # type: ignore[union-attr]
+    moved_on = changed(source.size, source.fingerprint, source.content_hash, before, after, reading)
+    if moved_on is not None:  # whatever the bytes said, they were not the file's
+        return _read_again(source, stream, moved_on)
+    if problem is not None:
+        log.warning("%s cannot be read as %s (file held back): %s", source.path, stream.format, problem)
+        return FileRead(
+            _empty(stream), unreadable=f"cannot read as {stream.format}: {problem}", content_hash=reading.content_hash
+        )
     data = _assemble(tables, columns if columns is not None else found, stream, source.path)
     for line in held[:5]:
         log.warning("%s line %s: %s (line held back)", source.path, line.line, line.reason)
     if len(held) > 5:
         log.warning("%s: %d more lines held back", source.path, len(held) - 5)
     data, rejects = _coerce(con, data, stream, stream_name, rejected_at)
-    return FileRead(data, held, None, rejects, digest)
+    return FileRead(data, held, None, rejects, reading.content_hash)
+
+
+def _read_again(source: SourceFile, stream: FileStreamConfig, reason: str) -> FileRead:
+    log.warning("%s: %s; held back, read again at the next run", source.path, reason)
+    return FileRead(_empty(stream), unreadable=f"{reason}; read again at the next run", read_again=True)
+
+
+def _parse(
+    con: Any, reading: Reading, source: SourceFile, stream: FileStreamConfig, columns: list[str] | None
+) -> tuple[list[pa.Table], list[HeldBack], list[str]]:
+    """(record batches, held-back lines, the columns found) of the whole file."""
+    if source.size == 0:
+        return [], [], list(columns or [])
+    limits = {"max_line": int(stream.max_line_bytes), "max_columns": stream.max_columns}
+    if stream.format == "jsonl":
+        return jsonl.read(con, reading, columns, **limits)  # type: ignore[arg-type]
+    if stream.format == "csv":
+        return csvfile.read(reading, columns, **limits)  # type: ignore[arg-type]
+    tables, found = _read_parquet(con, reading.read(), stream, source.path)
+    return tables, [], found
 
 
 def _read_parquet(con: Any, content: bytes, stream: FileStreamConfig, where: str) -> tuple[list[pa.Table], list[str]]:
@@ -255,10 +299,11 @@ def _assemble(tables: list[pa.Table], columns: list[str], stream: FileStreamConf
     if not tables:
         return _empty(stream, columns)
     data = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    present = set(data.column_names)  # once: a wide file has thousands of columns
     arrays, names = [], []
     for column in columns:
         names.append(column)
-        if column in data.column_names:
+        if column in present:
             arrays.append(data.column(column))
         else:
             arrays.append(pa.nulls(data.num_rows, pa.string()))
@@ -295,7 +340,7 @@ def _coerce(
         rejects = con.execute(
             " union all ".join(
                 f"select {SOURCE_FILE} as source_file, {SOURCE_LINE} as source_line, "
-                f"'{c}' as column_name, {q(c)} as value, '{t}' as expected_type from _text "
+                f"{literal(c)} as column_name, {q(c)} as value, {literal(t)} as expected_type from _text "
                 f"where {q(c)} is not null and try_cast({q(c)} as {t}) is null"
                 for c, t in stream.types.items()
             )

@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loaders.config import MAX_COLUMNS, MAX_LINE_BYTES
 from loaders.sources import lines
-from loaders.sources.lines import HeldBack
+from loaders.sources.lines import FileProblem, HeldBack
 from roundtrip.core.contract import MISSING_FIELDS
 from roundtrip.core.sql import literal
 from roundtrip.core.sql import quote as q
@@ -47,8 +48,9 @@ class _Keys:
     """Source keys -> columns: the declared columns (a key sanitizes into one of them, or is
     unexpected), or, without a declaration, every key met so far in order of appearance."""
 
-    def __init__(self, columns: list[str] | None) -> None:
+    def __init__(self, columns: list[str] | None, max_columns: int = MAX_COLUMNS) -> None:
         self.declared = columns
+        self.max_columns = max_columns
         self.columns: list[str] = list(columns or [])
         self.mapping: dict[str, str] = {c: c for c in self.columns}
 
@@ -64,6 +66,11 @@ class _Keys:
                 continue
             self.mapping[key] = clean
             if clean not in self.columns:
+                if len(self.columns) == self.max_columns:
+                    raise FileProblem(
+                        f"more than max_columns ({self.max_columns:,}) distinct fields, e.g. {key!r}: "
+                        "declare the stream's `columns`, or raise max_columns"
+                    )
                 self.columns.append(clean)
         return unexpected
 
@@ -194,17 +201,19 @@ def _json_error(body: bytes, con: Any) -> str:
 
 
 def read(
-    con: Any, handle: BinaryIO, columns: list[str] | None, chunk_bytes: int = lines.CHUNK_BYTES
+    con: Any,
+    handle: BinaryIO,
+    columns: list[str] | None,
+    chunk_bytes: int = lines.CHUNK_BYTES,
+    max_line: int = MAX_LINE_BYTES,
+    max_columns: int = MAX_COLUMNS,
 ) -> tuple[list[pa.Table], list[HeldBack], list[str]]:
     """(record batches, held-back lines, columns). Each batch has the columns known when it was
     read, then ``_source_line`` and, with declared columns, ``_missing_fields``."""
-    keys = _Keys(columns)
+    keys = _Keys(columns, max_columns)
     tables: list[pa.Table] = []
     held: list[HeldBack] = []
-    next_line = 1
-    for data, offset in lines.chunks(handle, chunk_bytes):
-        chunk = lines.split(data, offset, next_line)
-        next_line += chunk.lines_read
+    for chunk, data, offset in lines.numbered(handle, chunk_bytes, max_line):
         held += chunk.held_back
         if len(chunk.text):
             table, bad = _parse(con, chunk, data, offset, keys)

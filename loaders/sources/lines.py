@@ -7,7 +7,10 @@ byte offset of its first byte in the file. Lines that cannot be text are found h
 - a UTF-8 byte-order mark at the start of a line is the encoding mark, not data (at the start
   of the file, or where files were concatenated); it shifts neither numbers nor offsets;
 - a line that is not valid UTF-8, or that holds a NUL byte, is held back with its reason;
-- a blank line (nothing but spaces, tabs, a carriage return) is skipped, not held back.
+- a blank line (nothing but spaces, tabs, a carriage return) is skipped, not held back;
+- a line longer than ``max_line`` bytes is held back with its offset and size. Its bytes are
+  counted and dropped as they arrive, so a line without end (a 2 GiB file with no line break)
+  costs at most ``max_line + chunk_bytes`` of memory, and every block is searched once.
 
 ``\\n`` ends a line; a ``\\r`` before it belongs to the line break. The last line needs no break.
 """
@@ -21,10 +24,17 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from loaders.config import MAX_LINE_BYTES
+
 CHUNK_BYTES = 64 << 20
+DROP_READ_BYTES = 1 << 20  # reads while a line past the limit is counted and dropped
 BOM = b"\xef\xbb\xbf"
 RAW_LIMIT = 1000  # bytes of a held-back line kept as its raw text
-_WHITESPACE = frozenset(b" \t\r\n")
+_WHITESPACE = b" \t\r\n"
+
+
+class FileProblem(Exception):
+    """The file as a whole cannot be loaded (its header, its columns); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -62,26 +72,133 @@ class Chunk:
     bom_inside: bool  # a line other than the file's first starts with a BOM
 
 
-def chunks(handle: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int]]:
-    """(bytes, offset in the file) of chunks that end on a line break (the last one may not)."""
-    offset, pending = 0, b""
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the limit, of which only the first bytes were kept."""
+
+    offset: int  # byte offset of its first byte in the file
+    size: int  # its full size in bytes, line break excluded
+    head: bytes  # its first RAW_LIMIT bytes
+
+
+def too_long(size: int, max_line: int) -> str:
+    return (
+        f"line of {size:,} bytes is longer than max_line_bytes ({max_line:,}); "
+        "raise max_line_bytes in loaders.yml to load it"
+    )
+
+
+@dataclass
+class _Dropping:
+    """The line being counted and dropped since it went past the limit."""
+
+    offset: int
+    size: int
+    head: bytes
+    ends_with_cr: bool
+
+    def keep_head(self, more: bytes) -> None:
+        if len(self.head) < RAW_LIMIT:
+            self.head += more[: RAW_LIMIT - len(self.head)]
+
+    def done(self) -> LongLine:
+        size = self.size - self.ends_with_cr
+        return LongLine(self.offset, size, self.head[:size])
+
+
+def chunks(
+    handle: BinaryIO, chunk_bytes: int = CHUNK_BYTES, max_line: int = MAX_LINE_BYTES
+) -> Iterator[tuple[bytes, int] | LongLine]:
+    """In file order: (bytes, offset in the file) of chunks that end on a line break (the last one
+    may not), and a ``LongLine`` for a line that went past ``max_line`` before its break came.
+
+    The bytes of a line longer than a block are kept as a list of blocks and joined once, when
+    its break arrives (never ``pending + block`` again and again). A read never takes such a line
+    past ``max_line + 2`` bytes (``max_line`` and a ``\\r\\n``); past ``max_line`` its bytes are
+    no longer kept at all, only counted, in small reads. A line longer than ``max_line`` that
+    ends inside a chunk is left to ``split``, which holds it back the same way."""
+    offset = 0  # file offset of the first pending byte
+    pending: list[memoryview] = []  # the start of a line whose break has not come yet
+    pending_size = 0
+    dropping: _Dropping | None = None
     while True:
-        block = handle.read(chunk_bytes)
+        # a line near the limit reads only up to the limit: past it, nothing more is kept
+        if dropping is not None:
+            size = min(chunk_bytes, DROP_READ_BYTES)
+        else:
+            size = min(chunk_bytes, max(1, max_line + 2 - pending_size))
+        block = handle.read(size)
         if not block:
-            if pending:
-                yield pending, offset
-            return
-        data = pending + block if pending else block
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # a line longer than a chunk: keep reading
-            pending = data
+            break
+        if dropping is not None:
+            end = block.find(b"\n")
+            dropping.keep_head(block[: RAW_LIMIT if end < 0 else min(end, RAW_LIMIT)])
+            if end < 0:
+                dropping.size += len(block)
+                dropping.ends_with_cr = block.endswith(b"\r")
+                continue
+            dropping.size += end
+            if end:
+                dropping.ends_with_cr = block[end - 1] == 13
+            yield dropping.done()
+            offset = dropping.offset + dropping.size + 1
+            dropping = None
+            block = block[end + 1 :]
+            if not block:
+                continue
+        view = memoryview(block)
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # no break in this block: the pending line goes on
+            pending.append(view)
+            pending_size += len(view)
+            # past the limit (a last carriage return may be its line break's): keep its head only
+            if pending_size - block.endswith(b"\r") > max_line:
+                dropping = _Dropping(offset, pending_size, _head(pending), block.endswith(b"\r"))
+                pending, pending_size = [], 0
             continue
-        yield data[:cut], offset
-        offset += cut
-        pending = data[cut:]
+        pending.append(view[:cut])
+        data = b"".join(pending)
+        yield data, offset
+        offset += len(data)
+        pending = [view[cut:]] if cut < len(block) else []
+        pending_size = len(block) - cut
+    if dropping is not None:
+        yield dropping.done()
+    elif pending:
+        yield b"".join(pending), offset
 
 
-def split(data: bytes, file_offset: int, first_line: int) -> Chunk:
+def _head(parts: list[memoryview]) -> bytes:
+    """The first RAW_LIMIT bytes of the parts."""
+    head = bytearray()
+    for part in parts:
+        head += part[: RAW_LIMIT - len(head)]
+        if len(head) >= RAW_LIMIT:
+            break
+    return bytes(head)
+
+
+def numbered(
+    handle: BinaryIO, chunk_bytes: int = CHUNK_BYTES, max_line: int = MAX_LINE_BYTES
+) -> Iterator[tuple[Chunk, bytes, int]]:
+    """(lines of a chunk, the chunk's bytes, its offset in the file), lines numbered from 1 across
+    the file. A line that went past ``max_line`` comes as a chunk of its own with no text and
+    the line held back."""
+    next_line = 1
+    for piece in chunks(handle, chunk_bytes, max_line):
+        if isinstance(piece, LongLine):
+            empty = np.empty(0, np.int64)
+            held = HeldBack(next_line, piece.offset, too_long(piece.size, max_line), piece.head, piece.size)
+            chunk = Chunk(pa.array([], pa.string()), empty, empty, [held], 1, False)
+            yield chunk, b"", piece.offset
+        else:
+            data, offset = piece
+            chunk = split(data, offset, next_line, max_line)
+            yield chunk, data, offset
+        next_line += chunk.lines_read
+
+
+def split(data: bytes, file_offset: int, first_line: int, max_line: int = MAX_LINE_BYTES) -> Chunk:
     """The lines of ``data`` (a chunk from ``chunks``), numbered from ``first_line``."""
     arr = np.frombuffer(data, np.uint8)
     breaks = np.flatnonzero(arr == 10)
@@ -116,6 +233,17 @@ def split(data: bytes, file_offset: int, first_line: int) -> Chunk:
             at = at[at > 0]
         if len(at):
             bom_inside = True  # stripped by the parser; the line stays in one piece here
+    # lines longer than the limit (a carriage return before the break is not counted)
+    if count and len(data) > max_line:
+        sizes = ends - starts
+        for i in np.flatnonzero(sizes > max_line).tolist():
+            size = int(sizes[i]) - (data[ends[i] - 1] == 13)
+            if size > max_line:
+                keep[i] = False
+                raw = data[starts[i] : starts[i] + min(size, RAW_LIMIT)]
+                held.append(
+                    HeldBack(int(numbers[i]), file_offset + int(starts[i]), too_long(size, max_line), raw, size)
+                )
     # blank lines: only whitespace (checked in Python for the few lines that start with some)
     if count:
         first = np.where(text_starts < ends, arr[np.minimum(text_starts, max(len(data) - 1, 0))], 32)
@@ -123,10 +251,12 @@ def split(data: bytes, file_offset: int, first_line: int) -> Chunk:
             (text_starts >= ends) | (first == 32) | (first == 9) | (first == 13) | (first == 0xEF)
         )
         for i in maybe_blank.tolist():
+            if not keep[i]:
+                continue
             body = data[text_starts[i] : ends[i]]
             if body.startswith(BOM):
                 body = body[3:]
-            if all(b in _WHITESPACE for b in body):
+            if not body.strip(_WHITESPACE):
                 keep[i] = False
     # NUL bytes
     if data.find(b"\x00") >= 0:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -19,6 +20,11 @@ STATE_SCHEMA = "_roundtrip"
 LOADED_AT = "_loaded_at"  # stamped by the loaders; never a reason to count a row as changed
 
 Batches = Iterable[pa.Table]
+
+
+def stamp(data: pa.Table, loaded_at: datetime) -> pa.Table:
+    """``data`` with its load time in ``_loaded_at``."""
+    return data.append_column(LOADED_AT, pa.repeat(pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), data.num_rows))
 
 
 @dataclass
@@ -35,6 +41,18 @@ class WriteResult:
             self.unchanged + other.unchanged,
             self.deleted + other.deleted,
         )
+
+
+@dataclass(frozen=True)
+class ParquetExport:
+    """One table of an export: its selected columns as Snappy Parquet under ``folder``."""
+
+    schema: str
+    table: str
+    columns: list[str] | None  # None: every column
+    folder: str  # {destination}/{YYYYMMDD}/{table}: gs://, s3:// or a local folder
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options
+    single_file: bool = False  # BigQuery: one {table}.parquet instead of part-*.parquet shards
 
 
 class Warehouse(Protocol):
@@ -73,5 +91,9 @@ class Warehouse(Protocol):
 
     def read_table(self, schema: str, table: str) -> pa.Table | None:
         """A whole (small) table, or None when it does not exist: loader state only."""
+
+    def export_parquet(self, export: ParquetExport) -> tuple[str, int]:
+        """Write the table's selected columns as Snappy Parquet under ``export.folder``:
+        (what was written, rows)."""
 
     def close(self) -> None: ...

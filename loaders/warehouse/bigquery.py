@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from loaders.errors import LoaderError
 from loaders.warehouse import sql
-from loaders.warehouse.base import STATE_SCHEMA, Batches, WriteResult
+from loaders.warehouse.base import STATE_SCHEMA, Batches, ParquetExport, WriteResult
 from loaders.warehouse.bigquery_write import write_pending
 from roundtrip.core.sql import quote_backtick
 
@@ -43,6 +43,8 @@ _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 
 
 def bq_type(type_: pa.DataType, column: str) -> str:
+    if isinstance(type_, pa.JsonType):
+        return "JSON"
     if pa.types.is_boolean(type_):
         return "BOOL"
     if pa.types.is_integer(type_):
@@ -63,6 +65,15 @@ def bq_type(type_: pa.DataType, column: str) -> str:
     if pa.types.is_time(type_):
         return "TIME"
     raise LoaderError(f"column {column!r}: no BigQuery type for Arrow {type_}")
+
+
+def _json_as_text(batch: pa.Table) -> pa.Table:
+    """JSON columns (Arrow's json extension) as their text: what Storage Write takes for JSON."""
+    for index, field in enumerate(batch.schema):
+        if isinstance(field.type, pa.JsonType):
+            column = pa.chunked_array([c.storage for c in batch.column(index).chunks], pa.string())
+            batch = batch.set_column(index, field.name, column)
+    return batch
 
 
 def bq_string(value: str) -> str:
@@ -227,13 +238,13 @@ class BigQueryWarehouse:
         self._staged.append(self._table_id(STATE_SCHEMA, name))
 
         def all_batches() -> Iterator[pa.Table]:
-            yield first
+            yield _json_as_text(first)
             for batch in iterator:
                 if batch.schema.names != first.schema.names:
                     raise LoaderError(
                         f"{table}: batches disagree on columns: {first.schema.names} then {batch.schema.names}"
                     )
-                yield batch
+                yield _json_as_text(batch)
 
         table_path = self.write_client.table_path(self.project, STATE_SCHEMA, name)
         write_pending(self.write_client, table_path, all_batches(), f"{table} (staged in {STATE_SCHEMA}.{name})")
@@ -275,10 +286,11 @@ class BigQueryWarehouse:
                 if inserted:
                     self._run(f"insert into {relation} ({column_list}) select {column_list} from {stage}")
                 return WriteResult(inserted=inserted)
-            counts = self._fetchone(sql.merge_counts_query(relation, stage, columns.names, keys, q))
+            as_text = [f.name for f in columns if isinstance(f.type, pa.JsonType)]
+            counts = self._fetchone(sql.merge_counts_query(relation, stage, columns.names, keys, q, as_text))
             inserted, updated, unchanged = (int(c) for c in counts or (0, 0, 0))
             if inserted or updated:
-                self._run(sql.merge_statement(relation, stage, columns.names, keys, q))
+                self._run(sql.merge_statement(relation, stage, columns.names, keys, q, as_text))
         return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged)
 
     def delete_missing(self, schema: str, table: str, keys: list[str], present: Batches) -> int:
@@ -364,6 +376,36 @@ class BigQueryWarehouse:
         if self._existing(schema, table) is None:
             return None
         return self.client.list_rows(self._table_id(schema, table)).to_arrow(create_bqstorage_client=False)
+
+    def export_parquet(self, export: ParquetExport) -> tuple[str, int]:
+        """The selected columns into a temporary table of ``_roundtrip`` (a CTAS that expires
+        after a day), an extract job to ``gs://`` as Parquet/SNAPPY, then the temporary table is
+        deleted (its expiry covers a crash)."""
+        from google.cloud import bigquery
+
+        if not export.folder.startswith("gs://"):
+            raise LoaderError(f"export from BigQuery writes to gs:// only, not {export.folder!r}")
+        columns = ", ".join(q(c) for c in export.columns) if export.columns else "*"
+        temporary = f"_export_{export.table}_{uuid.uuid4().hex[:8]}"
+        temporary_id = self._table_id(STATE_SCHEMA, temporary)
+        name = f"{export.table}.parquet" if export.single_file else "part-*.parquet"
+        uri = f"{export.folder}/{name}"
+        self.ensure_dataset(STATE_SCHEMA)
+        try:
+            self.query(
+                f"create table {self.relation(STATE_SCHEMA, temporary)} "
+                "options (expiration_timestamp = timestamp_add(current_timestamp(), interval 1 day)) "
+                f"as select {columns} from {self.relation(export.schema, export.table)}"
+            )
+            rows = int(self.client.get_table(temporary_id).num_rows or 0)
+            config = bigquery.ExtractJobConfig(destination_format="PARQUET", compression="SNAPPY")
+            try:
+                self.client.extract_table(temporary_id, uri, job_config=config).result()
+            except Exception as exc:
+                raise LoaderError(f"extract of {export.schema}.{export.table} to {uri} failed: {exc}") from exc
+        finally:
+            self.client.delete_table(temporary_id, not_found_ok=True)
+        return uri, rows
 
     def close(self) -> None:
         self._drop_staged()

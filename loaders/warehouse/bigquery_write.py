@@ -39,6 +39,8 @@ def _field_type(type_: pa.DataType, column: str) -> int:
 
     if pa.types.is_boolean(type_):
         return F.TYPE_BOOL
+    if pa.types.is_timestamp(type_) and type_.tz is None:
+        return F.TYPE_STRING  # DATETIME: civil time as text (a zone-less timestamp is no instant)
     if pa.types.is_integer(type_) or pa.types.is_timestamp(type_):
         return F.TYPE_INT64
     if pa.types.is_date(type_):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from loaders.warehouse import sql
-from loaders.warehouse.base import Batches, WriteResult
+from loaders.warehouse.base import Batches, ParquetExport, WriteResult
 from roundtrip.core.sql import quote
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,11 @@ class DuckDBWarehouse:
         if not self._exists(schema, table):
             return None
         return self.con.execute(f"select * from {self._relation(schema, table)}").to_arrow_table()
+
+    def export_parquet(self, export: ParquetExport) -> tuple[str, int]:
+        from loaders.warehouse.parquet_copy import copy_to_parquet
+
+        return copy_to_parquet(self.con, self._relation(export.schema, export.table), {}, export)
 
     def close(self) -> None:
         self.con.close()

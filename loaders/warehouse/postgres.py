@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from loaders.errors import LoaderError
 from loaders.warehouse import sql
-from loaders.warehouse.base import Batches, WriteResult
+from loaders.warehouse.base import Batches, ParquetExport, WriteResult
 from roundtrip.core.sql import postgres_type, quote
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,19 @@ class PostgresWarehouse:
         cursor = self.conn.execute(f"select * from {self._relation(schema, table)}")
         names = [d.name for d in cursor.description or []]
         return pa.Table.from_pylist([dict(zip(names, row)) for row in cursor.fetchall()])
+
+    def export_parquet(self, export: ParquetExport) -> tuple[str, int]:
+        """Through DuckDB's postgres extension (binary COPY out of PostgreSQL), written by DuckDB."""
+        from loaders.warehouse.parquet_copy import copy_to_parquet
+        from roundtrip.core.duckdb_extensions import connect
+
+        con = connect(extensions=("postgres",))
+        try:
+            source = "postgres_scan($conninfo, $schema, $table)"
+            params = {"conninfo": self.conninfo, "schema": export.schema, "table": export.table}
+            return copy_to_parquet(con, source, params, export)
+        finally:
+            con.close()
 
     def close(self) -> None:
         self.conn.close()

@@ -8,7 +8,7 @@ Never hand-write one of these per table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from loaders.warehouse.base import LOADED_AT
 
@@ -19,18 +19,27 @@ def _key_match(keys: list[str], q: Quote, left: str = "t", right: str = "s") -> 
     return " and ".join(f"{left}.{q(k)} = {right}.{q(k)}" for k in keys)
 
 
-def _changed(columns: list[str], keys: list[str], q: Quote) -> str:
-    """True when a matched row differs in a non-key column (the load stamp does not count)."""
+def _changed(columns: list[str], keys: list[str], q: Quote, as_text: Collection[str] = ()) -> str:
+    """True when a matched row differs in a non-key column (the load stamp does not count).
+    ``as_text``: columns compared through their JSON text (BigQuery's JSON has no equality)."""
     compared = [c for c in columns if c not in keys and c != LOADED_AT]
-    return " or ".join(f"t.{q(c)} is distinct from s.{q(c)}" for c in compared) or "false"
+
+    def side(alias: str, column: str) -> str:
+        return f"to_json_string({alias}.{q(column)})" if column in as_text else f"{alias}.{q(column)}"
+
+    return " or ".join(f"{side('t', c)} is distinct from {side('s', c)}" for c in compared) or "false"
 
 
-def merge_statement(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
+def merge_statement(
+    target: str, stage: str, columns: list[str], keys: list[str], q: Quote, as_text: Collection[str] = ()
+) -> str:
     """Insert new keys, update rows whose values changed, leave equal rows untouched."""
     updates = ", ".join(f"{q(c)} = s.{q(c)}" for c in columns if c not in keys)
     insert = ", ".join(q(c) for c in columns)
     values = ", ".join(f"s.{q(c)}" for c in columns)
-    when_matched = f"when matched and ({_changed(columns, keys, q)}) then update set {updates} " if updates else ""
+    when_matched = (
+        f"when matched and ({_changed(columns, keys, q, as_text)}) then update set {updates} " if updates else ""
+    )
     return (
         f"merge into {target} t using {stage} s on {_key_match(keys, q)} "
         f"{when_matched}when not matched then insert ({insert}) values ({values})"
@@ -78,13 +87,15 @@ def insert_new_and_changed_statement(
     )
 
 
-def merge_counts_query(target: str, stage: str, columns: list[str], keys: list[str], q: Quote) -> str:
+def merge_counts_query(
+    target: str, stage: str, columns: list[str], keys: list[str], q: Quote, as_text: Collection[str] = ()
+) -> str:
     """One row: how many staged rows the MERGE will insert, update and leave unchanged."""
     return (
         "select coalesce(sum(case when matched then 0 else 1 end), 0), "
         "coalesce(sum(case when matched and changed then 1 else 0 end), 0), "
         "coalesce(sum(case when matched and not changed then 1 else 0 end), 0) "
-        f"from (select t.{q(keys[0])} is not null as matched, ({_changed(columns, keys, q)}) as changed "
+        f"from (select t.{q(keys[0])} is not null as matched, ({_changed(columns, keys, q, as_text)}) as changed "
         f"from {stage} s left join {target} t on {_key_match(keys, q)}) as compared"
     )
 

@@ -22,7 +22,7 @@ categories_ranked as (
         order_lines,
         row_number() over (
             partition by user_id
-            order by order_lines desc, {{ bytewise('category') }}
+            order by order_lines desc, {{ bytewise('category') }} asc
         ) as category_rank
     from category_lines
 ),

@@ -79,7 +79,8 @@ users_summarized as (
         coalesce(order_totals.has_order_in_48_hours, 0) as has_order_in_48_hours,
         coalesce(search_totals.has_search_in_48_hours, 0) as has_search_in_48_hours,
         activity_totals.last_activity_at,
-        {{ dbt.datediff('cast(activity_totals.last_activity_at as date)', 'as_of.as_of_date', 'day') }}
+        -- dbt's own datediff renders one long line, with a space before its closing bracket
+        {{ dbt.datediff('cast(activity_totals.last_activity_at as date)', 'as_of.as_of_date', 'day') }}  -- noqa: LT01,LT05
             as days_since_last_activity,
         coalesce(activity_totals.active_days_in_30_days, 0) as active_days_in_30_days,
         as_of.as_of,

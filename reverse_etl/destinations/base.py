@@ -29,6 +29,7 @@ import pyarrow as pa
 from reverse_etl.counts import SyncCounts
 from reverse_etl.records import Model, Plan, Records, RecordShape
 from reverse_etl.schema_change import SchemaChange
+from reverse_etl.spec import DestinationTests
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Capabilities:
     values: str
     # modes it can run
     modes: tuple[str, ...]
+    # its digest changes with its own writes (Postgres: a summary of the rows), so it is taken
+    # after them; Redis' (the server's identity) does not
+    digest_moves: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,18 @@ class Changes:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What ``write`` did: its counts, and the records a write policy kept from it (DuckDB
+    tables of identities): ``kept``, the destination holds another version (``create_only``
+    found the key there; the state keeps what it said of them), ``absent``, it holds none
+    (``update_only`` found no row; the state forgets them)."""
+
+    counts: SyncCounts
+    kept: str | None = None
+    absent: str | None = None
+
+
+@dataclass(frozen=True)
 class Finished:
     counts: SyncCounts
     refresh_due: list[str] = field(default_factory=list)  # serving models to refresh after the commit
@@ -125,8 +141,8 @@ class Destination(Protocol):
         """At the start of the run's transaction, before ``drift``: keep other writers out until
         the commit, so that what drift sees is what the run writes over."""
 
-    def write(self, changes: Changes) -> SyncCounts:
-        """Write what the mode needs; count inserted / updated / unchanged / healed."""
+    def write(self, changes: Changes) -> Written:
+        """Write what the mode needs; count inserted / updated / unchanged / healed / skipped."""
 
     def finish(self, records: Records, gone: str | None, owed_refresh: list[str]) -> Finished:
         """After the writes, before the commit: ``gone`` (a DuckDB query of identities) deleted
@@ -143,8 +159,27 @@ class Destination(Protocol):
         """The identities the destination holds that this sync could have written (a DuckDB
         table; None: nothing), to re-own a sync whose state was lost."""
 
+    def seal(self, records: Records) -> str:
+        """A summary of what the destination holds that the run would change (``sync plan``:
+        ``apply`` refuses a plan whose seal no longer matches)."""
+
+    def fields(self, records: Records, identities: str) -> str:
+        """The fields the records of ``identities`` would change (a DuckDB table: identity,
+        ``__rt_column``, ``__rt_old``, ``__rt_new``), for a dry run's field-level diff."""
+
     def extra(self, records: Records) -> str | None:
         """The identities the destination holds that the model does not render (a DuckDB table)."""
+
+    def test(self, records: Records, tests: DestinationTests, expected: int) -> list[str]:
+        """``meta.sync.tests`` on what the destination now holds (``expected``: the mart's
+        records); one line per failure."""
+
+    def commit(self) -> None:
+        """Outside the state's transaction, after the writes and before the state commits: make
+        them durable (a Postgres destination in another database; nothing for the others)."""
+
+    def rollback(self) -> None:
+        """The run failed before its commit: undo what ``commit`` would have made durable."""
 
     def after_commit(self, refresh_due: list[str]) -> list[str]:
         """Work that must follow the commit: refreshing serving models (their names)."""
@@ -164,5 +199,6 @@ __all__ = [
     "Finished",
     "Known",
     "Verified",
+    "Written",
     "identity_columns",
 ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 
 from reverse_etl.counts import SyncCounts
-from reverse_etl.destinations.base import Capabilities, Changes, Drift, Finished, Known, Verified
+from reverse_etl.destinations.base import Capabilities, Changes, Drift, Finished, Known, Verified, Written
 from reverse_etl.destinations.pg_values import Column, rules_for, sent_as_text, written_expression
 from reverse_etl.errors import DestinationError, SyncError, from_postgres_extension
 from reverse_etl.pg import PgSession
@@ -57,7 +58,7 @@ from reverse_etl.records import (
     payload_columns,
     q,
 )
-from reverse_etl.spec import SyncSpec
+from reverse_etl.spec import DestinationTests, SyncSpec
 from roundtrip.core.sql import duck_ident, literal, pg_ident, postgres_type
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,10 @@ class PostgresDestination:
         self.created = False  # the table did not exist before this run
         self.nulled: list[str] = []  # append_new_columns: removed columns set to NULL in our rows
         self.as_text: set[str] = set()  # columns staged as text (see pg_values.sent_as_text)
+        # the digest drift took under the run's lock (columns, count, xor), and what the run's
+        # own writes changed of it (rows added, xor); None: the digest is taken again by a scan
+        self._base: tuple[list[str], int, int] | None = None
+        self._delta: tuple[int, int] | None = None
 
     # ---------------------------------------------------------------- records
 
@@ -184,6 +189,9 @@ class PostgresDestination:
         columns = list(known.columns or [])
         now = self._digest(columns) if columns else None
         seen: dict[str, Any] = {"seen": now, "columns": columns}
+        if now and now != "columns changed" and not self.pg.read_only:  # under the run's lock
+            count, _, xor = now.partition(":")
+            self._base, self._delta = (columns, int(count), int(xor)), (0, 0)
         if sample < 0:
             return replace(self._compare(records, known, None, "asked to compare every row"), **seen)
         if known.digest is None or now != known.digest:
@@ -203,10 +211,43 @@ class PostgresDestination:
     def hold(self) -> None:
         """Lock the table against other writers (readers go on) until the commit: a change made
         while the run reads it would otherwise be taken into the digest it records, and never
-        found. ``insert_only`` shares its table with the app and other syncs: no lock."""
+        found. ``insert_only`` shares its table with the app and other syncs: no lock. In
+        another database than the state's, the destination's own transaction opens here."""
+        if not self.capabilities.transactional:
+            self.pg.begin()
         if self.settings.mode == "insert_only" or not self._exists():
             return
         self.pg.execute(f"lock table {self.relation} in share row exclusive mode")
+
+    def test(self, records: Records, tests: DestinationTests, expected: int) -> list[str]:
+        """In the run's transaction, on what it is about to commit."""
+        failures = []
+        if tests.row_count is not None:
+            held = int(self.pg.scalar(f"select count(*) from {self.relation}") or 0)
+            share = 100.0 * abs(held - expected) / max(expected, 1)
+            if share > tests.row_count["within_pct"]:
+                failures.append(
+                    f"row_count: {self.spec.target} holds {held:,} rows, the mart {expected:,} records "
+                    f"({share:.1f} % apart, more than within_pct {tests.row_count['within_pct']:g})"
+                )
+        if tests.unique:
+            cols = ", ".join(pg_ident(c) for c in tests.unique)
+            dupes = int(self.pg.scalar(f"select count(*) - count(distinct ({cols})) from {self.relation}") or 0)
+            if dupes:
+                failures.append(f"unique({', '.join(tests.unique)}): {dupes:,} rows repeat a value")
+        for column in tests.not_null or []:
+            nulls = int(self.pg.scalar(f"select count(*) from {self.relation} where {pg_ident(column)} is null") or 0)
+            if nulls:
+                failures.append(f"not_null({column}): {nulls:,} rows have no value")
+        return failures
+
+    def commit(self) -> None:
+        if not self.capabilities.transactional:  # (in the state's database, the state's commit is it)
+            self.pg.commit()
+
+    def rollback(self) -> None:
+        if not self.capabilities.transactional:
+            self.pg.rollback()
 
     def _compare(self, records: Records, known: Known, sample: int | None, reason: str) -> Drift:
         """Read the table back (every row, or ``sample`` random records of the state) and list
@@ -224,12 +265,13 @@ class PostgresDestination:
             records, None if sample is None else f"select {id_list} from {candidates}", list(recorded)
         )
         fp = self._held_fingerprint(recorded)
+        values = "false" if self.settings.fill_empty else "true"  # people write its values too: keys only
         on = " and ".join(f"h.{q(c)} = s.{q(c)}" for c in ids)
         lost = records.table("rt_drift_lost")
         con.execute(
             f"""create or replace table {lost} as
                 select {", ".join(f"s.{q(c)}" for c in ids)} from {candidates} s left join {held} h on {on}
-                where h.{q(ids[0])} is null or {fp} is distinct from s.fingerprint"""
+                where h.{q(ids[0])} is null or ({values} and {fp} is distinct from s.fingerprint)"""
         )
         checked = records.count(f"select * from {candidates}")
         n_lost = records.count(f"select * from {lost}")
@@ -292,26 +334,62 @@ class PostgresDestination:
             raise from_postgres_extension(exc, f"sync {self.spec.name}: reading {self.spec.target}") from exc
 
     def digest(self, columns: list[str]) -> str | None:
-        """Row count and XOR of each row's hash over the written ``columns`` (Postgres 14+)."""
+        """Row count and XOR of each row's hash over the written ``columns`` (Postgres 14+).
+        After a run that only inserted, updated and deleted rows of a table drift had digested
+        (under the run's lock), the XOR is updated with the hashes of the rows touched, before
+        and after, instead of a scan of the whole table."""
+        base = self._base
+        if base is not None and base[0] == columns and self._delta is not None and not self.created:
+            count, xor = base[1] + self._delta[0], base[2] ^ self._delta[1]
+            return f"{count}:{xor}"
         return self._digest(columns)
 
-    def _digest(self, columns: list[str]) -> str | None:
-        if not self._exists():
-            return None
+    def _row_hash(self, columns: list[str], alias: str = "") -> str | None:
+        """The digest's hash of one row, over ``columns`` (None: Postgres older than 14, or a
+        column of ours dropped by hand)."""
         if int(self.pg.scalar("select current_setting('server_version_num')::int") or 0) < 140000:
             return None  # no hash_record_extended, no bit_xor: drift falls back to reading back
         types = self._table_columns()
         track = self.settings.track_changes
         written = [*columns, *([track.previous, track.changed_at] if track else [])]
+        if self.settings.fill_empty:  # people write its columns too: only its keys are the sync's to check
+            written = list(self.settings.primary_key)
         if any(c not in types for c in written):
-            return "columns changed"  # a column of ours was dropped by hand: never the recorded digest
-        parts = [
-            pg_ident(c) if types[c].split("(")[0].split("[")[0] in HASHABLE else f"{pg_ident(c)}::text" for c in written
-        ]
-        row = self.pg.query(
-            f"select count(*), coalesce(bit_xor(hash_record_extended(row({', '.join(parts)}), 0)), 0) from {self.relation}"
-        )
+            return None
+        prefix = f"{alias}." if alias else ""
+        parts = [f"{prefix}{pg_ident(c)}" if _hashable(types[c]) else f"{prefix}{pg_ident(c)}::text" for c in written]
+        return f"hash_record_extended(row({', '.join(parts)}), 0)"
+
+    def _digest(self, columns: list[str]) -> str | None:
+        if not self._exists():
+            return None
+        row_hash = self._row_hash(columns)
+        if row_hash is None:
+            return "columns changed"  # never the recorded digest: the next run reads the table back
+        row = self.pg.query(f"select count(*), coalesce(bit_xor({row_hash}), 0) from {self.relation}")
         return f"{row[0][0]}:{row[0][1]}"
+
+    def _xor_of(self, keys_table: str) -> int | None:
+        """XOR of the digest's hashes of the table's rows whose keys are in ``keys_table``."""
+        if self._base is None or self._delta is None:
+            return None
+        row_hash = self._row_hash(self._base[0], "t")
+        if row_hash is None:
+            self._delta = None
+            return None
+        on = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in self.settings.primary_key)
+        found = self.pg.scalar(
+            f"select coalesce(bit_xor({row_hash}), 0) from {self.relation} t where exists "
+            f"(select 1 from {keys_table} s where {on})"
+        )
+        return int(found or 0)
+
+    def _touched(self, before: int | None, after: int | None, count: int) -> None:
+        """The digest moves by the hashes of the rows touched (before and after) and the rows added."""
+        if self._delta is None or before is None or after is None:
+            self._delta = None
+            return
+        self._delta = (self._delta[0] + count, self._delta[1] ^ before ^ after)
 
     # ---------------------------------------------------------------- table
 
@@ -429,23 +507,24 @@ class PostgresDestination:
 
     # ---------------------------------------------------------------- writing
 
-    def write(self, changes: Changes) -> SyncCounts:
+    def write(self, changes: Changes) -> Written:
         plan, mode = changes.plan, self.settings.mode
         if plan.records == 0:
-            return SyncCounts()  # an empty model creates nothing (replace: see finish)
+            return Written(SyncCounts())  # an empty model creates nothing (replace: see finish)
         self._prepare(changes)
         if mode == "replace":
-            return self._stage_for_replace(changes)
+            return Written(self._stage_for_replace(changes))
         kinds = (NEW,) if mode == "insert_only" else (NEW, CHANGED, HEALED)
         to_send = plan.new if mode == "insert_only" else plan.sent
         counts = SyncCounts(unchanged=plan.records - to_send)
         if not to_send:
             self._empty_stage()
-            return counts
+            return Written(counts)
         written = changes.written(kinds)
         cols = ", ".join(q(c) for c in self.columns or [])
         pg = self.pg
-        if self.created and not self.as_text:  # only this transaction sees the table: no conflicts to resolve
+        if self.created and not self.as_text and self.settings.match != "update_only":
+            # only this transaction sees the table: no conflicts to resolve
             track = self.settings.track_changes
             extra = ""
             if track:
@@ -462,7 +541,7 @@ class PostgresDestination:
             counts.healed = to_send - plan.new  # the table was dropped: every record it had is back
             self._add_primary_key()
             self._empty_stage()
-            return counts
+            return Written(counts)
         if self.created:  # a new table whose rows go through the staging table: its key first
             self._add_primary_key()
         healed = f"{CHANGE} = {HEALED}"
@@ -472,13 +551,51 @@ class PostgresDestination:
         )
         changes.handed(to_send)
         pg.execute(f"analyze {self.stage}")
+        kept_out, counts.skipped = self._kept_out(changes.records)
+        before = self._xor_of(self.stage)
         counts.inserted, counts.updated = self._apply(healed=False)
         healed_inserts, healed_updates = self._apply(healed=True) if plan.healed else (0, 0)
         counts.healed = healed_inserts + healed_updates
+        self._touched(before, self._xor_of(self.stage), counts.inserted + healed_inserts)
+        if self.nulled or changes.schema_change:
+            self._delta = None  # columns changed: the digest is taken again
         self._null_removed_columns()
-        counts.unchanged += to_send - counts.inserted - counts.updated - counts.healed  # sent, but already so
+        sent = counts.inserted + counts.updated + counts.healed + counts.skipped
+        counts.unchanged += to_send - sent  # sent, but already so
         self._empty_stage()
-        return counts
+        if self.settings.match == "update_only":
+            return Written(counts, absent=kept_out)
+        return Written(counts, kept=kept_out)
+
+    def _kept_out(self, records: Records) -> tuple[str | None, int]:
+        """The staged records a write policy keeps out (``create_only``: a row with their key is
+        there already; ``update_only``: none is), read before the statement runs (the run's
+        lock keeps other writers out meanwhile), into a work table; and how many."""
+        match = self.settings.match
+        if match == "both" or self.settings.mode == "insert_only":
+            return None, 0
+        keys = self.settings.primary_key
+        on = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in keys)
+        exists = "exists" if match == "create_only" else "not exists"
+        sql = (
+            f"select {', '.join(f's.{pg_ident(k)}' for k in keys)} from {self.stage} s "
+            f"where {exists} (select 1 from {self.relation} t where {on})"
+        )
+        if self.capabilities.transactional:
+            # the state reads it in the same transaction, on the same connection: a temp table
+            # (the transaction writes to Postgres; DuckDB lets it write its temp tables too)
+            self.pg.duck(f"create or replace temp table rt_kept_out as select * from {self.pg.query_relation(sql)}")
+            table = "temp.rt_kept_out"
+            count = int(self.pg.duck(f"select count(*) from {table}").fetchone()[0])
+            return table, count
+        kept = self.pg.duck(f"select * from {self.pg.query_relation(sql)}").to_arrow_table()  # sees the run's staging
+        table = records.table("rt_kept_out")
+        records.con.register("rt_kept", kept)
+        try:
+            records.con.execute(f"create or replace table {table} as select * from rt_kept")
+        finally:
+            records.con.unregister("rt_kept")
+        return table, kept.num_rows
 
     def _from_stage(self) -> str:
         """The staged columns as the table takes them (those sent as text cast back)."""
@@ -500,45 +617,68 @@ class PostgresDestination:
         return (int(row[0][0]), int(row[0][1])) if row else (0, 0)
 
     def _apply(self, healed: bool) -> tuple[int, int]:
-        """One set-based statement from the staging table into the table: (inserted, updated)."""
+        """One set-based statement from the staging table into the table: (inserted, updated).
+        The write policies: ``create_only`` never updates (``ON CONFLICT DO NOTHING``),
+        ``update_only`` never inserts (an ``UPDATE ... FROM`` the staged rows), ``fill_empty``
+        only fills the columns it names where the destination's value is NULL."""
         keys = self.settings.primary_key
         cols = ", ".join(pg_ident(c) for c in self.columns or [])
         conflict = ", ".join(pg_ident(k) for k in keys)
         order = conflict  # same lock order in concurrent runs: no deadlocks
         which = f"{'' if healed else 'not '}{pg_ident(HEALED_FLAG)}"
-        if self.settings.mode == "insert_only":
+        match = self.settings.match
+        if self.settings.mode == "insert_only" or match == "create_only":
             return self._counted(
                 f"""insert into {self.relation} ({cols}) select {self._from_stage()} from {self.stage} where {which} order by {order}
                     on conflict ({conflict}) do nothing
                     returning true as is_insert"""
             )
         others = [c for c in self.columns or [] if c not in keys]
+        new = "s" if match == "update_only" else "excluded"
+        sets, differs = self._sets(others, new)
         insert_cols, select_cols = cols, self._from_stage()
-        sets = [f"{pg_ident(c)} = excluded.{pg_ident(c)}" for c in others]
         track = self.settings.track_changes
         if track:
-            col, prev, at = pg_ident(track.column), pg_ident(track.previous), pg_ident(track.changed_at)
-            insert_cols += f", {prev}, {at}"
+            insert_cols += f", {pg_ident(track.previous)}, {pg_ident(track.changed_at)}"
             select_cols += ", null, now()"
-            moved = f"t.{col} is distinct from excluded.{col}"  # NULL-safe
-            sets += [
-                f"{prev} = case when {moved} then t.{col} else t.{prev} end",
-                f"{at} = case when {moved} then now() else t.{at} end",
-            ]
-        if others:
-            differs = (
-                f"({', '.join(f't.{pg_ident(c)}' for c in others)}) is distinct from "
-                f"({', '.join(f'excluded.{pg_ident(c)}' for c in others)})"
+        if match == "update_only":
+            on = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in keys)
+            staged = f"(select {self._from_stage()}, {pg_ident(HEALED_FLAG)} from {self.stage})"
+            if not others:  # nothing to update: rows there stay as they are
+                return 0, 0
+            return self._counted(
+                f"""update {self.relation} t set {", ".join(sets)} from {staged} s
+                    where {on} and {"" if healed else "not "}s.{pg_ident(HEALED_FLAG)} and {differs}
+                    returning false as is_insert"""
             )
-            action = f"do update set {', '.join(sets)} where {differs}"
-        else:
-            action = "do nothing"
+        action = f"do update set {', '.join(sets)} where {differs}" if others else "do nothing"
         return self._counted(
             f"""insert into {self.relation} as t ({insert_cols})
                 select {select_cols} from {self.stage} where {which} order by {order}
                 on conflict ({conflict}) {action}
                 returning (xmax = 0) as is_insert"""
         )
+
+    def _sets(self, others: list[str], new: str) -> tuple[list[str], str]:
+        """The SET list of an update from ``new`` (``excluded``, or the staged row), and the
+        condition that the row really changes (NULL-safe)."""
+        fill = self.settings.fill_empty
+        filled = set(others) if fill is True else set(fill or [])
+        value = {
+            c: f"coalesce(t.{pg_ident(c)}, {new}.{pg_ident(c)})" if c in filled else f"{new}.{pg_ident(c)}"
+            for c in others
+        }
+        sets = [f"{pg_ident(c)} = {value[c]}" for c in others]
+        track = self.settings.track_changes
+        if track:
+            col, prev, at = pg_ident(track.column), pg_ident(track.previous), pg_ident(track.changed_at)
+            moved = f"t.{col} is distinct from {value[track.column]}"
+            sets += [
+                f"{prev} = case when {moved} then t.{col} else t.{prev} end",
+                f"{at} = case when {moved} then now() else t.{at} end",
+            ]
+        differs = f"({', '.join(f't.{pg_ident(c)}' for c in others)}) is distinct from ({', '.join(value[c] for c in others)})"
+        return sets, differs
 
     def _null_removed_columns(self) -> None:
         """append_new_columns: a column the model lost holds NULL, not a stale value, in every
@@ -595,6 +735,7 @@ class PostgresDestination:
         """TRUNCATE + INSERT in the run's transaction: the table keeps its OID, indexes, grants
         and dependent materialized views; the exclusive lock is held only for this step."""
         pg = self.pg
+        self._delta = None  # every row replaced: the digest is taken again
         pg.execute(f"lock table {self.relation} in access exclusive mode")
         pg.execute(f"truncate {self.relation}")
         if self.columns:
@@ -619,9 +760,11 @@ class PostgresDestination:
             f"insert into {pg.table(WORK_SCHEMA, self.gone_name)} select {', '.join(q(k) for k in keys)} from ({gone})"
         )
         match = " and ".join(f"t.{pg_ident(k)} = g.{pg_ident(k)}" for k in keys)
+        removed = self._xor_of(table)
         deleted, _ = self._counted(
             f"delete from {self.relation} t using {table} g where {match} returning true as is_insert"
         )
+        self._touched(removed, 0, -deleted)
         pg.execute(f"truncate {table}")
         return deleted
 
@@ -673,6 +816,43 @@ class PostgresDestination:
         problems = int(con.execute(f"select count(*) from {table}").fetchone()[0])
         return Verified(table, checked, problems)
 
+    def seal(self, records: Records) -> str:
+        """What the table holds now, for ``sync plan`` / ``apply`` (its digest over the model's
+        columns, whichever of them it has)."""
+        if not self._exists():
+            return "absent"
+        present = self._table_columns()
+        return self._digest([c for c in records.columns if c in present]) or "unknown"
+
+    def fields(self, records: Records, identities: str) -> str:
+        """The fields the records of ``identities`` would change: a work table of their key
+        columns, ``__rt_column``, ``__rt_old`` (what the destination holds) and ``__rt_new``
+        (what would be written), one row per field that differs."""
+        model = self.model
+        assert model is not None
+        keys = self.settings.primary_key
+        key_list = ", ".join(q(k) for k in keys)
+        expected = f"select m.* from {records.accepted()} m semi join ({identities}) i on " + " and ".join(
+            f"m.{q(k)} = i.{q(k)}" for k in keys
+        )
+        held = self._read_back(records, f"select {key_list} from ({expected})", model.columns)
+        on = " and ".join(f"h.{q(k)} = m.{q(k)}" for k in keys)
+        fields = ", ".join(
+            f"""struct_pack(c := {literal(c)}, o := h.{q(c)}::varchar, n := m.{q(c)}::varchar,
+                            d := try_cast(h.{q(c)} as {model.types[c]}) is distinct from m.{q(c)})"""
+            for c in model.columns
+            if c not in keys
+        )
+        table = records.table("rt_fields")
+        records.con.execute(
+            f"""create or replace table {table} as
+                select {key_list}, f.c as __rt_column, f.o as __rt_old, f.n as __rt_new
+                from (select {", ".join(f"m.{q(k)}" for k in keys)}, unnest([{fields or "null"}]) as f
+                      from ({expected}) m join {held} h on {on})
+                where f.d"""
+        )
+        return table
+
     def extra(self, records: Records) -> str | None:
         """Rows of the table whose key the model does not have (a DuckDB temp table)."""
         if not self._exists():
@@ -703,7 +883,14 @@ class PostgresDestination:
         return []
 
     def close(self) -> None:
-        pass
+        if not self.capabilities.transactional:  # a session of its own
+            self.pg.detach()
+
+
+def _hashable(pg_type_name: str) -> bool:
+    """Whether Postgres hashes a column of this type itself (others are hashed as text)."""
+    base = re.sub(r"\(.*?\)", "", pg_type_name).replace(" without time zone", "").replace(" with time zone", "")
+    return base.strip() in HASHABLE and not pg_type_name.endswith("[]")
 
 
 def _pg_literal(value: Any, pg_type_name: str) -> str:

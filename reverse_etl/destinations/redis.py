@@ -24,13 +24,14 @@ import logging
 import re
 from collections.abc import Iterator
 from string import Formatter
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from reverse_etl.counts import SyncCounts
-from reverse_etl.destinations.base import Capabilities, Changes, Drift, Finished, Known, Verified
+from reverse_etl.destinations.base import Capabilities, Changes, Drift, Finished, Known, Verified, Written
 from reverse_etl.destinations.redis_link import PIPELINE_COMMANDS, RedisLink, encoded_chunks
 from reverse_etl.records import (
     CHANGE,
@@ -48,13 +49,35 @@ from reverse_etl.records import (
     fingerprint_of,
     q,
 )
-from reverse_etl.spec import SyncSpec, key_template_fields
+from reverse_etl.spec import DestinationTests, SyncSpec, key_template_fields
 from roundtrip.core.read_ahead import read_ahead
 from roundtrip.core.sql import literal
 
 log = logging.getLogger(__name__)
 TARGET, VALUE = "__rt_target", "__rt_value"  # the rendered key and JSON value of a record
 FLOATS = ("FLOAT", "DOUBLE")
+
+
+class Unset:
+    """Keys a SET NX / XX left unset, collected into a work table on a cursor of their own (the
+    records stream on the run's)."""
+
+    def __init__(self, records: Records, name: str) -> None:
+        self.table = records.table(name)
+        self.cursor = records.con.cursor()
+        self.cursor.execute(f"create or replace table {self.table} ({q(TARGET)} varchar)")
+        self.count = 0
+
+    def add(self, keys: pa.Array) -> None:
+        if len(keys):
+            self.cursor.register("rt_unset", pa.table({TARGET: keys}))
+            self.cursor.execute(f"insert into {self.table} select * from rt_unset")
+            self.cursor.unregister("rt_unset")
+            self.count += len(keys)
+
+    def close(self) -> str:
+        self.cursor.close()
+        return self.table
 
 
 def key_template_sql(template: str, alias: str | None = None) -> str:
@@ -67,6 +90,11 @@ def key_template_sql(template: str, alias: str | None = None) -> str:
         if field_name:
             parts.append(f"cast({prefix}{q(field_name)} as varchar)")
     return " || ".join(parts)
+
+
+def _path(column: str) -> str:
+    """A JSON path to an object's member, whatever its name holds."""
+    return '$."' + column.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def key_pattern(template: str) -> str:
@@ -90,6 +118,7 @@ class RedisDestination:
             keys="rendered key",
             values="json",
             modes=("upsert", "mirror", "insert_only"),
+            digest_moves=False,
         )
         self.model: Model | None = None
         self.shape_: RecordShape | None = None
@@ -270,58 +299,83 @@ class RedisDestination:
 
     # ---------------------------------------------------------------- writing
 
-    def _set_parts(self, keys: pa.Array, values: pa.Array, nx: bool) -> list[pa.Array | bytes]:
+    def _set_parts(self, keys: pa.Array, values: pa.Array, only: bytes | None) -> list[pa.Array | bytes]:
+        """``SET key value [EX ttl] [NX|XX]``."""
         ttl = self.settings.ttl_seconds
         parts: list[pa.Array | bytes] = [b"SET", keys, values]
         if ttl:
             parts += [b"EX", str(ttl).encode()]
-        if nx:
-            parts.append(b"NX")
+        if only:
+            parts.append(only)
         return parts
 
-    def _set_all(self, records: Records, query: str, changes: Changes | None, nx: bool = False) -> Iterator[np.ndarray]:
-        """SET the records ``query`` renders, batch by batch; yields, per batch, which were set.
-        A helper thread renders the values (DuckDB) and encodes the commands (Arrow) of the next
-        chunks while this thread sends and checks replies: both halves release the GIL."""
+    def _set_all(
+        self, records: Records, query: str, changes: Changes | None, only: bytes | None = None
+    ) -> Iterator[tuple[np.ndarray, pa.Array, pa.Array]]:
+        """SET the records ``query`` renders, batch by batch; yields, per batch, which were set
+        (``only`` NX or XX may leave some), their keys and their kinds. A helper thread renders
+        the values (DuckDB) and encodes the commands (Arrow) of the next chunks while this
+        thread sends and checks replies: both halves release the GIL."""
 
-        def encoded() -> Iterator[tuple[memoryview, int, int]]:
+        def encoded() -> Iterator[tuple[memoryview, int, Any]]:
             for batch in records.stream(query):
-                parts = self._set_parts(batch[TARGET], batch[VALUE], nx)
+                parts = self._set_parts(batch[TARGET], batch[VALUE], only)
                 for start, (data, count) in enumerate(encoded_chunks(parts, batch.num_rows)):
                     last = (start + 1) * PIPELINE_COMMANDS >= batch.num_rows
-                    yield data, count, batch.num_rows if last else 0
+                    yield data, count, (batch.num_rows, batch[TARGET], batch[CHANGE]) if last else None
 
         done: list[np.ndarray] = []
         # closed on any way out, so the encoder thread has stopped touching the run's DuckDB
         # connection before the engine uses it again (to roll back, say)
         with contextlib.closing(read_ahead(encoded(), depth=2, name="redis-encode")) as chunks:
-            for replies, batch_rows in self.link.exchange(chunks, 5):  # +OK, or $-1 (NX: not set)
+            for replies, tag in self.link.exchange(chunks, 5):  # +OK, or $-1 (NX/XX: not set)
                 done.append(replies[:, 0] == ord("+"))
-                if batch_rows:  # the batch's last chunk is confirmed
-                    yield np.concatenate(done)
+                if tag is not None:  # the batch's last chunk is confirmed
+                    rows, keys, kinds = tag
+                    yield np.concatenate(done), keys, kinds
                     done.clear()
                     if changes is not None:
-                        changes.handed(batch_rows)
+                        changes.handed(rows)
 
-    def write(self, changes: Changes) -> SyncCounts:
+    def write(self, changes: Changes) -> Written:
         plan, records = changes.plan, changes.records
         counts = SyncCounts()
         if self.settings.mode == "insert_only":
-            for was_set in self._set_all(records, records.records_sql((NEW,)), changes, nx=True):
+            for was_set, _, _ in self._set_all(records, records.records_sql((NEW,)), changes, b"NX"):
                 counts.inserted += int(was_set.sum())
             counts.unchanged = plan.records - counts.inserted
-            return counts
-        for _ in self._set_all(records, records.records_sql((NEW, CHANGED, HEALED)), changes):
-            pass  # every reply checked (+OK) by the link
-        counts.inserted, counts.updated, counts.healed = plan.new, plan.changed, plan.healed
-        lost = self._renew(changes)
+            return Written(counts)
+        match = self.settings.match
+        only = {"create_only": b"NX", "update_only": b"XX"}.get(match)
+        unset = Unset(records, "rt_kept_out") if only else None
+        for was_set, keys, kinds in self._set_all(records, records.records_sql((NEW, CHANGED, HEALED)), changes, only):
+            if unset is None:
+                continue  # every reply checked (+OK) by the link
+            mask = pa.array(was_set)
+            for kind, name in (
+                (NEW, "inserted" if match == "create_only" else "updated"),
+                (CHANGED, "updated"),
+                (HEALED, "healed"),
+            ):
+                of_kind = pc.equal(kinds, kind)
+                setattr(counts, name, getattr(counts, name) + int(pc.sum(pc.and_(of_kind, mask)).as_py() or 0))
+            unset.add(keys.filter(pc.invert(mask)))
+        if unset is None:
+            counts.inserted, counts.updated, counts.healed = plan.new, plan.changed, plan.healed
+        else:
+            counts.skipped = unset.count
+        lost = self._renew(changes, only)
         counts.healed += lost
         counts.unchanged = plan.unchanged - lost
-        return counts
+        if unset is None:
+            return Written(counts)
+        table = unset.close()
+        return Written(counts, absent=table) if match == "update_only" else Written(counts, kept=table)
 
-    def _renew(self, changes: Changes) -> int:
+    def _renew(self, changes: Changes, only: bytes | None = None) -> int:
         """Renew the TTL of the unchanged keys (``EXPIRE``; ``EXISTS`` without a TTL) and write
-        again those Redis no longer has (flushed, evicted, expired). Returns how many."""
+        again those Redis no longer has (flushed, evicted, expired); ``update_only`` (XX)
+        writes none again. Returns how many were written again."""
         records = changes.records
         ttl = self.settings.ttl_seconds
         renew: list[pa.Array | bytes] = [b"EXPIRE"] if ttl else [b"EXISTS"]
@@ -341,6 +395,13 @@ class RedisDestination:
                     lost += len(gone)
         finally:
             writer.close()
+        if lost and only == b"XX":
+            log.warning(
+                "sync %s: %d unchanged keys were no longer in Redis; update_only does not create them",
+                self.spec.name,
+                lost,
+            )
+            return 0
         if lost:
             log.warning("sync %s: %d unchanged keys were no longer in Redis; writing them again", self.spec.name, lost)
             query = records.records_sql((UNCHANGED,))
@@ -400,6 +461,73 @@ class RedisDestination:
             writer.close()
         return Verified(table, checked, records.count(f"select * from {table}"))
 
+    def seal(self, records: Records) -> str:
+        """What Redis holds now of the keys the run would write, for ``sync plan`` / ``apply``:
+        a hash of their values (and the server's identity)."""
+        digest = 0
+        query = f"select {q(TARGET)} from {records.classified} where {CHANGE} in ({NEW}, {CHANGED}, {HEALED})"
+        for batch in records.stream(query):
+            values = pa.array(self.link.values(batch[TARGET]), pa.binary())
+            table = pa.table({"k": batch[TARGET], "v": values})
+            con = records.con.cursor()
+            try:
+                con.register("rt_seal", table)
+                row = con.execute("select coalesce(bit_xor(hash(k, v)), 0) from rt_seal").fetchone()
+            finally:
+                con.close()
+            digest ^= int(row[0]) if row else 0
+        return f"{self.link.server_id()}:{digest}"
+
+    def fields(self, records: Records, identities: str) -> str:
+        """The fields the keys of ``identities`` would change (object values: per model
+        column; list values: the whole value): ``__rt_target``, ``__rt_column``, ``__rt_old``,
+        ``__rt_new``, one row per field that differs."""
+        shape = records.shape
+        con = records.con
+        chosen = records.table("rt_field_records")
+        con.execute(
+            f"""create or replace table {chosen} as select r.*, {UNCHANGED}::tinyint as {CHANGE}
+                from ({records.records_of_model()}) r semi join ({identities}) i on {records.on("i", "r")}"""
+        )
+        rendered = shape.written(records.accepted(), chosen) if shape.written else f"select * from {chosen}"
+        pairs = records.table("rt_field_pairs")
+        con.execute(f"create or replace table {pairs} ({q(TARGET)} varchar, __rt_held varchar, __rt_value varchar)")
+        writer = con.cursor()
+        try:
+            for batch in records.stream(f"select {TARGET}, {VALUE} from ({rendered})"):
+                held = pa.array(self.link.values(batch[TARGET]), pa.binary()).cast(pa.string())
+                writer.register("rt_pairs", pa.table({TARGET: batch[TARGET], "h": held, "v": batch[VALUE]}))
+                writer.execute(f"insert into {pairs} select * from rt_pairs")
+                writer.unregister("rt_pairs")
+        finally:
+            writer.close()
+        model = self.model
+        assert model is not None
+        table = records.table("rt_fields")
+        if self.settings.value == "object":
+            columns = model.columns
+            fields = ", ".join(
+                f"""struct_pack(c := {literal(c)}, o := json_extract_string(__rt_held, {literal(_path(c))}),
+                                n := json_extract_string(__rt_value, {literal(_path(c))}))"""
+                for c in columns
+            )
+            con.execute(
+                f"""create or replace table {table} as
+                    select {q(TARGET)}, f.c as __rt_column, f.o as __rt_old, f.n as __rt_new
+                    from (select {q(TARGET)}, unnest([{fields}]) as f from {pairs} where json_valid(__rt_held))
+                    where f.o is distinct from f.n
+                    union all
+                    select {q(TARGET)}, '(value)', __rt_held, __rt_value from {pairs}
+                    where __rt_held is not null and not json_valid(__rt_held)"""
+            )
+        else:
+            con.execute(
+                f"""create or replace table {table} as
+                    select {q(TARGET)}, '(value)' as __rt_column, __rt_held as __rt_old, __rt_value as __rt_new
+                    from {pairs} where __rt_held is distinct from __rt_value"""
+            )
+        return table
+
     def extra(self, records: Records, against_model: bool = True) -> str:
         """Keys matching the template that the model does not render (a DuckDB table; with
         ``against_model`` false: every key matching it)."""
@@ -449,6 +577,28 @@ class RedisDestination:
                 where {key_template_sql(self.spec.target)} = {q(TARGET)}"""
         )
         return table
+
+    def test(self, records: Records, tests: DestinationTests, expected: int) -> list[str]:
+        """row_count: how many of the mart's keys exist (pipelined EXISTS)."""
+        if tests.row_count is None:
+            return []
+        held = 0
+        for batch in records.stream(f"select {q(TARGET)} from ({records.records_of_model()})"):
+            replies = self.link.replies([b"EXISTS", batch[TARGET]], batch.num_rows, 4)
+            held += int((replies[:, 1] == ord("1")).sum())
+        share = 100.0 * abs(held - expected) / max(expected, 1)
+        if share <= tests.row_count["within_pct"]:
+            return []
+        return [
+            f"row_count: {held:,} of the mart's {expected:,} keys exist in Redis "
+            f"({share:.1f} % apart, more than within_pct {tests.row_count['within_pct']:g})"
+        ]
+
+    def commit(self) -> None:
+        """Nothing: each Redis command is durable as it is answered (the write-ahead covers a crash)."""
+
+    def rollback(self) -> None:
+        """Nothing can be undone: the write-ahead marks make the next run send it again."""
 
     def after_commit(self, refresh_due: list[str]) -> list[str]:
         return []

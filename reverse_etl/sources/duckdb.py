@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reverse_etl.errors import SyncError, from_duckdb
+from reverse_etl.sources.base import Since
 from reverse_etl.spec import ModelRef
 from roundtrip.core.duckdb_extensions import is_lock_error, lock_holder
 from roundtrip.core.sql import duck_ident, literal
@@ -29,7 +30,9 @@ class DuckDBSource:
         self.path = path
         self.wait = wait  # seconds to wait for a file another process (a `dbt build`) holds
 
-    def relation(self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None) -> str:
+    def relation(
+        self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None, since: Since | None = None
+    ) -> str:
         if not self.path.exists():
             raise SyncError(f"warehouse {self.path} not found", hint="run the loaders and `dbt build` first")
         alias = f"{scratch}_warehouse"
@@ -40,6 +43,7 @@ class DuckDBSource:
             con.execute(
                 f"create or replace table {copy} as select {selected} "
                 f"from {duck_ident(alias, model.schema_, model.identifier)}"
+                + (f" where {since.duckdb()}" if since else "")
             )
         except Exception as exc:
             raise from_duckdb(exc, f"model {model.identifier} ({self.describe(model)})") from exc

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from reverse_etl.errors import from_postgres_extension
+from reverse_etl.sources.base import Since
 from reverse_etl.spec import ModelRef
 from roundtrip.core.redact import redact
 from roundtrip.core.sql import duck_ident, literal
@@ -21,7 +22,9 @@ class PostgresSource:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def relation(self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None) -> str:
+    def relation(
+        self, con: Any, scratch: str, model: ModelRef, columns: list[str] | None, since: Since | None = None
+    ) -> str:
         try:
             con.execute("load postgres")
             attached = {r[0] for r in con.execute("select database_name from duckdb_databases()").fetchall()}
@@ -31,7 +34,8 @@ class PostgresSource:
             remote = duck_ident(ALIAS, model.schema_, model.identifier)
             selected = ", ".join(duck_ident(c) for c in columns) if columns else "*"
             copy = duck_ident(scratch, "model")
-            con.execute(f"create or replace table {copy} as select {selected} from {remote}")
+            where = f" where {since.duckdb()}" if since else ""  # pushed down to Postgres by the scanner
+            con.execute(f"create or replace table {copy} as select {selected} from {remote}{where}")
             con.execute(f"detach {ALIAS}")
         except Exception as exc:
             raise from_postgres_extension(exc, f"model {model.identifier} ({self.describe(model)})") from exc

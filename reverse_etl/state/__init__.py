@@ -269,10 +269,17 @@ class SyncState:
         digest: str | None,
         columns: dict[str, str],
         insert_only: bool,
+        kept: str | None = None,
+        absent: str | None = None,
+        cursor: tuple[str | None, bool] = (None, False),
     ) -> Remembered:
-        """After the writes, in the run's transaction: what the state must now say."""
+        """After the writes, in the run's transaction: what the state must now say. ``kept``
+        and ``absent``: records a write policy kept from the destination (another version is
+        there: the state keeps what it said; none is: the state forgets them)."""
         known = self.known
         assert known is not None
+        self._kept, self._absent = kept, absent
+        gone = self._gone_with_absent(gone)
         row = self.checked.row if not self.checked.lost else None
         first = row is None
         if row is None:
@@ -285,8 +292,10 @@ class SyncState:
         version = row.version + 1 if changed_state else row.version
         live, logged = row.live, row.logged
         if changed_state:
-            appended = self.records.count(self.records.state_rows_sql(kinds))
+            appended = self._count(self.sent_sql(kinds))
             live = known.owned + plan.new - plan.gone
+            if kept or absent:  # what the policy kept out is not the sync's: count what is
+                live = self._count(self.new_state_sql(gone, insert_only))
             if first or logged + appended + plan.gone > REWRITE_FACTOR * max(live, 1) + 10_000:
                 # the tombstones stay (what the sync deleted, should a backup bring it back):
                 # read before the log is emptied
@@ -304,14 +313,18 @@ class SyncState:
                 self.log.rewrite(self.con, version, state, f"select * from {kept}")
                 logged = live + int(self.con.execute(f"select count(*) from {kept}").fetchone()[0])
             else:
-                self.log.append(self.con, version, self.records.state_rows_sql(kinds), gone)
-                logged = logged + appended + plan.gone
+                self.log.append(self.con, version, self.sent_sql(kinds), gone)
+                logged = logged + appended + (self._count(gone) if gone and absent else plan.gone)
         if self.doubts.exists():
             self.doubts.clear()
+        watermark, partial = cursor  # change detection by cursor: how far this run read, and how
         registry.write(
             self.pg,
-            SyncRow(self.sync, row.rows_table, row.doubt_table, row.identity, version, live, logged, row.epoch, digest),
-        )
+            SyncRow(
+                self.sync, row.rows_table, row.doubt_table, row.identity, version, live, logged, row.epoch, digest,
+                cursor=max_cursor(row.cursor, watermark), since_full=row.since_full + 1 if partial else 0,
+            ),
+        )  # fmt: skip
         sent_columns.record(self.pg, self.sync, columns)
         self.remembered = Remembered(version, row.epoch, first)
         self._gone = gone
@@ -323,7 +336,7 @@ class SyncState:
         known = self.known
         assert known is not None
         kinds = (NEW,) if insert_only else SENT
-        sent = self.records.state_rows_sql(kinds)
+        sent = self.sent_sql(kinds)
         ids = ", ".join(q(c) for c in self.identity)
         on = " and ".join(f"s.{q(c)} = c.{q(c)}" for c in self.identity)
         previous = f"(select {ids}, fingerprint from {known.state} where recorded)"
@@ -334,6 +347,28 @@ class SyncState:
             on_gone = " and ".join(f"m.{q(c)} = g.{q(c)}" for c in self.identity)
             merged = f"select m.* from ({merged}) m anti join ({gone}) g on {on_gone}"
         return merged
+
+    def _count(self, sql: str) -> int:
+        """On the run's connection: what a write policy kept out may be in its temp tables."""
+        return int(self.con.execute(f"select count(*) from ({sql})").fetchone()[0])
+
+    def sent_sql(self, kinds: tuple[int, ...]) -> str:
+        """Identity and fingerprint of the records of ``kinds`` the destination took."""
+        sent = self.records.state_rows_sql(kinds)
+        out = [t for t in (self._kept, self._absent) if t]
+        if not out:
+            return sent
+        ids = ", ".join(q(c) for c in self.identity)
+        return f"select * from ({sent}) anti join ({' union '.join(f'select {ids} from {t}' for t in out)}) x using ({ids})"
+
+    def _gone_with_absent(self, gone: str | None) -> str | None:
+        """What the state forgets: the records gone from the model, and those the destination
+        does not hold because a policy kept them out of it."""
+        if not self._absent:
+            return gone
+        ids = ", ".join(q(c) for c in self.identity)
+        absent = f"select {ids} from {self._absent}"
+        return absent if gone is None else f"select {ids} from ({gone}) union {absent}"
 
     def keep_rejected(self, run_id: int) -> None:
         if self.records.clean():
@@ -353,8 +388,8 @@ class SyncState:
 
     def prepare_cache(self, cursor: Any) -> None:
         """Before the commit (on ``cursor``, outside the transaction): a first state's cache file."""
-        if self.dry_run or not self.remembered.first:
-            return
+        if self.dry_run or not self.remembered.first or self._kept or self._absent:
+            return  # (what a policy kept out may be in the run's temp tables: written after the commit)
         self.cache.prepare_first(
             cursor, self.new_state_sql(self._gone, self._insert_only), self.remembered.epoch, self.remembered.version
         )
@@ -365,12 +400,12 @@ class SyncState:
             return
         r = self.remembered
         kinds_changed = () if self._insert_only else (CHANGED, HEALED)
-        changed = self.records.state_rows_sql(kinds_changed) if kinds_changed else None
+        changed = self.sent_sql(kinds_changed) if kinds_changed else None
         stamp = self.cache.stamp() if self.cache.prepared is None else None
         whole = None
         if self.cache.prepared is None and (stamp is None or stamp[0] != r.epoch):
             whole = self.new_state_sql(self._gone, self._insert_only)
-        self.cache.apply(r.epoch, r.version, changed, self.records.state_rows_sql((NEW,)), self._gone, whole)
+        self.cache.apply(r.epoch, r.version, changed, self.sent_sql((NEW,)), self._gone, whole)
 
     def close(self) -> None:
         self.cache.close()
@@ -378,6 +413,14 @@ class SyncState:
     remembered: Remembered
     _gone: str | None = None
     _insert_only: bool = False
+    _kept: str | None = None
+    _absent: str | None = None
+
+
+def max_cursor(before: str | None, now: str | None) -> str | None:
+    """The watermark to keep ("TYPE|value"): what this run read up to (a run reads from the last
+    watermark on, so it reaches at least as far), or the last one if it read nothing."""
+    return now if now is not None else before
 
 
 def state_schema_exists_pg(pg: PgSession) -> bool:

@@ -45,30 +45,35 @@ class SyncRow:
     logged: int
     epoch: str
     digest: str | None
+    cursor: str | None = None  # change_detection cursor: "TYPE|value", the highest value read
+    since_full: int = 0  # runs since the last one that read every row (change_detection cursor)
 
 
 def read(pg: PgSession, sync: str) -> SyncRow | None:
     rows = pg.query(
-        f"""select rows_table, doubt_table, identity::text, version, live, logged, epoch, digest
+        f"""select rows_table, doubt_table, identity::text, version, live, logged, epoch, digest, cursor, since_full
             from {SCHEMA}.syncs where sync = {literal(sync)}"""
     )
     if not rows:
         return None
     r = rows[0]
     identity = [(str(name), str(kind)) for name, kind in json.loads(r[2])]
-    return SyncRow(sync, r[0], r[1], identity, int(r[3]), int(r[4]), int(r[5]), r[6] or "", r[7])
+    return SyncRow(sync, r[0], r[1], identity, int(r[3]), int(r[4]), int(r[5]), r[6] or "", r[7], r[8], int(r[9] or 0))
 
 
 def write(pg: PgSession, row: SyncRow) -> None:
     """Insert or replace the sync's row (in the caller's transaction)."""
     pg.execute(
-        f"""insert into {SCHEMA}.syncs (sync, rows_table, doubt_table, identity, version, live, logged, epoch, digest)
+        f"""insert into {SCHEMA}.syncs
+                (sync, rows_table, doubt_table, identity, version, live, logged, epoch, digest, cursor, since_full)
             values ({literal(row.sync)}, {literal(row.rows_table)}, {literal(row.doubt_table)},
                     {literal(json.dumps(row.identity))}::jsonb, {int(row.version)}, {int(row.live)},
-                    {int(row.logged)}, {literal(row.epoch)}, {literal(row.digest) if row.digest else "null"})
+                    {int(row.logged)}, {literal(row.epoch)}, {literal(row.digest) if row.digest else "null"},
+                    {literal(row.cursor) if row.cursor else "null"}, {int(row.since_full)})
             on conflict (sync) do update set rows_table = excluded.rows_table, doubt_table = excluded.doubt_table,
                 identity = excluded.identity, version = excluded.version, live = excluded.live,
-                logged = excluded.logged, epoch = excluded.epoch, digest = excluded.digest"""
+                logged = excluded.logged, epoch = excluded.epoch, digest = excluded.digest,
+                cursor = excluded.cursor, since_full = excluded.since_full"""
     )
 
 

@@ -5,7 +5,9 @@ lock so that concurrent first runs do not race): it brings an older schema up to
 through the migrations below, and recreates what a person dropped (a table, a column), saying
 so. It is cheap when everything is in place: one catalog query.
 
-Version 2 (this one): the log of each sync is ordered by the sync's own ``version`` (no longer
+Version 4 (this one): ``syncs.cursor`` and ``since_full`` (change detection by a cursor column).
+Version 3: ``runs.skipped`` (records a write policy kept from the destination).
+Version 2: the log of each sync is ordered by the sync's own ``version`` (no longer
 by run ids, which restart when someone truncates ``runs``); ``syncs`` gains ``epoch`` (the
 identity of one history of the sync's state: a cache or a state rebuilt under another epoch is
 never trusted) and ``digest`` (the destination's summary after the last commit);
@@ -20,7 +22,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SCHEMA = "reverse_etl"
-VERSION = 2
+VERSION = 4
 DDL_LOCK = "hashtextextended('reverse_etl:ddl', 0)"
 
 TABLES_DDL = f"""
@@ -35,6 +37,8 @@ create table if not exists {SCHEMA}.syncs (
 );
 alter table {SCHEMA}.syncs add column if not exists epoch text;
 alter table {SCHEMA}.syncs add column if not exists digest text;
+alter table {SCHEMA}.syncs add column if not exists cursor text;
+alter table {SCHEMA}.syncs add column if not exists since_full integer not null default 0;
 create table if not exists {SCHEMA}.rejected_rows (
     run_id bigint not null,
     sync text not null,
@@ -99,7 +103,19 @@ RUN_COLUMNS = [
 EXPECTED = {
     "runs": RUN_COLUMNS,
     "latest_runs": RUN_COLUMNS,
-    "syncs": ["sync", "rows_table", "doubt_table", "identity", "version", "live", "logged", "epoch", "digest"],
+    "syncs": [
+        "sync",
+        "rows_table",
+        "doubt_table",
+        "identity",
+        "version",
+        "live",
+        "logged",
+        "epoch",
+        "digest",
+        "cursor",
+        "since_full",
+    ],
     "rejected_rows": ["run_id", "sync", "row_key", "reason", "row_data"],
     "pending_refreshes": ["models", "since", "sync"],
     "sync_schemas": ["sync", "columns", "recorded_at"],
@@ -150,6 +166,8 @@ def ensure_schema(conn: Any) -> list[str]:
         if existed and not had_version:  # a state written before versions were recorded
             conn.execute(MIGRATE_1_TO_2)
             done.append(f"the state schema was migrated to version {VERSION}")
+        elif had_version and had_version < VERSION:  # columns added since (the DDL above added them)
+            done.append(f"the state schema was migrated from version {had_version} to {VERSION}")
         elif had_version:
             missing = [name for name, there in tables.items() if not there]
             if missing:

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from roundtrip.core.errors import RoundtripError
 from roundtrip.core.redact import redact
@@ -180,8 +185,9 @@ def run_cli(app: Callable[..., Any], argv: Sequence[str] | None = None) -> None:
 # ---------------------------------------------------------------- printing
 
 
-def cell(value: Any) -> str:
-    """A value as a table shows it: thousands separators, blank for None, user text escaped."""
+def plain(value: Any) -> str:
+    """A value as a table shows it: thousands separators, blank for None, timestamps to the
+    second (one unbreakable piece: a time is never split across lines)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -190,9 +196,16 @@ def cell(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:g}"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, (list, tuple)):
-        return escape(", ".join(str(v) for v in value))
-    return escape(str(value))
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def cell(value: Any) -> str:
+    """``plain(value)`` with rich markup escaped (for text printed with markup on)."""
+    return escape(plain(value))
 
 
 def counts_text(row: dict[str, Any], names: Sequence[str]) -> str:
@@ -201,10 +214,77 @@ def counts_text(row: dict[str, Any], names: Sequence[str]) -> str:
     return " · ".join(shown) if shown else "nothing"
 
 
+# a value that is one piece however long: numbers, times
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:?\d{2}|Z| UTC)?$")
+# where a text may break: at spaces, and after a comma (``item_ids_mv,recommendable_items_mv``)
+_PIECE = re.compile(r"(\s*)([^\s,]+,?|,)")
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` cells, broken at spaces and after commas only;
+    a piece longer than ``width`` stays whole on its own line (never cut)."""
+    lines: list[str] = []
+    line = ""
+    for gap, piece in _PIECE.findall(text):
+        joined = line + (gap if line else "") + piece
+        if not line or cell_len(joined) <= width:
+            line = joined
+        else:
+            lines.append(line)
+            line = piece
+    return [*lines, line]
+
+
+@dataclass
+class _Column:
+    name: str
+    texts: list[str]  # the header first, then one text per row
+    numeric: bool
+    unbreakable: bool  # numbers, times, the first column (names): never wrapped
+
+    @property
+    def natural(self) -> int:
+        return max(cell_len(t) for t in self.texts)
+
+    @property
+    def minimum(self) -> int:
+        """The narrowest the column can be without cutting a word (or an unbreakable value)."""
+        if self.unbreakable:
+            return self.natural
+        return max(cell_len(piece) for text in self.texts for _, piece in [*_PIECE.findall(text), ("", "")])
+
+
+def _overhead(columns: int) -> int:
+    """A rich table's width beyond its cells: a space either side of each, borders between."""
+    return 3 * columns + 1
+
+
+def table_widths(columns: list[_Column], width: int, fold: bool) -> list[int] | None:
+    """Each column's width in a table at most ``width`` wide: the natural widths, then (with
+    ``fold``) the widest column narrowed first, never below its longest word. None: no fit."""
+    widths = [c.natural for c in columns]
+    room = width - _overhead(len(columns))
+    if sum(widths) <= room:
+        return widths
+    minimums = [c.minimum for c in columns]
+    if not fold or sum(minimums) > room:
+        return None
+    while sum(widths) > room:
+        widest = max((i for i in range(len(widths)) if widths[i] > minimums[i]), key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
 def print_table(title: str, rows: list[dict[str, Any]], merge: Sequence[str] = (), merged_name: str = "counts") -> None:
-    """Rows of dicts as one table that fits the terminal (100 columns in logs) without cutting
-    the first column (names): other text columns fold. ``merge``: count columns shown as one
-    ``merged_name`` column of their non-zero values, so that wide results still fit."""
+    """Rows of dicts, never cutting a word:
+
+    - a table when it fits the terminal with each column wrapped at spaces (and after commas),
+      never narrower than its longest word; numbers, times and the first column (names) whole;
+    - on a terminal too narrow for that, one block per record (its name, then a line per field);
+    - when the output is piped (logs, ``grep``): the table if each row fits on one line in 100
+      columns, else one line per record, ``field value · field value ...``, whole.
+
+    ``merge``: count columns shown as one ``merged_name`` column of their non-zero values."""
     if not rows:
         console.print(f"{escape(title)}: nothing to report")
         return
@@ -213,25 +293,54 @@ def print_table(title: str, rows: list[dict[str, Any]], merge: Sequence[str] = (
             {k: v for k, v in r.items() if k not in merge and k != merged_name} | {merged_name: counts_text(r, merge)}
             for r in rows
         ]
-    columns: list[str] = []
+    names: list[str] = []
     for row in rows:
-        columns += [key for key in row if key not in columns]
-    table = Table(title=escape(title), title_justify="left")
-    for i, key in enumerate(columns):
+        names += [key for key in row if key not in names]
+    columns = []
+    for i, key in enumerate(names):
         values = [r.get(key) for r in rows]
+        texts = [plain(v) for v in values]
         numeric = all(isinstance(v, (int, float)) or v is None for v in values)
-        if i == 0:  # the names: never cut, never folded
-            width = max(len(cell(v)) for v in [key, *values])
-            table.add_column(escape(key), no_wrap=True, min_width=width, justify="right" if numeric else "left")
-        elif numeric:
-            table.add_column(escape(key), justify="right", no_wrap=True)
-        elif max(len(cell(v)) for v in [key, *values]) <= 24:  # identifiers, statuses: whole
-            table.add_column(escape(key), no_wrap=True)
-        else:  # long text (counts, errors, paths): folds at spaces
-            table.add_column(escape(key), overflow="fold", ratio=1)
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key in columns))
+        timed = all(isinstance(v, datetime) or not t or _TIMESTAMP.match(t) for v, t in zip(values, texts))
+        columns.append(_Column(key, [key, *texts], numeric, unbreakable=i == 0 or numeric or timed))
+    widths = table_widths(columns, console.width, fold=console.is_terminal)
+    if widths is None:
+        (print_blocks if console.is_terminal else print_records)(title, columns)
+        return
+    table = Table(title=Text(title), title_justify="left")
+    for column, width in zip(columns, widths):
+        header = "\n".join(wrap(column.name, width))
+        table.add_column(Text(header), justify="right" if column.numeric else "left", width=width, no_wrap=True)
+    for i in range(1, len(columns[0].texts)):
+        table.add_row(*(Text("\n".join(wrap(c.texts[i], w))) for c, w in zip(columns, widths)))
     console.print(table)
+
+
+def print_records(title: str, columns: list[_Column]) -> None:
+    """One line per record, ``field value`` of each field that has one, joined by `` · ``;
+    never folded (``grep`` finds a whole record)."""
+    console.print(Text(f"{title}:"), soft_wrap=True)
+    for i in range(1, len(columns[0].texts)):
+        pairs = [f"{c.name} {c.texts[i]}" for c in columns if c.texts[i]]
+        console.print(Text("  " + " · ".join(pairs)), soft_wrap=True)
+
+
+def print_blocks(title: str, columns: list[_Column]) -> None:
+    """One block per record, for a terminal too narrow for the table: ``field: value`` lines
+    under the record's name, values wrapped at spaces to the terminal's width."""
+    console.print(Text(title, style="italic"))
+    first, others = columns[0], columns[1:]
+    label = max(cell_len(c.name) for c in others) if others else 0
+    room = max(console.width - label - 4, 20)
+    for i in range(1, len(first.texts)):
+        console.print(Text(f"{first.name} {first.texts[i]}", style="bold"), soft_wrap=True)
+        for column in others:
+            if not column.texts[i]:
+                continue
+            lines = wrap(column.texts[i], room)
+            console.print(Text(f"  {column.name:<{label}}  {lines[0]}"), soft_wrap=True)
+            for more in lines[1:]:
+                console.print(Text(" " * (label + 4) + more), soft_wrap=True)
 
 
 # ---------------------------------------------------------------- progress

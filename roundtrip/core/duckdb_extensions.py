@@ -152,7 +152,10 @@ def connect(  # type: ignore[no-untyped-def]
     import duckdb
 
     directory = install_extensions(extensions) if extensions else _extension_dir()
-    config: dict[str, object] = {"extension_directory": str(directory), "autoinstall_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "extension_directory": str(directory),
+        "autoinstall_known_extensions": False,
+    }
     if _verified(directory):
         config["allow_unsigned_extensions"] = True  # checked once, at install (see above)
     deadline = time.monotonic() + wait

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from roundtrip.core.errors import ConfigError
@@ -30,7 +31,7 @@ TARGETS: tuple[Target, ...] = ("duckdb", "postgres", "bigquery")
 
 def _setting(default: Any, description: str, group: str, shown_default: str | None = None, **kw: Any) -> Any:
     """A field with what the README table shows: its group and, for derived defaults, how."""
-    extra = {"group": group, **({"shown_default": shown_default} if shown_default is not None else {})}
+    extra: JsonDict = {"group": group, **({"shown_default": shown_default} if shown_default is not None else {})}
     return Field(default, description=description, json_schema_extra=extra, **kw)
 
 
@@ -43,16 +44,16 @@ class Settings(BaseSettings):
     data_dir: Path = _setting(
         PROJECT_ROOT / "data", "generated data, the DuckDB file, server folders, Spark output", "paths", "data"
     )
-    duckdb_path: Path | None = _setting(
+    duckdb_path: Path = _setting(
         None,
         "the DuckDB warehouse (dbt `duckdb` target, loaders, reverse_etl)",
         "paths",
         "$ROUNDTRIP_DATA_DIR/warehouse.duckdb",
     )
-    app_db: Path | None = _setting(
+    app_db: Path = _setting(
         None, "the app's SQLite database (generator, SQLite loader)", "paths", "$ROUNDTRIP_DATA_DIR/app.db"
     )
-    landing_path: str | None = _setting(
+    landing_path: str = _setting(
         None,
         "event files: a folder, or a `gs://`, `s3://` or `az://` URL (generator, file loader, Spark)",
         "paths",
@@ -64,7 +65,7 @@ class Settings(BaseSettings):
         "paths",
         "jsonl",
     )
-    export_path: str | None = _setting(
+    export_path: str = _setting(
         None,
         "where `roundtrip load export` writes Parquet (a folder or an object-store URL)",
         "paths",
@@ -149,6 +150,13 @@ class Settings(BaseSettings):
         pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
     )  # fmt: skip
 
+    sync_connections: Path = _setting(
+        PROJECT_ROOT / "profiles" / "connections.yml",
+        "the reverse syncs' named connections (their destinations, where their state lives); "
+        "a missing file means `postgres` and `redis` from the two URLs above",
+        "reverse_etl",
+        "profiles/connections.yml",
+    )
     test_crash_at: str | None = _setting(
         None, "tests only: kill -9 a sync run when it reaches this phase (reverse_etl.crashpoints)", "reverse_etl", ""
     )
@@ -167,8 +175,8 @@ class Settings(BaseSettings):
     spark_jdbc_jar: Path = _setting(
         Path("/usr/share/java/postgresql.jar"), "PostgreSQL JDBC driver (catalog read)", "spark"
     )
-    spark_output: str | None = _setting(None, "Spark's silver/ and gold/ tables", "spark", "$ROUNDTRIP_DATA_DIR/spark")
-    spark_tmp: Path | None = _setting(None, "Spark's scratch folder", "spark", "$ROUNDTRIP_DATA_DIR/spark-tmp")
+    spark_output: str = _setting(None, "Spark's silver/ and gold/ tables", "spark", "$ROUNDTRIP_DATA_DIR/spark")
+    spark_tmp: Path = _setting(None, "Spark's scratch folder", "spark", "$ROUNDTRIP_DATA_DIR/spark-tmp")
     spark_catalog_path: str | None = _setting(
         None, "read the catalog from this Parquet copy instead of over JDBC", "spark", ""
     )
@@ -183,25 +191,43 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: Any) -> Any:
-        """An empty variable (``ROUNDTRIP_APP_DB=``) means "use the default", as a shell user expects."""
+        """An empty variable (``ROUNDTRIP_APP_DB=``) means "use the default", as a shell user
+        expects; the paths under the data folder default to it (so they are never None)."""
         if isinstance(values, dict):
-            return {k: v for k, v in values.items() if v != ""}
+            values = {k: v for k, v in values.items() if v != ""}
+            data = Path(values.get("data_dir") or PROJECT_ROOT / "data").resolve()
+            under_data = {
+                "duckdb_path": data / "warehouse.duckdb",
+                "app_db": data / "app.db",
+                "landing_path": str(data / "landing"),
+                "export_path": str(data / "export"),
+                "spark_output": str(data / "spark"),
+                "spark_tmp": data / "spark-tmp",
+            }
+            values = {**under_data, **values}
         return values
+
+    @field_validator("postgres_url", "warehouse_url", "redis_url", "catalog_url")
+    @classmethod
+    def _a_url(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        """A server URL that cannot work is refused here, naming the form it needs, rather
+        than by a driver later (``127.0.0.1:6379`` for Redis would say ``got ''``)."""
+        if value is not None:
+            check_url(info.field_name, value.get_secret_value())
+        return value
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         data = self.data_dir.resolve()
         derived: dict[str, Any] = {
             "data_dir": data,
-            "duckdb_path": (self.duckdb_path or data / "warehouse.duckdb").resolve(),
-            "app_db": (self.app_db or data / "app.db").resolve(),
-            "landing_path": self.landing_path or str(data / "landing"),
-            "export_path": self.export_path or str(data / "export"),
-            "spark_output": self.spark_output or str(data / "spark"),
-            "spark_tmp": (self.spark_tmp or data / "spark-tmp").resolve(),
+            "duckdb_path": self.duckdb_path.resolve(),
+            "app_db": self.app_db.resolve(),
+            "spark_tmp": self.spark_tmp.resolve(),
             "catalog_url": self.catalog_url or self.postgres_url,
             "warehouse_url": self.warehouse_url or self.postgres_url,
             "loaders_config": self.loaders_config.resolve(),
+            "sync_connections": self.sync_connections.resolve(),
             "duckdb_extension_dir": self.duckdb_extension_dir.resolve(),
             "dbt_target_path": self.dbt_target_path.resolve(),
         }
@@ -214,7 +240,7 @@ class Settings(BaseSettings):
     @property
     def landing_dir(self) -> Path:
         """The landing folder as a local path (the generator writes there)."""
-        return Path(str(self.landing_path)).resolve()
+        return Path(self.landing_path).resolve()
 
     @property
     def services_dir(self) -> Path:
@@ -236,6 +262,34 @@ class Settings(BaseSettings):
         the Postgres warehouse's connection as ``ROUNDTRIP_PG_*`` (dbt-postgres takes no URL)."""
         url = self.secret("warehouse_url")
         return postgres_dbt_env(url) if url else {}
+
+
+# the URL forms each server setting takes: schemes, and an example shown when one is wrong
+URL_FORMS: dict[str, tuple[tuple[str, ...], str]] = {
+    "postgres_url": (("postgresql", "postgres"), "a URL such as postgresql://user@host:5432/database"),
+    "warehouse_url": (("postgresql", "postgres"), "a URL such as postgresql://user@host:5432/database"),
+    "redis_url": (("redis", "rediss"), "a URL such as redis://host:6379/0 (rediss:// for TLS)"),
+    "catalog_url": ((), "a SQLAlchemy URL such as postgresql://user@host:5432/catalog"),
+}
+
+
+def check_url(field: str, url: str) -> None:
+    """Raise ValueError (the message names the expected form) when ``url`` is not one."""
+    schemes, example = URL_FORMS[field]
+    shown = redact(url)
+    parts = urlparse(url)
+    scheme = parts.scheme.split("+")[0].lower()  # SQLAlchemy: postgresql+psycopg
+    if "://" not in url or not scheme or (schemes and scheme not in schemes):
+        raise ValueError(f"expected {example}, got {shown!r}")
+    try:
+        parts.port  # noqa: B018 - urlparse checks the port only when asked
+    except ValueError:
+        raise ValueError(f"the port of {shown!r} is not a number from 0 to 65535 (expected {example})") from None
+    if scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ValueError(f"no host in {shown!r} (expected {example})")
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ValueError(f"the database of {shown!r} must be a number (expected {example})")
 
 
 def postgres_dbt_env(url: str) -> dict[str, str]:
@@ -262,7 +316,7 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             env = "DBT_TARGET_PATH" if field == "dbt_target_path" else PREFIX + field.upper()
-            problems.append(f"{env}: {error['msg']}")
+            problems.append(f"{env}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid setting " + "; ".join(problems)) from None
 
 

@@ -51,6 +51,8 @@ def postgres_type(arrow_type: pa.DataType) -> str | None:
     import pyarrow as pa
 
     t = arrow_type
+    if isinstance(t, pa.JsonType):  # jsonb: compared by value (a MERGE needs equality; json has none)
+        return "jsonb"
     if pa.types.is_boolean(t):
         return "boolean"
     if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_uint8(t):

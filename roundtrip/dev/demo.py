@@ -170,11 +170,11 @@ def run_demo(
             report.syncs = [r.as_dict() for r in synced]
 
         with _stage(report, "summary"):
-            from roundtrip.dev.report import write_report
+            from roundtrip.dev.report import report_path, write_report
 
             report.layers = demo_warehouse.warehouse_layers(target, settings)
             report.destinations = destination_state(specs, pg, rd)
-            html = settings.data_dir / "report.html"
+            html = report_path(settings.data_dir, target)
             write_report(
                 html, report, target, demo_warehouse.daily_gmv(target, settings), time.perf_counter() - started
             )
@@ -235,7 +235,7 @@ def destination_state(specs: list[Any], pg: PostgresEndpoint, rd: RedisEndpoint)
     client = redis.Redis.from_url(rd.url())
     with psycopg.connect(pg.url()) as conn:
         for spec in specs:
-            if spec.settings.destination == "postgres":
+            if spec.settings.kind == "postgres":
                 schema, _, table = spec.target.partition(".")
                 row = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchone()
                 out.append({"sync": spec.name, "where": spec.destination, "rows or keys": int(row[0]) if row else 0})

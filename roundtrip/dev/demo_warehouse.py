@@ -10,7 +10,10 @@ from typing import Any
 from roundtrip.core.settings import load_settings
 
 # Layers reported in the summary, in this order
-LAYERS = ("raw_app", "raw_catalog", "bronze", "staging", "silver", "gold", "marts", "serving", "reference")
+LAYERS = (
+    "raw_app", "raw_catalog", "bronze", "staging", "silver", "intermediate", "gold", "marts", "serving", "snapshots",
+    "reference",
+)  # fmt: skip
 GMV_QUERY = "select event_date, gmv from {gold}.daily_gmv_metrics order by event_date"
 
 

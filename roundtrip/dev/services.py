@@ -59,9 +59,6 @@ class PostgresEndpoint:
     def safe_url(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
-    def conninfo(self, dbname: str | None = None) -> str:
-        return self.url(dbname)
-
     def dbt_env(self) -> dict[str, str]:
         """Environment read by ``profiles/profiles.yml`` (postgres and serving targets)."""
         return postgres_dbt_env(self.url())
@@ -164,10 +161,6 @@ def _port_is_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def port_is_open(port: int) -> bool:
-    return _port_is_open(port)
 
 
 def _die_with_parent(sig: int) -> None:
@@ -341,6 +334,9 @@ class LocalPostgres(LocalServer):
     stop_signal = signal.SIGINT  # fast shutdown
     endpoint: PostgresEndpoint | None = None
     port = 0
+    # A throwaway cluster wants speed, not durability. A server a test kills with SIGKILL must keep
+    # what it acknowledged, as a real one does: its commits reach the OS before they return.
+    durable = False
 
     def start(self, timeout: float = 30.0) -> PostgresEndpoint:
         bin_dir = postgres_bin_dir()
@@ -398,7 +394,7 @@ class LocalPostgres(LocalServer):
                 "-c",
                 "fsync=off",
                 "-c",
-                "synchronous_commit=off",
+                f"synchronous_commit={'on' if self.durable else 'off'}",
                 "-c",
                 "full_page_writes=off",
                 "-c",

@@ -64,6 +64,19 @@ class Harness:
             RunOptions(dry_run=dry_run, dbt_project_dir=FIXTURE_PROJECT, **options),
         )
 
+    def variant(self, base: str, name: str, model: str, **settings: Any) -> SyncSpec:
+        """A sync like ``base`` under another name, reading ``model``, with other settings."""
+        from reverse_etl.spec import SyncSettings
+
+        spec = self.specs[base]
+        merged = SyncSettings.model_validate({**spec.settings.model_dump(exclude_none=True), **settings})
+        assert spec.source is not None
+        source = spec.source.model_copy(update={"identifier": model})
+        target = merged.target or spec.target
+        return spec.model_copy(
+            update={"name": name, "model": model, "settings": merged, "source": source, "target": target}
+        )
+
     def owned(self, sync: str) -> list[tuple[Any, ...]]:
         """The identities the sync's state says it wrote (the last entry of each in its log)."""
         from reverse_etl.state.registry import tables_of

@@ -50,6 +50,7 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
         "healed": 0,
         "deleted": 0,
         "rejected": 3,
+        "skipped": 0,
     }
     assert harness.sql("select user_id, email, lifetime_value::text from crm.segments order by 1") == [
         (1, "ann@example.com", "812.40"),
@@ -82,6 +83,7 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
         "healed": 0,
         "deleted": 0,
         "rejected": 3,
+        "skipped": 0,
     }
     assert row_versions(harness, "crm.segments", "user_id") == before  # not one row rewritten
 
@@ -101,6 +103,7 @@ def test_upsert_rejects_bad_keys_and_a_second_run_writes_nothing(harness: Harnes
         "healed": 0,
         "deleted": 0,
         "rejected": 0,
+        "skipped": 0,
     }
     after = row_versions(harness, "crm.segments", "user_id")
     assert sorted(k for k in after if after[k] != before.get(k)) == [2, 4]  # only those were written
@@ -172,6 +175,7 @@ def test_mirror_deletes_only_rows_it_wrote(harness: Harness) -> None:
         "healed": 0,
         "deleted": 1,
         "rejected": 2,
+        "skipped": 0,
     }
     assert harness.sql("select shop_id, sku, title from shop.things order by 1, 2") == [
         (1, "a", "A"),
@@ -218,6 +222,7 @@ def test_dry_run_writes_nothing_and_predicts_the_run(harness: Harness) -> None:
         "healed": 0,
         "deleted": 1,
         "rejected": 2,
+        "skipped": 0,
     }
     assert plan.changes == [
         {"action": "update", "key": {"shop_id": 1, "sku": "a"}, "row": {"shop_id": 1, "sku": "a", "title": "A2", "price": pytest.approx(1.5)}}
@@ -294,6 +299,7 @@ def test_insert_only_two_concurrent_runs_queue_each_trigger_once(harness: Harnes
         "healed": 0,
         "deleted": 0,
         "rejected": 0,
+        "skipped": 0,
     }
     assert harness.sql("select trigger_id, payload, status from crm.email_queue order by 1") == [
         ("t1", '{"q":"shoes"}', "sent"),  # never resent, never updated
@@ -345,6 +351,7 @@ def test_transient_errors_are_retried_with_the_same_run(harness: Harness) -> Non
         "healed": 0,
         "deleted": 0,
         "rejected": 0,
+        "skipped": 0,
     }
     assert harness.sql("select sku, title from shop.things order by 1") == [("a", "A2"), ("b", "B")]
     assert harness.sql("select attempts, status, inserted, updated from reverse_etl.runs where run_id = %s", (result.run_id,)) == [
@@ -367,5 +374,5 @@ def test_terminal_errors_fail_at_once_and_leave_table_and_state_as_they_were(har
     ]  # fmt: skip
     # the state was rolled back with the rows: the next run sends the same changes again
     assert counts(harness.run("shop_things")) == {
-        "read": 2, "inserted": 1, "updated": 1, "unchanged": 0, "healed": 0, "deleted": 1, "rejected": 0,
+        "read": 2, "inserted": 1, "updated": 1, "unchanged": 0, "healed": 0, "deleted": 1, "rejected": 0, "skipped": 0,
     }  # fmt: skip

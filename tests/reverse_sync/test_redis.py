@@ -40,6 +40,7 @@ def test_mirror_list_values_ttl_and_no_resend(harness: Harness, redis_client: re
         "healed": 0,
         "deleted": 0,
         "rejected": 2,
+        "skipped": 0,
     }
     assert sorted(redis_client.keys("reco:*")) == [b"reco:1", b"reco:2", b"reco:3"]
     assert json.loads(redis_client.get("reco:1")) == [
@@ -63,6 +64,7 @@ def test_mirror_list_values_ttl_and_no_resend(harness: Harness, redis_client: re
         "healed": 1,
         "deleted": 0,
         "rejected": 2,
+        "skipped": 0,
     }
     assert set_calls(redis_client) - sets == 1  # only reco:3 was sent
     assert redis_client.ttl("reco:2") > 86_000 and redis_client.exists("reco:3")
@@ -78,6 +80,7 @@ def test_mirror_list_values_ttl_and_no_resend(harness: Harness, redis_client: re
         "healed": 0,
         "deleted": 1,
         "rejected": 0,
+        "skipped": 0,
     }
     assert sorted(redis_client.keys("reco:*")) == [b"reco:1", b"reco:2", b"reco:99"]
     assert json.loads(redis_client.get("reco:2")) == [{"item_id": 10, "score": 0.4, "recommendation_rank": 1}]
@@ -109,5 +112,6 @@ def test_object_values_without_ttl(harness: Harness, redis_client: redis.Redis) 
         "healed": 1,
         "deleted": 0,
         "rejected": 0,
+        "skipped": 0,
     }
     assert redis_client.exists("profile:2")

@@ -42,6 +42,7 @@ def test_replace_swaps_refreshes_views_and_skips_when_nothing_changed(harness: H
         "healed": 0,
         "deleted": 0,
         "rejected": 0,
+        "skipped": 0,
     }
     assert first.refreshed == ["items_mv"]  # all_item_ids_mv also reads retired items: not loaded yet
     mv = "select item_id, title, price::text from serving.items_mv order by 1"
@@ -58,6 +59,7 @@ def test_replace_swaps_refreshes_views_and_skips_when_nothing_changed(harness: H
         "healed": 0,
         "deleted": 0,
         "rejected": 0,
+        "skipped": 0,
     }
     assert second.refreshed == []
     assert harness.sql("select item_id, xmin::text from marts.items_export order by 1") == versions  # untouched
@@ -72,6 +74,7 @@ def test_replace_swaps_refreshes_views_and_skips_when_nothing_changed(harness: H
         "healed": 0,
         "deleted": 1,
         "rejected": 0,
+        "skipped": 0,
     }
     assert harness.sql(mv) == [(1, "lamp", "12.00"), (3, "chair", "45.50"), (4, "rug", "30.00")]
     assert harness.sql("select 'marts.items_export'::regclass::oid") == oid  # same table: views stay valid
@@ -151,6 +154,7 @@ def test_a_replace_killed_midway_leaves_the_old_table_serving(harness: Harness, 
         "healed": 0,
         "deleted": 1,
         "rejected": 0,
+        "skipped": 0,
     }
     assert harness.sql("select item_id from serving.items_mv order by 1") == [(1,), (3,), (4,)]
     assert harness.sql("select status from reverse_etl.runs where run_id = %s", (killed.run_id,)) == [("abandoned",)]

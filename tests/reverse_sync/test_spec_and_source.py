@@ -95,7 +95,7 @@ def test_a_manifest_built_for_another_warehouse_is_refused(fixture_manifest: Pat
     other.write_text(json.dumps(manifest))
     with pytest.raises(SyncError, match="built for target postgres, but the syncs read from duckdb") as caught:
         load_syncs(other, target="duckdb")
-    assert caught.value.hint is not None and "roundtrip dbt parse --target duckdb" in caught.value.hint
+    assert caught.value.hint is not None and "roundtrip dbt manifest --target duckdb" in caught.value.hint
     specs, _ = load_syncs(other, target="postgres")
     assert {s.warehouse for s in specs} == {"postgres"}
 
@@ -165,7 +165,7 @@ def classified(harness: Harness, spec: SyncSpec) -> Iterator[Records]:
         model = Model.of(scratch.con, relation, spec.settings.columns, scratch.table("renamed"), where)
         shaper = (
             PostgresDestination(spec, None, True)  # type: ignore[arg-type]
-            if spec.settings.destination == "postgres"
+            if spec.settings.kind == "postgres"
             else RedisDestination(spec, None)  # type: ignore[arg-type]
         )
         records = Records(scratch.con, scratch.shared, spec, model, shaper.shape(model))
@@ -228,3 +228,22 @@ def test_missing_key_column_is_a_clear_error(offline_harness: Harness) -> None:
     offline_harness.model("things", "select 1 as shop_id, 'A' as label, 1.0 as price, 'x' as sku_code")
     with pytest.raises(SyncError, match=r"sync shop_things: model things.*\['sku'\].* not in the model"):
         next(classified(offline_harness, offline_harness.specs["shop_things"]))
+
+
+def test_the_manifest_plain_dbt_wrote_for_a_target_is_found(
+    fixture_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a plain `dbt build --target postgres` (its manifest in target/, not target/postgres/),
+    a Postgres sync finds it; a DuckDB sync refuses it, with the command that fixes it."""
+    from reverse_etl.spec import manifest_path
+
+    manifest = json.loads(fixture_manifest.read_text())
+    manifest["metadata"]["adapter_type"] = "postgres"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path))
+    assert manifest_path("postgres") == tmp_path / "manifest.json"
+    specs, _invalid = load_syncs(target="postgres")
+    assert {s.name for s in specs} >= {"crm_segments", "reco"} and {s.warehouse for s in specs} == {"postgres"}
+    with pytest.raises(SyncError, match="was built for target postgres") as refused:
+        load_syncs(target="duckdb")
+    assert refused.value.hint and "roundtrip dbt manifest --target duckdb" in refused.value.hint

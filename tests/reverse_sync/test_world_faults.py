@@ -29,6 +29,7 @@ from reverse_etl.spec import SyncSettings, SyncSpec
 from reverse_etl.state.registry import tables_of
 from reverse_etl.verify import verify_sync
 from roundtrip.core.paths import PROJECT_ROOT
+from roundtrip.core.settings import load_settings
 from roundtrip.dev.services import LocalPostgres, LocalRedis
 
 from .conftest import FIXTURE_PROJECT, Harness
@@ -129,9 +130,10 @@ def test_a_flushed_redis_is_written_again_whole_by_the_next_run(harness: Harness
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    """A Redis of this test's own, to crash and restart."""
-    server = LocalRedis(tmp_path / "redis", keep=True)
+def own_redis() -> Iterator[LocalRedis]:
+    """A Redis of this test's own, to crash and restart (its folder under the test servers' own,
+    not the test's tmp_path, which another pytest session may rotate away meanwhile)."""
+    server = LocalRedis(load_settings().test_services_dir / "own-redis")
     server.start()
     yield server
     server.stop()
@@ -450,8 +452,11 @@ def test_nan_and_infinity_never_reach_redis_as_invalid_json(harness: Harness, re
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[LocalPostgres]:
-    server = LocalPostgres(tmp_path / "pg", keep=True)
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A Postgres of this test's own, to kill and restart: durable, as a real server is, so a
+    commit it acknowledged survives the SIGKILL."""
+    server = LocalPostgres(load_settings().test_services_dir / "own-postgres")
+    server.durable = True
     server.start()
     yield server
     server.stop()
@@ -581,3 +586,20 @@ def cli(h: Harness, manifest: Path, env: dict[str, str], *args: str) -> subproce
         text=True,
         timeout=300,
     )
+
+
+def test_the_digest_a_run_records_is_the_one_of_the_table(harness: Harness) -> None:
+    """After runs that insert, update and delete, the digest kept in the state (updated from
+    the rows each run touched, not by a scan) equals the digest Postgres computes of the table
+    (the next run compares them to find hand edits)."""
+    spec = custom(harness, "shop_things", "shop_things", "things", batch_rows=100)
+    fresh = (
+        "select count(*) || ':' || coalesce(bit_xor(hash_record_extended(row(shop_id, sku, title, price), 0)), 0) "
+        "from shop.things"
+    )
+    for n, dropped, version in ((600, 0, 1), (600, 0, 2), (650, 100, 2), (650, 100, 3)):
+        harness.model("things", things(n, dropped=dropped, version=version))
+        ok(run(harness, spec, verify_sample=0))
+        kept = harness.sql("select digest from reverse_etl.syncs where sync = 'shop_things'")
+        assert kept == harness.sql(fresh)
+    assert held_things(harness) == expected_things(harness)
