@@ -46,8 +46,10 @@ azurite: .tools/azurite/node_modules/.bin/azurite-blob  ## Azurite (Azure Blob e
 .tools/azurite/node_modules/.bin/azurite-blob:
 	npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
-demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary (TARGET=duckdb|postgres)
-	$(PY) -m roundtrip demo --target $(TARGET) $(DEMO_ARGS)
+# the medallion's engine of the demo: dbt (in the warehouse) or spark (ROUNDTRIP_SPARK_MASTER=spark://... for a cluster)
+ENGINE ?= dbt
+demo: setup  ## the main job: generate -> load -> dbt build -> reverse syncs -> summary (TARGET=duckdb|postgres|bigquery, ENGINE=dbt|spark)
+	$(PY) -m roundtrip demo --target $(TARGET) --engine $(ENGINE) $(DEMO_ARGS)
 
 # two workers (one per core), each test file on one of them; PYTEST_WORKERS=0 runs in one process
 PYTEST_WORKERS ?= 2

@@ -32,6 +32,7 @@ BENCHMARKS = {
     "serving_refresh": "benchmarks.serving_refresh",
     "spark_vs_duckdb": "benchmarks.spark_vs_duckdb",
     "memory": "benchmarks.memory",
+    "growth": "benchmarks.growth",
     "loader_memory": "benchmarks.loader_memory",
 }
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"

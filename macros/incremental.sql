@@ -2,8 +2,12 @@
 
 {#- How event-record models (silver) are materialized: incremental where dbt can replace one
     landed file's rows in place (delete+insert), a full table on BigQuery, whose engine rebuilds
-    them at any size and whose adapter has no delete+insert. -#}
+    them at any size and whose adapter has no delete+insert; with var medallion_engine = spark,
+    Spark's table (macros/materializations/spark_table.sql). -#}
 {% macro event_records_materialization() -%}
+    {%- if roundtrip.medallion_engine() == 'spark' -%}
+        {{ return('spark_table') }}
+    {%- endif -%}
     {{ return(adapter.dispatch('event_records_materialization', 'roundtrip')()) }}
 {%- endmacro %}
 

@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING, Literal
 from roundtrip.core.paths import PROJECT_ROOT
 from spark_jobs.config import BronzeFormat, JobConfig
 from spark_jobs.errors import SparkJobError
+from spark_jobs.landing import EXTENSIONS, STREAMS, filesystem
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-STREAMS = ("orders", "clicks")
 SAMPLE_BYTES = 1 << 20
 SAMPLE_FILES = 8
-_EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "parquet": (".parquet",)}
 Engine = Literal["spark", "warehouse"]
 
 
@@ -67,24 +66,14 @@ def choose_engine(rows: int, threshold: int) -> Plan:
 # ---------------------------------------------------------------- estimate
 
 
-def _filesystem(url: str):  # type: ignore[no-untyped-def]
-    import fsspec
-
-    # Spark's Hadoop schemes -> fsspec's
-    for hadoop, fsspec_scheme in (("s3a://", "s3://"), ("gs://", "gs://")):
-        if url.startswith(hadoop):
-            url = fsspec_scheme + url[len(hadoop) :]
-    return fsspec.core.url_to_fs(url)
-
-
 def estimate_stream(landing: str, stream: str, fmt: BronzeFormat) -> StreamEstimate:
-    fs, root = _filesystem(f"{landing.rstrip('/')}/{stream}")
+    fs, root = filesystem(f"{landing.rstrip('/')}/{stream}")
     if not fs.exists(root):
         return StreamEstimate(stream, 0, 0, 0, True)
     files = sorted(
         (path, int(info.get("size") or 0))
         for path, info in fs.find(root, detail=True).items()
-        if path.endswith(_EXTENSIONS[fmt])
+        if path.endswith(EXTENSIONS[fmt])
     )
     total_bytes = sum(size for _, size in files)
     if fmt == "parquet":
@@ -159,36 +148,79 @@ def run_spark(cfg: JobConfig, spark: SparkSession | None = None) -> list[dict[st
 
 
 HELD_BACK = 2  # the loaders' exit status when they loaded everything but held some input back
+# the loaders of the dimensions the marts read besides the events: users (the app's SQLite) and
+# the item catalog (the `sql` loader)
+DIMENSION_LOADERS = ("sqlite", "sql")
+MEDALLION_ENGINE_ENV, SPARK_OUTPUT_ENV, LANDING_FORMAT_ENV = (
+    "ROUNDTRIP_MEDALLION_ENGINE",
+    "ROUNDTRIP_SPARK_OUTPUT",
+    "ROUNDTRIP_LANDING_FORMAT",
+)
 
 
-def warehouse_commands(target: str, bigquery: bool = False) -> list[list[str]]:
-    """What ``make load`` (and ``make load-bigquery`` with ``bigquery``) and ``make dbt-build`` run."""
-    from roundtrip.core.dbt import dbt_command
-
-    kinds = ("sqlite", "sql", "files", *(("bigquery",) if bigquery else ()))
-    loaders = [[sys.executable, "-m", "loaders", kind, "--target", target] for kind in kinds]
-    return [*loaders, dbt_command(["build"], target=target)]
+@dataclass(frozen=True)
+class Step:
+    name: str
+    command: list[str]
 
 
-def run_warehouse(target: str, env: Mapping[str, str] | None = None, bigquery: bool = False) -> list[dict[str, object]]:
-    """Loaders into the warehouse, then ``dbt build`` (every model is rebuilt whole)."""
+def _loader(kind: str, target: str) -> Step:
+    return Step(f"loaders {kind}", [sys.executable, "-m", "loaders", kind, "--target", target])
+
+
+def _dbt_build(target: str) -> Step:
+    """``make dbt-build``: the manifest where the syncs look for it (target/<target>/ beside
+    duckdb's target/), and on the BigQuery emulator without what it cannot build."""
+    return Step("dbt build", [sys.executable, "-m", "roundtrip", "dbt", "build", "--target", target])
+
+
+def warehouse_steps(target: str, bigquery: bool = False) -> list[Step]:
+    """What ``make load`` (and ``make load-bigquery`` with ``bigquery``) and ``make dbt-build``
+    run: the medallion on the warehouse."""
+    kinds = (*DIMENSION_LOADERS, "files", *(("bigquery",) if bigquery else ()))
+    return [*(_loader(kind, target) for kind in kinds), _dbt_build(target)]
+
+
+def marts_steps(target: str) -> list[Step]:
+    """After Spark: the dimensions through the loaders, then ``dbt build`` reading Spark's
+    silver and gold (medallion_engine spark) for everything downstream of them."""
+    return [*(_loader(kind, target) for kind in DIMENSION_LOADERS), _dbt_build(target)]
+
+
+def run_steps(steps: Sequence[Step], env: Mapping[str, str] | None = None) -> list[dict[str, object]]:
+    """Each step as a subprocess of this environment (its output shows as it runs)."""
     import time
 
     from roundtrip.core.dbt import dbt_environment
 
     done = []
-    for command in warehouse_commands(target, bigquery):
+    for step in steps:
         started = time.perf_counter()
-        name = " ".join(["dbt", *command[1:2]] if "-m" not in command else command[1:4])
-        log.info("running %s", name)
-        completed = subprocess.run(command, cwd=PROJECT_ROOT, env=dbt_environment(env))
-        if completed.returncode == HELD_BACK and "loaders" in command:
+        log.info("running %s", step.name)
+        completed = subprocess.run(step.command, cwd=PROJECT_ROOT, env=dbt_environment(env))
+        if completed.returncode == HELD_BACK and step.name.startswith("loaders"):
             # the loader finished; lines it could not read wait in its quarantine (it said so)
-            log.warning("`%s` held back some input (python -m loaders quarantine); going on", name)
+            log.warning("`%s` held back some input (python -m loaders quarantine); going on", step.name)
         elif completed.returncode != 0:
-            raise SparkJobError(f"`{name}` failed with exit code {completed.returncode} (see its output above)")
-        done.append({"step": name, "seconds": round(time.perf_counter() - started, 2)})
+            raise SparkJobError(f"`{step.name}` failed with exit code {completed.returncode} (see its output above)")
+        done.append({"step": step.name, "seconds": round(time.perf_counter() - started, 2)})
     return done
+
+
+def run_warehouse(
+    target: str, env: Mapping[str, str] | None = None, fmt: str = "jsonl", bigquery: bool = False
+) -> list[dict[str, object]]:
+    """Loaders into the warehouse, then ``dbt build`` of the whole project (medallion_engine dbt:
+    every model is rebuilt whole)."""
+    engine = {MEDALLION_ENGINE_ENV: "dbt", LANDING_FORMAT_ENV: fmt}
+    return run_steps(warehouse_steps(target, bigquery), {**(env or {}), **engine})
+
+
+def run_marts(target: str, spark_output: str, env: Mapping[str, str] | None = None) -> list[dict[str, object]]:
+    """The dimensions, then ``dbt build`` over Spark's tables at ``spark_output`` (on Postgres,
+    publish them into the warehouse first: ``spark_jobs.publish``)."""
+    engine = {MEDALLION_ENGINE_ENV: "spark", SPARK_OUTPUT_ENV: spark_output}
+    return run_steps(marts_steps(target), {**(env or {}), **engine})
 
 
 def describe(estimates: Sequence[StreamEstimate]) -> list[dict[str, object]]:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # the bronze record fields (docs/contract.md), as the generator writes them
 ORDER_FIELDS, CLICK_FIELDS = BRONZE_FIELDS["orders"], BRONZE_FIELDS["clicks"]
+# each record's landing file, line and landing time, as dbt's silver has them (from the loader):
+# the key of silver's rows and of the intermediate models that read them
+SILVER_LINEAGE = ("source_file", "source_line", "loaded_at")
 ORDERS_CLEAN = (
     "ingestion_id",
     "order_id",
@@ -50,6 +53,7 @@ ORDERS_CLEAN = (
     "is_duplicate",
     "validation_errors",
     "is_valid",
+    *SILVER_LINEAGE,
 )
 CLICKS_CLEAN = (
     "ingestion_id",
@@ -65,11 +69,19 @@ CLICKS_CLEAN = (
     "is_duplicate",
     "validation_errors",
     "is_valid",
+    *SILVER_LINEAGE,
 )
 EVENT_TYPES = ("search", "view", "click", "add_to_cart")
-# contract: exact ties on ingested_at are broken by the record's fields in this order, NULLs last
-ORDER_TIE_BREAK = ("event_ts_raw", "order_id", "user_id", "item_id", "quantity", "unit_price", "session_id", "currency")
-CLICK_TIE_BREAK = ("event_ts_raw", "event_id", "session_id", "user_id", "item_id", "event_type", "search_query")
+# contract: exact ties on ingested_at are broken by the record's fields in this order, NULLs last,
+# then by its place in the landing files
+ORDER_TIE_BREAK = (
+    *("event_ts_raw", "order_id", "user_id", "item_id", "quantity", "unit_price", "session_id", "currency"),
+    *("source_file", "source_line"),
+)
+CLICK_TIE_BREAK = (
+    *("event_ts_raw", "event_id", "session_id", "user_id", "item_id", "event_type", "search_query"),
+    *("source_file", "source_line"),
+)
 MAX_UNIT_PRICE = 10_000
 TABLES = ("orders_clean", "clicks_clean")
 
@@ -136,6 +148,11 @@ def _finish(
     )
 
 
+def _lineage() -> list[Column]:
+    """Bronze's ``_source_file``, ``_source_line``, ``_loaded_at`` under silver's names."""
+    return [F.col(bronze).alias(silver) for bronze, silver in zip(storage.LINEAGE, SILVER_LINEAGE)]
+
+
 def transform_orders(orders: DataFrame, items: DataFrame, window: DateWindow) -> DataFrame:
     c = F.col
     typed = orders.select(
@@ -151,6 +168,7 @@ def transform_orders(orders: DataFrame, items: DataFrame, window: DateWindow) ->
         parse_iso_timestamp(c("event_ts")).alias("event_ts"),
         parse_iso_timestamp(c("ingested_at")).alias("ingested_at"),
         c(storage.MISSING_FIELDS).alias("missing_fields"),
+        *_lineage(),
     )
     catalog = items.select("item_id", "item_title", "category", F.lit(True).alias("_in_catalog"))
     enriched = (
@@ -187,6 +205,7 @@ def transform_clicks(clicks: DataFrame, window: DateWindow) -> DataFrame:
         parse_iso_timestamp(c("event_ts")).alias("event_ts"),
         parse_iso_timestamp(c("ingested_at")).alias("ingested_at"),
         c(storage.MISSING_FIELDS).alias("missing_fields"),
+        *_lineage(),
     )
     flagged = flag_duplicates(typed, CLICK_TIE_BREAK).withColumn("event_date", c("event_ts").cast("date"))
     is_search = c("event_type").isNotNull() & (c("event_type") == "search")

@@ -25,6 +25,7 @@ from spark_jobs.entry import (
     bronze_job,
     job_config,
     report,
+    session,
     silver_job,
 )
 
@@ -53,6 +54,30 @@ app.command("run", help="bronze-to-silver, then silver-to-gold, for the same dat
 )
 
 
+@app.command("publish")
+def publish_cmd(
+    output: OutputOpt = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Copy Spark's silver and gold tables into the Postgres warehouse (schemas spark_silver and
+    spark_gold), where dbt reads them with medallion_engine spark. DuckDB and BigQuery need none."""
+    from spark_jobs import publish
+    from spark_jobs.errors import SparkJobError
+
+    configure_logging(debug, quiet)
+    chosen = target or load_settings().target
+    if chosen != "postgres":
+        raise SparkJobError(
+            f"publish copies Spark's tables into a Postgres warehouse; {chosen} reads them in place "
+            "(DuckDB: read_parquet; BigQuery: external tables made by dbt)"
+        )
+    cfg = config.JobConfig(landing="", output=config.resolve_output(output), catalog=config.CatalogSource())
+    report("Spark's tables in the Postgres warehouse", publish.run(session(), cfg), as_json)
+
+
 @app.command("auto")
 def auto_cmd(
     threshold: Annotated[
@@ -64,6 +89,12 @@ def auto_cmd(
         ),
     ] = None,
     plan_only: Annotated[bool, typer.Option("--plan", help="print the estimate and the choice, run nothing")] = False,
+    medallion_only: Annotated[
+        bool,
+        typer.Option(
+            "--medallion-only", help="on Spark: stop after Spark's tables (no dimensions loaded, no dbt build)"
+        ),
+    ] = False,
     bigquery: Annotated[
         bool,
         typer.Option(
@@ -78,41 +109,54 @@ def auto_cmd(
     end: EndOpt = None,
     landing: LandingOpt = None,
     output: OutputOpt = None,
-    fmt: FormatOpt = "jsonl",
+    fmt: FormatOpt = None,
     catalog_parquet: CatalogOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Estimate the bronze rows; above the threshold run the medallion on Spark, else loaders + dbt build."""
+    """Estimate the bronze rows. Above the threshold: the medallion on Spark, the dimensions
+    through the loaders, then dbt build of everything downstream over Spark's tables; at or below
+    it: the loaders and dbt build of the whole project. Then the syncs can run."""
     from spark_jobs import auto
 
     configure_logging(debug, quiet)
     started = time.perf_counter()
     window = config.DateWindow.from_options(day, start, end)
     bronze = config.resolve_landing(landing)
+    fmt = config.resolve_format(bronze, fmt)
     estimates = auto.estimate_bronze(bronze, fmt)
     if bigquery:
         estimates += auto.estimate_bigquery_sources(target or load_settings().target)
     plan = auto.choose_engine(
         sum(e.rows for e in estimates), auto.threshold_from_settings() if threshold is None else threshold
     )
-    report(f"bronze under {bronze}", auto.describe(estimates), as_json)
+    report(f"bronze under {bronze} ({fmt})", auto.describe(estimates), as_json)
     if as_json:
         print(json.dumps(plan.__dict__))
     else:
         console.print(f"engine: [bold]{plan.engine}[/] ({plan.reason})")
     if plan_only:
         return
+    target = target or load_settings().target
     if plan.engine == "spark":
         cfg = job_config(day, start, end, bronze, output, fmt, catalog_parquet)
-        rows = auto.run_spark(cfg)
+        spark = session()
+        rows = auto.run_spark(cfg, spark)
         if bigquery:
             console.print("note: Spark reads the bronze files; load the BigQuery sources with make load-bigquery")
+        if not medallion_only:
+            report("Spark's tables", rows, as_json)
+            if target == "postgres":  # Postgres cannot read Parquet: a copy in the warehouse
+                from spark_jobs import publish
+
+                report("Spark's tables in the Postgres warehouse", publish.run(spark, cfg), as_json)
+            spark.stop()  # its memory is the marts' now
+            rows = auto.run_marts(target, cfg.output)
     else:
         if not window.is_full:
             console.print("note: the warehouse path rebuilds every date (dbt models are whole tables)")
-        rows = auto.run_warehouse(target or load_settings().target, bigquery=bigquery)
+        rows = auto.run_warehouse(target, fmt=fmt, bigquery=bigquery)
     report(f"{plan.engine}: done in {time.perf_counter() - started:.1f} s", rows, as_json)
 
 

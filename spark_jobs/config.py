@@ -140,18 +140,35 @@ def default_output() -> str:
     return _location(str(load_settings().spark_output))
 
 
+def resolve_output(output: str | None = None) -> str:
+    """Where Spark's silver/ and gold/ tables are: given, else ROUNDTRIP_SPARK_OUTPUT (absolute)."""
+    return _location(output) if output else default_output()
+
+
+def resolve_format(landing: str, fmt: str | None = None) -> BronzeFormat:
+    """The landing files' format: given, else ROUNDTRIP_LANDING_FORMAT, else detected from them."""
+    from spark_jobs.landing import detect_format
+
+    chosen = fmt or load_settings().landing_format or detect_format(landing)
+    if chosen not in FORMATS:
+        raise SparkJobError(f"bronze format {chosen!r} is not one of {', '.join(FORMATS)}")
+    return chosen  # type: ignore[return-value]
+
+
 def resolve(
     window: DateWindow,
     landing: str | None = None,
     output: str | None = None,
-    fmt: str = "jsonl",
+    fmt: str | None = None,
     catalog: CatalogSource | None = None,
 ) -> JobConfig:
-    """The run's configuration: explicit values win, then ROUNDTRIP_* settings, then defaults."""
+    """The run's configuration: explicit values win, then ROUNDTRIP_* settings, then defaults
+    (the format: detected from the landing files)."""
+    bronze = resolve_landing(landing)
     return JobConfig(
-        landing=resolve_landing(landing),
-        output=_location(output) if output else default_output(),
+        landing=bronze,
+        output=resolve_output(output),
         catalog=catalog or CatalogSource.from_env(),
         window=window,
-        fmt=fmt,  # type: ignore[arg-type]
+        fmt=resolve_format(bronze, fmt),
     )

@@ -32,7 +32,10 @@ OutputOpt = Annotated[
     Optional[str],
     typer.Option("--output", help="silver/ and gold/ tables (default: ROUNDTRIP_SPARK_OUTPUT, data/spark)"),
 ]
-FormatOpt = Annotated[Literal["jsonl", "csv", "parquet"], typer.Option("--format", help="bronze files")]
+FormatOpt = Annotated[
+    Optional[Literal["jsonl", "csv", "parquet"]],
+    typer.Option("--format", help="bronze files (default: ROUNDTRIP_LANDING_FORMAT, else detected from the files)"),
+]
 CatalogOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -48,7 +51,7 @@ def job_config(
     end: str | None,
     landing: str | None,
     output: str | None,
-    fmt: str,
+    fmt: str | None,
     catalog: str | None,
 ) -> config.JobConfig:
     window = config.DateWindow.from_options(day, start, end)
@@ -79,7 +82,7 @@ def bronze_job(title: str, load_run: Callable[[], RunJob]) -> Callable[..., None
         end: EndOpt = None,
         landing: LandingOpt = None,
         output: OutputOpt = None,
-        fmt: FormatOpt = "jsonl",
+        fmt: FormatOpt = None,
         catalog_parquet: CatalogOpt = None,
         as_json: JsonOpt = False,
         quiet: QuietOpt = False,

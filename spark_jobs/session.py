@@ -89,7 +89,8 @@ def launch_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.ui.enabled": str(settings.ui).lower(),
         "spark.ui.showConsoleProgress": "false",
     }
-    if settings.master.startswith("local"):
+    if settings.master.startswith("local") or _on_loopback(settings.master):
+        # executors on this machine reach the driver on loopback: nothing listens elsewhere
         conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
     if settings.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(settings.shuffle_partitions)
@@ -99,6 +100,13 @@ def launch_conf(settings: SparkSettings) -> dict[str, str]:
     else:
         log.debug("no JDBC jar at %s: the Postgres catalog cannot be read over JDBC", settings.jdbc_jar)
     return conf
+
+
+def _on_loopback(master: str) -> bool:
+    """A standalone master on this machine's loopback (``spark://127.0.0.1:7077``)."""
+    from urllib.parse import urlparse
+
+    return master.startswith("spark://") and urlparse(master).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def build_session(settings: SparkSettings | None = None, app_name: str = "roundtrip") -> SparkSession:

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from datetime import date
 
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from roundtrip.core.contract import MISSING_FIELDS
+from roundtrip.core.contract import LOADED_AT, MISSING_FIELDS, SOURCE_FILE, SOURCE_LINE
 from spark_jobs.config import BronzeFormat, CatalogSource, DateWindow
 from spark_jobs.errors import SparkJobError
 
@@ -60,21 +60,24 @@ def spark_errors(what: str) -> Iterator[None]:
 
 def read_bronze(spark: SparkSession, path: str, fmt: BronzeFormat, columns: Sequence[str]) -> DataFrame:
     """Every file under ``path`` (all ``dt=`` folders), every field as text, as the warehouse's
-    file loader reads them, plus ``_missing_fields``. JSON numbers keep their text ('12.5'
-    stays '12.5'). What the loader holds back is skipped here: a JSON line that is not one
-    record (``records_from_lines``), a CSV record with the wrong number of fields."""
+    file loader reads them, plus ``_missing_fields`` and the loader's lineage (``LINEAGE``).
+    JSON numbers keep their text ('12.5' stays '12.5'). What the loader holds back is skipped
+    here: a JSON line that is not one record (``records_from_lines``), a CSV record with the
+    wrong number of fields."""
     text_schema = StructType([StructField(c, StringType()) for c in columns])
     reader = spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", _GLOBS[fmt])
     with spark_errors(f"reading bronze {path}"):
         if fmt == "jsonl":
-            return records_from_lines(reader.option("lineSep", "\n").text(path), columns)
+            lines = reader.option("lineSep", "\n").text(path).select("value", *_file_lineage())
+            return records_from_lines(number_lines(lines), columns)
         if fmt == "csv":
-            return (
+            records = (
                 reader.schema(text_schema)
                 .options(header=True, enforceSchema=False, mode="DROPMALFORMED", multiLine=True, escape='"')
                 .csv(path)
-                .withColumn(MISSING_FIELDS, F.lit(None).cast("string"))
+                .select(*columns, F.lit(None).cast("string").alias(MISSING_FIELDS), *_file_lineage(block=False))
             )
+            return number_records(records).select(*columns, MISSING_FIELDS, *LINEAGE)
         raw = reader.parquet(path)
     unexpected = [c for c in raw.columns if c not in columns]
     if unexpected:
@@ -83,7 +86,57 @@ def read_bronze(spark: SparkSession, path: str, fmt: BronzeFormat, columns: Sequ
     return raw.select(
         *[(F.col(c).cast("string") if c in raw.columns else F.lit(None).cast("string")).alias(c) for c in columns],
         F.lit(missing).cast("string").alias(MISSING_FIELDS),
+        *_file_lineage(block=False),
+        (F.col("_metadata.row_index") + 1).alias(SOURCE_LINE),
+    ).select(*columns, MISSING_FIELDS, *LINEAGE)
+
+
+# ---------------------------------------------------------------- lineage
+
+# What the file loader records of every bronze record, and Spark too: the landing file (its path
+# as the loader writes it: a local file as a plain path), the record's line in it, and when the
+# file landed (its modification time; the loader records when it loaded it).
+LINEAGE = (SOURCE_FILE, SOURCE_LINE, LOADED_AT)
+
+
+def _file_lineage(block: bool = True) -> list[Column]:
+    """``_source_file`` and ``_loaded_at`` of every row, from Spark's hidden ``_metadata``
+    (and ``_block``, where the row's split of the file starts, for ``number_lines``)."""
+    uri = F.col("_metadata.file_path")  # percent-encoded; '+' is a plus, not a space
+    path = F.url_decode(F.replace(uri, F.lit("+"), F.lit("%2B")))
+    return [
+        F.regexp_replace(path, r"^file:(//)?(?=/)", "").alias(SOURCE_FILE),
+        F.col("_metadata.file_modification_time").cast("timestamp_ntz").alias(LOADED_AT),
+        *([F.col("_metadata.file_block_start").alias("_block")] if block else []),
+    ]
+
+
+def number_lines(lines: DataFrame) -> DataFrame:
+    """``_source_line``: the physical line (1-based, blank lines counted) of each row of a text
+    read. Spark splits a big file into blocks; each line belongs to the one block it starts in
+    (Hadoop's line reader), and a block's lines come in file order with consecutive
+    ``monotonically_increasing_id``s. So a line's number is the lines of the earlier blocks of
+    its file plus its place in its block: one small aggregate, no sort of the lines."""
+    with_id = lines.withColumn("_row", F.monotonically_increasing_id())
+    blocks = with_id.groupBy(SOURCE_FILE, "_block").agg(F.count("*").alias("_lines"), F.min("_row").alias("_first"))
+    earlier = F.sum("_lines").over(
+        Window.partitionBy(SOURCE_FILE).orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
     )
+    offsets = blocks.select(SOURCE_FILE, "_block", "_first", F.coalesce(earlier, F.lit(0)).alias("_before"))
+    return (
+        with_id.join(F.broadcast(offsets), [SOURCE_FILE, "_block"])
+        .withColumn(SOURCE_LINE, F.col("_before") + F.col("_row") - F.col("_first") + 1)
+        .drop("_row", "_block", "_first", "_before")
+    )
+
+
+def number_records(records: DataFrame) -> DataFrame:
+    """``_source_line`` of CSV records: the record's number plus one (the header line). That is
+    the loader's physical line unless an earlier record of the file spans lines (a quoted line
+    break), is blank or was dropped as malformed; Spark's CSV reader gives no line numbers."""
+    with_id = records.withColumn("_row", F.monotonically_increasing_id())
+    place = F.row_number().over(Window.partitionBy(SOURCE_FILE).orderBy("_row"))
+    return with_id.withColumn(SOURCE_LINE, (place + 1).cast("bigint")).drop("_row")
 
 
 # a \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the other way round: DuckDB
@@ -114,11 +167,13 @@ def records_from_lines(lines: DataFrame, columns: Sequence[str]) -> DataFrame:
     )
     fields = F.array(*[F.lit(c) for c in columns])
     line = F.regexp_replace(F.col("value"), "^\ufeff", "")
+    lineage = [c for c in LINEAGE if c in lines.columns]  # passed through when the lines have it
     # UTF-8 is checked on the bytes as read (a regexp_replace would have replaced bad bytes)
-    text = lines.select(F.is_valid_utf8("value").alias("utf8"), line.alias("line"))
+    text = lines.select(F.is_valid_utf8("value").alias("utf8"), line.alias("line"), *lineage)
     parsed = text.select(
         "utf8",
         "line",
+        *lineage,
         F.json_object_keys("line").alias("keys"),
         F.from_json("line", schema, _STRICT_JSON).alias("record"),
     )
@@ -135,7 +190,9 @@ def records_from_lines(lines: DataFrame, columns: Sequence[str]) -> DataFrame:
         & ~F.exists(F.array(*values), lambda value: F.coalesce(value.contains("\u0000"), F.lit(False)))
     )
     missing = F.nullif(F.concat_ws(",", *[F.when(~F.array_contains("keys", c), F.lit(c)) for c in columns]), F.lit(""))
-    return parsed.where(is_record).select(*[v.alias(c) for v, c in zip(values, columns)], missing.alias(MISSING_FIELDS))
+    return parsed.where(is_record).select(
+        *[v.alias(c) for v, c in zip(values, columns)], missing.alias(MISSING_FIELDS), *lineage
+    )
 
 
 def read_catalog(spark: SparkSession, source: CatalogSource) -> DataFrame:

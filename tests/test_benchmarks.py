@@ -84,6 +84,51 @@ def test_dlt_baseline_fails_loudly_when_the_warehouses_differ(tmp_path: Path) ->
         dlt_baseline.compare(source, ours, theirs, 200)
 
 
+def test_growth_finds_the_crossover_measured_extrapolated_or_none() -> None:
+    from benchmarks.growth import Job, Stage, crossover
+
+    def job(engine: str, orders: int, seconds: float) -> Job:
+        return Job(engine, orders, [Stage("generate", 99.0, 1), Stage("load", seconds, 1), Stage("syncs", 99.0, 1)])
+
+    million = 1_000_000
+    sizes = (million, 5 * million, 10 * million)
+    # seconds = fixed cost + cost per order: Spark starts slower, grows slower, meets DuckDB at 20 M
+    later = [job("duckdb", n, 10 + 5e-6 * n) for n in sizes] + [job("spark local", n, 50 + 3e-6 * n) for n in sizes]
+    how, orders = crossover(later)
+    assert how.startswith("extrapolated") and orders == pytest.approx(20 * million)
+    catches_up = [job("duckdb", n, 10 * n) for n in (1, 5, 10)] + [job("spark local", n, 46 + n) for n in (1, 5, 10)]
+    assert crossover(catches_up) == ("measured at 10 orders", 10.0)
+    steeper = [job("duckdb", n, 2 * n) for n in (1, 5, 10)] + [job("spark local", n, 10 + 3 * n) for n in (1, 5, 10)]
+    how, orders = crossover(steeper)
+    assert orders is None and how.startswith("none")
+
+
+def test_growth_counts_the_memory_of_a_whole_process_tree() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.growth import tree_rss_mb
+
+    # a parent holding ~60 MB whose child holds ~120 MB: the tree is both
+    code = (
+        "import subprocess, sys, time; block = bytearray(60 << 20); "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(120 << 20); time.sleep(30)']); "
+        "time.sleep(30)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while tree_rss_mb([parent.pid]) < 180 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert 180 <= tree_rss_mb([parent.pid]) < 400
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the group this test started: parent and child
+        parent.wait()
+
+
 def test_loader_memory_benchmark_holds_back_the_long_line_and_loads_the_rest(tmp_path: Path) -> None:
     """At a toy size (2,000 lines, a 96 MiB line): the benchmark checks the two loads' counts
     itself and raises when they differ; here, what it reports."""

@@ -42,10 +42,13 @@ def parse(folder: Path, target: str, extra: dict[str, str] | None = None) -> Par
     return Parse(output, events, json.loads((folder / "target" / "manifest.json").read_text()))
 
 
-@pytest.fixture(scope="module", params=["bigquery", "duckdb"])
+@pytest.fixture(scope="module", params=["bigquery", "duckdb", "bigquery, medallion_engine spark"])
 def parsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Parse:
-    target = request.param
-    return parse(tmp_path_factory.mktemp(f"parse-{target}"), target, OFFLINE if target == "bigquery" else None)
+    """The project as each target parses it, and with the other engine of the medallion (its
+    sources, materializations and test configs come into play)."""
+    target, _, engine = request.param.partition(", medallion_engine ")
+    extra = {**(OFFLINE if target == "bigquery" else {}), **({"ROUNDTRIP_MEDALLION_ENGINE": engine} if engine else {})}
+    return parse(tmp_path_factory.mktemp(f"parse-{target}"), target, extra)
 
 
 def deprecations(result: Parse) -> list[str]:

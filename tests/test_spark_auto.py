@@ -15,6 +15,7 @@ from roundtrip.dev.sample_data.model import items_table
 from spark_jobs import auto
 from spark_jobs.cli import main
 from spark_jobs.errors import SparkJobError
+from spark_jobs.landing import detect_format
 
 SAMPLE = SampleConfig(seed=9, users=100, items=50, orders=2_000, clicks=4_000, days=5)
 
@@ -55,6 +56,18 @@ def test_missing_stream_counts_as_empty(tmp_path: Path) -> None:
     ]
 
 
+def test_the_format_is_detected_from_the_files(landing: tuple[Path, str, dict[str, int]], tmp_path: Path) -> None:
+    path, fmt, _ = landing
+    assert detect_format(str(path)) == fmt
+    assert detect_format(str(tmp_path)) == "jsonl"  # nothing landed yet
+    mixed = tmp_path / "mixed"
+    for stream, name in (("orders", "a.jsonl"), ("clicks", "b.parquet")):
+        (mixed / stream / "dt=2026-11-20").mkdir(parents=True)
+        (mixed / stream / "dt=2026-11-20" / name).write_bytes(b"")
+    with pytest.raises(SparkJobError, match=r"more than one format: jsonl \(.*a\.jsonl\), parquet \(.*b\.parquet\)"):
+        detect_format(str(mixed))
+
+
 def test_choice_follows_the_threshold() -> None:
     assert auto.choose_engine(1_001, 1_000).engine == "spark"
     assert auto.choose_engine(1_000, 1_000).engine == "warehouse"
@@ -77,10 +90,10 @@ def test_threshold_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_auto_plan_prints_the_choice_and_why(
     landing: tuple[Path, str, dict[str, int]], capsys: pytest.CaptureFixture[str], below_total: int, engine: str
 ) -> None:
-    path, fmt, truth = landing
+    path, _, truth = landing
     total = sum(truth.values())
     threshold = total - below_total
-    main(["auto", "--plan", "--json", "--threshold", str(threshold), "--landing", str(path), "--format", fmt])
+    main(["auto", "--plan", "--json", "--threshold", str(threshold), "--landing", str(path)])  # format: detected
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["stream"], line["rows"]) for line in lines[:2]] == list(truth.items())
     assert lines[-1]["engine"] == engine
@@ -109,6 +122,7 @@ def test_auto_above_threshold_runs_the_medallion_on_spark(
             str(output),
             "--catalog-parquet",
             str(tmp_path / "items.parquet"),
+            "--medallion-only",
         ]
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,7 +67,15 @@ def test_csv_and_parquet_bronze_text_is_identical(spark: SparkSession, tmp_path:
         if fmt == "parquet":  # CSV cannot tell '' from NULL: DuckDB and Spark both read "" as NULL
             assert any("" in row for row in rows), "so are empty strings (a bad timestamp is '')"
         expected = spark.createDataFrame(rows, ", ".join(f"{f} string" for f in (*fields, "_missing_fields")))
-        assertDataFrameEqual(storage.read_bronze(spark, str(landing / stream), fmt, fields), expected)  # type: ignore[arg-type]
+        bronze = storage.read_bronze(spark, str(landing / stream), fmt, fields)  # type: ignore[arg-type]
+        assertDataFrameEqual(bronze.select(*fields, storage.MISSING_FIELDS), expected)
+        # the loader's lineage: the file as a plain path, the row (Parquet) or record (CSV) number
+        lineage = con.execute(f"select _source_file, _source_line from bronze.{stream}").fetchall()
+        assert len({line for _, line in lineage}) > 1
+        assertDataFrameEqual(
+            bronze.select("_source_file", "_source_line"),
+            spark.createDataFrame(lineage, "_source_file string, _source_line bigint"),
+        )
 
 
 # the loader reads 'Order ID' into order_id (names are sanitized); Spark matches names exactly
@@ -92,3 +101,33 @@ def test_json_lines_the_loader_holds_back_are_not_records_for_spark_either(spark
     for kind in kinds:
         for order_id, values in kind.values.items():
             assert {c: by_id[order_id][c] for c in values} == values, (kind.name, order_id)
+
+
+def test_lines_keep_their_physical_number_when_spark_splits_a_file(spark: SparkSession, tmp_path: Path) -> None:
+    """A file read in many splits (a tiny maxPartitionBytes): every record keeps the number of
+    its physical line, blank, non-record and CRLF lines counted, as the loader numbers them."""
+    lines = []
+    for n in range(1, 3001):
+        if n % 97 == 0:
+            lines.append(b"")  # blank: counted, not a record
+        elif n % 89 == 0:
+            lines.append(b"not json")  # held back by the loader, skipped here
+        else:
+            lines.append(json.dumps({"order_id": f"line-{n}", "user_id": "é" * (n % 7)}).encode() + b"\r" * (n % 2))
+    landing = tmp_path / "orders" / "dt=2026-11-20"
+    landing.mkdir(parents=True)
+    (landing / "big file+1.jsonl").write_bytes(b"\n".join(lines))  # no line break at the end
+    (landing / "small.jsonl").write_bytes(b'\n{"order_id": "small-2"}\n')
+
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")
+    try:
+        bronze = storage.read_bronze(spark, str(tmp_path / "orders"), "jsonl", ("order_id", "user_id"))
+        rows = bronze.select("order_id", storage.SOURCE_FILE, storage.SOURCE_LINE).collect()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert len({r[storage.SOURCE_FILE] for r in rows}) == 2
+    numbered = {r["order_id"]: (Path(r[storage.SOURCE_FILE]).name, r[storage.SOURCE_LINE]) for r in rows}
+    expected = {f"line-{n}": ("big file+1.jsonl", n) for n in range(1, 3001) if n % 97 and n % 89}
+    assert numbered == {**expected, "small-2": ("small.jsonl", 2)}
+    assert {r[storage.SOURCE_FILE] for r in rows} == {str(landing / "big file+1.jsonl"), str(landing / "small.jsonl")}

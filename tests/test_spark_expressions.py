@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from pyspark.sql import Column, Row, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
@@ -130,6 +130,17 @@ def test_round_ratio_is_exact_and_rounds_half_away_from_zero(spark: SparkSession
         assertDataFrameEqual(actual, expected)
 
 
+def landed(records: DataFrame, file: str = "orders/dt=2026-11-20/part-0.jsonl") -> DataFrame:
+    """Records as the bronze reader gives them: with their landing file, line and landing time."""
+    return records.withColumns(
+        {
+            "_source_file": F.lit(file),
+            "_source_line": F.monotonically_increasing_id() + 1,
+            "_loaded_at": F.lit(None).cast("timestamp_ntz"),
+        }
+    )
+
+
 ORDER = "ingestion_id string, order_id string, user_id string, item_id string, session_id string, quantity string, unit_price string, currency string, event_ts string, ingested_at string, _missing_fields string"
 CATALOG = "item_id bigint, item_title string, category string"
 
@@ -156,7 +167,7 @@ def test_orders_duplicates_and_validation_codes(spark: SparkSession) -> None:
         ORDER,
     )
     items = spark.createDataFrame([(1, "Lamp", "home"), (2, "Book", "books")], CATALOG)
-    actual = transform_orders(orders, items, DateWindow()).select(
+    actual = transform_orders(landed(orders), items, DateWindow()).select(
         "ingestion_id", "quantity", "event_ts", "amount", "item_title", "is_duplicate", "validation_errors", "is_valid"
     )
     nine = datetime(2026, 11, 20, 9, 0)
@@ -192,6 +203,27 @@ def test_orders_duplicates_and_validation_codes(spark: SparkSession) -> None:
     assertDataFrameEqual(actual, expected)
 
 
+def test_exact_copies_tie_on_their_place_in_the_landing_files(spark: SparkSession) -> None:
+    """Two deliveries equal in every field and instant: the one in the first file (byte-wise),
+    then at the first line, is the original, as in dbt; silver keeps each copy's lineage."""
+    ts = "2026-11-20T10:00:00Z"
+    record = ("o-0-1", "o-1", "7", "1", "s-1", "1", "2", "EUR", ts, ts, None)
+    copies = [("orders/b.jsonl", 1), ("orders/a.jsonl", 9), ("orders/a.jsonl", 7), ("orders/B.jsonl", 3)]
+    orders = spark.createDataFrame(
+        [(*record, file, line, None) for file, line in copies],
+        ORDER + ", _source_file string, _source_line bigint, _loaded_at timestamp_ntz",
+    )
+    items = spark.createDataFrame([(1, "Lamp", "home")], CATALOG)
+    actual = transform_orders(orders, items, DateWindow()).select("source_file", "source_line", "is_duplicate")
+    expected = [
+        Row("orders/B.jsonl", 3, False),  # 'B' (0x42) sorts before 'a' and 'b'
+        Row("orders/a.jsonl", 7, True),
+        Row("orders/a.jsonl", 9, True),
+        Row("orders/b.jsonl", 1, True),
+    ]
+    assertDataFrameEqual(actual, expected)
+
+
 def test_clicks_validation_codes_and_window(spark: SparkSession) -> None:
     ts = "2026-11-20T10:00:00Z"
     clicks = spark.createDataFrame(
@@ -207,7 +239,7 @@ def test_clicks_validation_codes_and_window(spark: SparkSession) -> None:
         "event_type string, query string, event_ts string, ingested_at string, _missing_fields string",
     )
     one_day = DateWindow(date(2026, 11, 20), date(2026, 11, 20))
-    actual = transform_clicks(clicks, one_day).select("ingestion_id", "event_date", "validation_errors")
+    actual = transform_clicks(landed(clicks), one_day).select("ingestion_id", "event_date", "validation_errors")
     expected = [
         Row("c-1", date(2026, 11, 20), None),
         Row("c-2", date(2026, 11, 20), "missing_item_id"),

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         "paths",
         "$ROUNDTRIP_DATA_DIR/landing",
     )
+    landing_format: Literal["jsonl", "csv", "parquet"] | None = _setting(
+        None,
+        "format of the event files for the file loader and Spark (`medallion-auto` and the demo detect it from the files)",
+        "paths",
+        "jsonl",
+    )
     export_path: str = _setting(
         None,
         "where `roundtrip load export` writes Parquet (a folder or an object-store URL)",
@@ -171,6 +177,11 @@ class Settings(BaseSettings):
     )
 
     # ------------------------------------------------------------------ spark
+    medallion_engine: Literal["dbt", "spark"] = _setting(
+        "dbt",
+        "dbt var `medallion_engine`: `dbt` builds staging, silver and gold from bronze; `spark` reads Spark's silver and gold",
+        "spark",
+    )
     spark_threshold_rows: int = _setting(
         20_000_000, "`auto`: estimated bronze rows above which the medallion runs on Spark", "spark", ge=0
     )

@@ -23,6 +23,34 @@ from roundtrip.dev.services import free_port, spawn, stop_process, wait_for_port
 
 DEFAULT_PROJECT = "roundtrip-test"
 
+# What `dbt build` leaves out on the emulator, each with why: bqemulator 1.4.0 cannot run it. The
+# demo lists these in its summary, `roundtrip dbt build --target bigquery` on the emulator says
+# them before it starts; real BigQuery builds everything.
+DBT_VARS_ON_EMULATOR = "{enforce_contracts: false}"
+DBT_GAPS: tuple[tuple[str, str], ...] = (
+    (
+        "contracts",
+        "`create table (columns) as select` is a syntax error there: the contracted models are built "
+        "without their contract (enforce_contracts: false); their columns are still tested",
+    ),
+    ("path:models/serving", "materialized views: the serving models are not built"),
+    (
+        "item_performance_clicks_without_orders_and_rates",
+        "unit test: NUMERIC keeps 3 decimal places there, the expected rates have 4",
+    ),
+    ("recommendations_skip_bought_items_and_keep_ten", "unit test: scores with 6 decimal places"),
+    (
+        "email_triggers_types_consent_and_payload",
+        "unit test: dbt-bigquery writes its rows as triple-quoted literals, whose escapes the emulator keeps",
+    ),
+)
+
+
+def dbt_args_on_emulator() -> list[str]:
+    """``dbt build`` arguments that leave out what ``DBT_GAPS`` lists."""
+    excluded = [selector for selector, _ in DBT_GAPS if selector != "contracts"]
+    return ["--vars", DBT_VARS_ON_EMULATOR, "--exclude", *excluded]
+
 
 @dataclass(frozen=True)
 class BigQueryEmulator:
