@@ -44,17 +44,17 @@ def _patch_psycopg(module: ModuleType) -> None:
         return original(cls, *args, **kwargs)
 
     connection.connect = classmethod(connect)
-    module.connect = connection.connect  # psycopg.connect is an alias taken at its import
+    setattr(module, "connect", connection.connect)  # noqa: B010  # psycopg.connect is an alias taken at its import
 
 
 def _patch_duckdb(module: ModuleType) -> None:
-    original = module.connect
+    original = getattr(module, "connect")  # noqa: B009
 
     def connect(*args: Any, **kwargs: Any) -> Any:
         _note("duckdb connect")
         return original(*args, **kwargs)
 
-    module.connect = connect
+    setattr(module, "connect", connect)  # noqa: B010
 
 
 PATCHES: dict[str, Callable[[ModuleType], None]] = {"psycopg": _patch_psycopg, "duckdb": _patch_duckdb}

@@ -34,7 +34,7 @@ from benchmarks.sync_data import MODEL, forget_state
 from roundtrip.dev.services import PostgresEndpoint
 
 KEY = "user_id"
-MART = tuple(MODEL.split("."))  # (schema, table) in the warehouse
+MART: tuple[str, str] = (MODEL.split(".")[0], MODEL.split(".")[1])  # (schema, table) in the warehouse
 DDL_COLUMNS = """user_id bigint primary key, email text, display_name text, segment text,
                  lifetime_value numeric(18, 2), order_count bigint, last_order_at timestamp,
                  engagement_score double precision"""

@@ -125,7 +125,7 @@ def run(ctx: Context) -> list[Result]:
         return max(r["peak_rss_mb"] for s in SCENARIOS for r in log[s][tool.name])
 
     details = {"runs": log, "race_seconds": race_seconds, "cli_start": start, "peers": [t.label for t in peers]}
-    results = []
+    results: list[Result] = []
     for scenario in SCENARIOS:
         for peer in peers:
             results.append(

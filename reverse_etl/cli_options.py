@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -54,7 +53,7 @@ class SelectorCommand(TyperCommand):
     """A command whose ``--select``/``--exclude`` take every following word up to the next
     option (``--select tag:crm reco_* --dry-run``), as dbt's do."""
 
-    def make_parser(self, ctx: click.Context) -> Any:
+    def make_parser(self, ctx: Any) -> Any:  # typer vendors its own click: any of the two
         parser = super().make_parser(ctx)
         for name in GREEDY:
             option = parser._long_opt.get(name) or parser._short_opt.get(name)

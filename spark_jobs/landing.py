@@ -37,4 +37,4 @@ def detect_format(landing: str) -> BronzeFormat:
     if len(found) > 1:
         examples = ", ".join(f"{fmt} ({path})" for fmt, path in sorted(found.items()))
         raise SparkJobError(f"{landing}: landing files of more than one format: {examples}; give --format")
-    return next(iter(found), "jsonl")  # type: ignore[return-value]
+    return next(iter(found), "jsonl")  # type: ignore[arg-type,return-value]

@@ -89,7 +89,7 @@ def configure_logging(debug: bool = False, quiet: bool = False, log_format: str 
 
         handler = JsonHandler()
         # what the CLI prints to stderr becomes records too: stderr stays one JSON object a line
-        err_console.file, err_console.soft_wrap = ConsoleLines(), True
+        err_console.file, err_console.soft_wrap = ConsoleLines(), True  # type: ignore[assignment]  # a file-like
     else:
         handler = RedactingRichHandler(console=err_console, show_path=debug, rich_tracebacks=True, markup=False)
         err_console.file, err_console.soft_wrap = None, False  # type: ignore[assignment]  # None: sys.stderr
