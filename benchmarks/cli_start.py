@@ -6,7 +6,7 @@ settings, the manifest, the choice of syncs. Its end is the first call that talk
 a Postgres connection (the run's history row, the state) or a DuckDB one (the scratch database),
 whichever comes first. At that moment the process's CPU time (``time.process_time``: user and
 system, every thread, since the exec) and its module count are written as JSON to the file
-named by ``ROUNDTRIP_BENCH_FIRST_CALL``. The hooks go in as psycopg and duckdb are imported, so
+named by ``BENCH_FIRST_CALL_FILE``. The hooks go in as psycopg and duckdb are imported, so
 they change neither what the CLI imports nor when.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-OUT_ENV = "ROUNDTRIP_BENCH_FIRST_CALL"
+OUT_ENV = "BENCH_FIRST_CALL_FILE"
 _noted: dict[str, Any] = {}
 
 

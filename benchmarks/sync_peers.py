@@ -96,7 +96,7 @@ def cli_start(tool: Roundtrip, folder: Path) -> dict[str, Any]:
     runs = []
     for _ in range(START_RUNS):
         command = [sys.executable, "-m", "benchmarks.cli_start", *tool.command()[3:]]
-        measured = measure(command, {**tool.env, "ROUNDTRIP_BENCH_FIRST_CALL": str(out)})
+        measured = measure(command, {**tool.env, "BENCH_FIRST_CALL_FILE": str(out)})
         tool.check(measured, {"inserted": 0, "updated": 0})
         runs.append({**json.loads(out.read_text()), "process_seconds": measured.seconds})
     return min(runs, key=lambda r: r["cpu_seconds"]) | {"runs": runs}

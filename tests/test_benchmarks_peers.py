@@ -163,7 +163,7 @@ def test_the_cli_start_probe_notes_cpu_at_the_first_database_call(
 ) -> None:
     out = tmp_path / "first.json"
     env = {"ROUNDTRIP_POSTGRES_URL": pg_database.url(), "ROUNDTRIP_DATA_DIR": str(tmp_path),
-           "ROUNDTRIP_BENCH_FIRST_CALL": str(out)}  # fmt: skip
+           "BENCH_FIRST_CALL_FILE": str(out)}  # fmt: skip
     measured = measure([sys.executable, "-m", "benchmarks.cli_start", "status", "--json"], env)
     first = json.loads(out.read_text())
     assert first["what"] == "psycopg connect"  # `status` reads the run history first
