@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                               "command": " ".join(["python -m benchmarks", *(argv or sys.argv[1:])]),
                               "machine_before": machine(), "busy_processes": args.load, "benchmarks": {}}  # fmt: skip
     results: list[Result] = []
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)  # a folder named is a folder made
     with tempfile.TemporaryDirectory(prefix="roundtrip-bench-", dir=args.workdir) as tmp:
         ctx = Context(size=size, workdir=Path(tmp), repeat=args.repeat, peers=peers)
         with ctx.stack:
