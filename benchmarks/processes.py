@@ -77,6 +77,11 @@ OWN_CMDLINE = Path("/proc/self/cmdline").read_bytes()
 
 
 def _kill_tree(pid: int) -> None:
+    """SIGKILL to the command's process group (it leads one: ``start_new_session``) and to every
+    descendant found under it (one that left the group too), then a wait, bounded, until none
+    of them runs any more: SIGKILL is delivered at once, but a process takes a moment to exit."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
     todo, found = [pid], []
     while todo:
         current = todo.pop()
@@ -85,6 +90,18 @@ def _kill_tree(pid: int) -> None:
     for current in found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(current, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in found[1:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited process waiting to be reaped runs nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def measure(
@@ -95,7 +112,9 @@ def measure(
     hang the benchmark)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True
+        )
         peak = 0
         stop = threading.Event()
 

@@ -2,8 +2,8 @@
 
 The lock is a session-level Postgres advisory lock keyed by the sync's name: two runs of one
 sync never overlap, and if a run's process dies, the server releases its lock with the
-connection. The history is what users read (``roundtrip sync status``); nothing the sync does
-depends on it: a truncated or dropped ``runs`` table is recreated and loses only history.
+connection (a run started at once waits a moment for that). The history is what users read
+(``roundtrip sync status``); nothing the sync does depends on it: a truncated or dropped ``runs`` table is recreated and loses only history.
 
 A run's row is written when it starts, its attempts counted as they happen, and its end
 recorded in the same transaction as its writes (``committed`` when serving models are still to
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -37,6 +38,7 @@ from roundtrip.core.sql import literal
 log = logging.getLogger(__name__)
 
 SCHEMA = "reverse_etl"
+LOCK_GRACE_SECONDS = 3.0  # how long a run waits for its sync's lock before it says "already running"
 RUNNING, COMMITTED, SUCCEEDED, WITH_REJECTS, FAILED, BLOCKED, ABANDONED = (
     "running",
     "committed",  # written and committed; the serving refresh is still to come
@@ -152,14 +154,26 @@ class RunHistory:
                 from reverse_etl.state.schema import ensure_schema
 
                 ensure_schema(self.conn)
-                row = self.conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (self.sync,)).fetchone()
-                if not (row and row[0]):
+                if not self._take_lock():
                     raise SyncLockedError(f"sync {self.sync} is already running ({self._running_since()}): skipped")
                 self._flush_outbox()
         except BaseException:
             self.conn.close()
             raise
         return self
+
+    def _take_lock(self) -> bool:
+        """The sync's lock, waited for a moment: a run killed just now (``kill -9``) holds it
+        until its backend has noticed the closed socket and exited, which a run started at once
+        must not mistake for a run still going."""
+        deadline = time.monotonic() + LOCK_GRACE_SECONDS
+        while True:
+            row = self.conn.execute(f"select pg_try_advisory_lock({lock_key_sql()})", (self.sync,)).fetchone()
+            if row and row[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
         # released explicitly: a closed connection's backend releases it only once it has
