@@ -899,8 +899,8 @@ def _pg_literal(value: Any, pg_type_name: str) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return f"{value!r}::{pg_type_name}"
+    if isinstance(value, int | float):  # quoted: Postgres reads NaN, inf and -inf only as strings
+        return f"{literal(repr(value))}::{pg_type_name}"
     if isinstance(value, bytes):
         return f"'\\x{value.hex()}'::bytea"
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
