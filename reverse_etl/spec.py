@@ -41,6 +41,7 @@ from reverse_etl.notify import NotifySettings
 Mode = Literal["upsert", "mirror", "insert_only", "replace"]
 OnSchemaChange = Literal["fail", "append_new_columns", "sync_all_columns"]
 log = logging.getLogger(__name__)
+PG_NAME_BYTES = 63  # NAMEDATALEN - 1: Postgres cuts a longer name without a word
 RESERVED_PREFIX = "__rt_"  # columns the engine adds to the rows it reads
 DEFAULT_KINDS = {"postgres": "postgres", "redis": "redis"}  # the connections a project without a file has
 
@@ -237,6 +238,13 @@ def parse_relation(text: str) -> tuple[str, str]:
         raise ValueError(f"postgres target must be schema.table, got {text!r}")
     if any("\x00" in p for p in parts):
         raise ValueError(f"postgres target {text!r} holds a NUL byte")
+    for part in parts:
+        if len(part.encode()) > PG_NAME_BYTES:
+            raise ValueError(
+                f"postgres target {text!r}: the name {part[:20]!r}... is {len(part.encode())} bytes; Postgres keeps "
+                f"the first {PG_NAME_BYTES} bytes of a name and drops the rest silently (two targets alike in "
+                f"those bytes would be one table): shorten it"
+            )
     return parts[0], parts[1]
 
 

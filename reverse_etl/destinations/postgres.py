@@ -58,7 +58,7 @@ from reverse_etl.records import (
     payload_columns,
     q,
 )
-from reverse_etl.spec import DestinationTests, SyncSpec
+from reverse_etl.spec import PG_NAME_BYTES, DestinationTests, SyncSpec
 from roundtrip.core.sql import duck_ident, literal, pg_ident, postgres_type
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,17 @@ class PostgresDestination:
             clash = [c for c in (track.previous, track.changed_at) if c in columns]
             if clash:
                 raise SyncError(f"sync {self.spec.name}: track_changes columns {clash} already come from the model")
+        too_long = [
+            c
+            for c in [*columns, *((track.previous, track.changed_at) if track else ())]
+            if len(c.encode()) > PG_NAME_BYTES
+        ]
+        if too_long:
+            raise SyncError(
+                f"sync {self.spec.name}: column {too_long[0]!r} is {len(too_long[0].encode())} bytes; Postgres keeps "
+                f"the first {PG_NAME_BYTES} of a name and drops the rest silently",
+                hint="alias the column to a shorter name in the model, or map it with meta.sync.columns",
+            )
         # (without a session, a destination only shapes records: the table's types are unknown)
         self.existing = self._table_columns() if self.pg is not None and self._exists() else {}
         rules = []

@@ -205,3 +205,15 @@ def test_a_declared_connection_whose_variable_is_unset_is_named_not_dropped(
     )  # fmt: skip
     assert listed.returncode == 1, listed.stdout
     assert "ATTACK_UNSET_URL" in listed.stdout + listed.stderr
+
+
+def test_a_column_name_postgres_would_cut_fails_the_run_naming_it(harness: Harness) -> None:
+    """A mart column of 64 bytes would be cut to 63 by Postgres (two alike would be one): the
+    run fails before writing, naming the column and the fix; nothing is created."""
+    long_column = "c" * 64
+    harness.model("wide_names", f"select i::integer as user_id, 'x' as {long_column} from range(3) r(i)")
+    spec = custom(harness, "shop_things", "wide_names", "wide_names", target="crm.wide_names", primary_key=["user_id"],
+                  columns=None)  # fmt: skip
+    failed = run(harness, spec)
+    assert failed.status == "failed" and "64 bytes" in (failed.error or "")
+    assert harness.sql("select count(*) from pg_tables where tablename = 'wide_names'") == [(0,)]
