@@ -41,6 +41,20 @@ class Connection:
     kind: str  # postgres | redis
     url: str = field(repr=False)
     setting: str  # where it comes from, for messages
+    unset: tuple[str, ...] = ()  # the ${VARIABLES} its URL reads that are not set: unusable
+
+    def usable(self, sync: str | None = None) -> Connection:
+        """This connection, or an error naming the variables its URL needs."""
+        if not self.unset and not self.url:
+            raise SyncError(f"connection {self.name} ({self.setting}) has no url", hint="give it one")
+        if self.unset:
+            names = ", ".join(self.unset)
+            who = f"sync {sync}: " if sync else ""
+            raise SyncError(
+                f"{who}connection {self.name} ({self.setting}) reads {names}, which is not set",
+                hint=f"export {self.unset[0]}=... (or give it a default: ${{{self.unset[0]}:-...}})",
+            )
+        return self
 
     @property
     def safe_url(self) -> str:
@@ -65,6 +79,12 @@ def expand(text: str, environ: dict[str, str] | None = None) -> str:
     """``${VAR}`` and ``${VAR:-default}`` from the environment (an unset variable: empty)."""
     env = os.environ if environ is None else environ
     return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def unset_variables(text: str, environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The ``${VAR}`` of ``text`` that are unset or empty and have no default."""
+    env = os.environ if environ is None else environ
+    return tuple(m.group(1) for m in _VARIABLE.finditer(text) if not env.get(m.group(1)) and m.group(2) is None)
 
 
 def read_file(path: Path) -> _File | None:
@@ -117,10 +137,10 @@ class Connections:
         declared = read_file(path)
         if declared is None:
             return cls.of(settings.secret("postgres_url"), settings.secret("redis_url"))
+        # a connection whose URL reads an unset variable stays, unusable, to be named where used
         by_name = {
-            name: Connection(name, c.type, expand(c.url), f"connection {name} ({path.name})")
+            name: Connection(name, c.type, expand(c.url), f"connection {name} ({path.name})", unset_variables(c.url))
             for name, c in declared.connections.items()
-            if expand(c.url)
         }
         postgres = [n for n, c in declared.connections.items() if c.type == "postgres"]
         state = declared.state or (postgres[0] if postgres else None)
@@ -137,14 +157,14 @@ class Connections:
         if self.state is None or self.state not in self.by_name:
             hint = "set ROUNDTRIP_POSTGRES_URL" if self.state in (None, "postgres") else f"set the URL of {self.state}"
             raise SyncError("no Postgres for the sync state", hint=f"{hint} ({self.source})")
-        return self.by_name[self.state].url
+        return self.by_name[self.state].usable().url
 
     def destination(self, name: str, sync: str) -> Connection:
         found = self.by_name.get(name)
         if found is None:
             setting = DEFAULT_SETTING.get(name, f"its URL in {self.source}")
             raise SyncError(f"sync {sync}: no {name} connection configured", hint=f"set {setting}")
-        return found
+        return found.usable(sync)
 
     def shares_state(self, connection: Connection) -> bool:
         """Whether a Postgres destination is the state's own database (one transaction for both)."""
@@ -160,6 +180,7 @@ class Connections:
             if connection is None:
                 setting = DEFAULT_SETTING.get(name, f"its URL in {self.source}")
                 raise SyncError(f"no {name} connection configured", hint=f"set {setting}")
+            connection.usable()
             for wait in (*PREFLIGHT_BACKOFF, None):
                 try:
                     reach(connection)
@@ -174,6 +195,7 @@ class Connections:
         connection = self.by_name[name]
         started = time.perf_counter()
         try:
+            connection.usable()
             reach(connection)
             what = login(connection)
         except Exception as exc:
