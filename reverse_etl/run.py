@@ -366,6 +366,16 @@ class SyncRun:
                 self.change, spec.settings.on_schema_change, spec.name, spec.model, spec.settings.primary_key
             )
             known_columns = columns if ordered else None
+            if checked.lost and spec.settings.mode == "insert_only" and not self.options.full_resync:
+                # what the app consumed (deleted) is known only to the lost state: a re-owned
+                # insert_only sync would deliver every consumed entry again
+                raise SyncError(
+                    f"sync {spec.name}: its state was lost ({'; '.join(checked.repairs) or 'gone'}); mode "
+                    "insert_only cannot tell the entries its destination's app consumed from new ones, and "
+                    "would deliver them again",
+                    hint="run it once with --full-resync to send every record its destination lacks "
+                    "(consumed entries included), after removing from the mart what must not be sent",
+                )
             adopt = checked.lost or (self.options.adopt and checked.row is None)
             if adopt:
                 held = self.destination.held(records)

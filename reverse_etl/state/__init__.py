@@ -121,6 +121,10 @@ class SyncState:
                 f"and now by {', '.join(self.identity)}",
                 hint="a new key is a new sync: give it a new name (or drop the destination and its state)",
             )
+        if row is not None and log_ok:
+            _, logged = self.log.extent()
+            if logged != row.logged:
+                log_ok = False  # truncated, rows deleted or added by hand: it no longer says what was sent
         if row is not None and not log_ok:
             checked.lost = True
             checked.repairs.append(f"its state log {SCHEMA}.{self.log.table} is missing or damaged")

@@ -64,6 +64,12 @@ class StateLog:
         """The highest version in the log."""
         return int(self.pg.scalar(f"select coalesce(max(seq), 0) from {self.relation}") or 0)
 
+    def extent(self) -> tuple[int, int]:
+        """(highest version in it, rows): what the sync's row says they are, unless a person
+        or a tool emptied, trimmed or added to the log."""
+        row = self.pg.query(f"select coalesce(max(seq), 0), count(*) from {self.relation}")
+        return int(row[0][0]), int(row[0][1])
+
     def summary(self) -> tuple[int, int, int]:
         """(highest version in it, records it says are live, rows): to rebuild the sync's row."""
         rows = self.pg.query(f"""select coalesce(max(seq), 0), count(*) from {self.relation}""")
