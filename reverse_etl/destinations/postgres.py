@@ -125,6 +125,7 @@ class PostgresDestination:
         self.columns: list[str] | None = None  # the model columns written (set by write)
         self.existing: dict[str, str] = {}  # the table's columns and their types, before the run
         self.swap_due = False  # replace: something changed since the last run
+        self.foreign = 0  # replace: rows the table holds that the sync did not write (swapped out)
         self.created = False  # the table did not exist before this run
         self.nulled: list[str] = []  # append_new_columns: removed columns set to NULL in our rows
         self.as_text: set[str] = set()  # columns staged as text (see pg_values.sent_as_text)
@@ -286,6 +287,15 @@ class PostgresDestination:
         )
         checked = records.count(f"select * from {candidates}")
         n_lost = records.count(f"select * from {lost}")
+        if self.settings.mode == "replace" and sample is None:
+            # replace owns the whole table: a row it did not write (inserted by hand) goes too
+            owned = f"(select * from {known.state} where recorded and fingerprint is not null)"
+            self.foreign = records.count(f"select * from {held} h anti join {owned} s on {on}")
+            if self.foreign:
+                log.warning(
+                    "sync %s: %s holds %d rows the sync did not write; the table is written whole again",
+                    self.spec.name, self.spec.target, self.foreign,
+                )  # fmt: skip
         extra = None
         if self.settings.mode == "mirror" and known.retired and sample is None:
             extra = records.table("rt_drift_extra")
@@ -703,7 +713,7 @@ class PostgresDestination:
     def _stage_for_replace(self, changes: Changes) -> SyncCounts:
         """Every record to the staging table, when a swap will follow (something changed)."""
         plan = changes.plan
-        self.swap_due = bool(plan.sent or plan.gone or self.created or changes.schema_change)
+        self.swap_due = bool(plan.sent or plan.gone or self.created or changes.schema_change or self.foreign)
         if self.swap_due:
             cols = ", ".join(q(c) for c in self.columns or [])
             self.pg.duck(
@@ -725,9 +735,9 @@ class PostgresDestination:
             return Finished(SyncCounts(deleted=self._delete(gone)))
         if mode != "replace":
             return Finished(SyncCounts())
-        deleted = 0
+        deleted = self.foreign  # the rows it did not write, swapped out with the rest
         if gone:
-            deleted = records.count(gone)
+            deleted += records.count(gone)
         pending = list(owed_refresh)
         if self.columns is None:  # the model is empty: replace with nothing
             if not self._exists():

@@ -138,8 +138,9 @@ def test_a_row_inserted_by_hand_into_a_replaced_table_is_swapped_out(harness: Ha
     ok(run(harness, spec))
     harness.sql("insert into marts.plain_items (item_id, title) values (1000, 'not in the mart')")
 
-    ok(run(harness, spec))
+    swapped = ok(run(harness, spec))
 
+    assert swapped.counts.deleted == 1 and swapped.counts.unchanged == 5
     assert set(harness.sql("select item_id, title from marts.plain_items")) == mart(
         harness, "plain_items", "select item_id, title from {model}"
     )
