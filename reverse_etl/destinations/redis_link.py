@@ -57,6 +57,9 @@ def encoded_chunks(parts: list[pa.Array | bytes], count: int) -> Iterator[tuple[
         yield resp_commands(chunk), min(PIPELINE_COMMANDS, count - start)
 
 
+WRONG_TYPE = b"\x00not a string"  # NUL never starts a value the sync writes (NUL is rejected)
+
+
 class RedisLink:
     """One connection to Redis; ``what`` names the sync in its errors."""
 
@@ -206,7 +209,8 @@ class RedisLink:
         return f"unexpected replies from Redis ({len(raw)} bytes)"
 
     def values(self, keys: pa.Array, command: bytes = b"GET") -> list[Any]:
-        """``command`` (GET, PTTL) of each key, its replies parsed (None for a missing key)."""
+        """``command`` (GET, PTTL) of each key, its replies parsed (None for a missing key;
+        ``WRONG_TYPE`` for a key that is not a string, which equals no value the sync writes)."""
         import hiredis
 
         if self.sock is None:
@@ -222,7 +226,9 @@ class RedisLink:
                     if reply is False:
                         reader.feed(self._recv())
                         continue
-                    if isinstance(reply, hiredis.ReplyError):
+                    if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("WRONGTYPE"):
+                        reply = WRONG_TYPE  # a key made a list or a hash by hand: differs, to be rewritten
+                    elif isinstance(reply, hiredis.ReplyError):
                         raise self._fail(reply)
                     out.append(reply)
                     got += 1
