@@ -1,8 +1,7 @@
-"""Failing reproductions found by an adversarial sweep of the reverse sync's promises (each
-attack was first made through the CLI against `make services`; these are the minimal forms).
-Every test asserts on what the destination holds, compared with the mart, or on what `verify`
-reports; each fails on the code as it is, and passes once the promise holds.
-"""
+"""Faults found by an adversarial sweep of the reverse sync's promises from outside (each attack
+was first made through the CLI against `make services`; these are their minimal forms, each of
+which broke a promise before its fix). Every test asserts on what the destination holds,
+compared with the mart, or on what `verify` reports."""
 
 from __future__ import annotations
 
@@ -118,7 +117,7 @@ def test_a_key_turned_into_another_redis_type_is_found_and_rewritten(
     redis_client.delete("reco:7")
     redis_client.rpush("reco:7", "x", "y")
 
-    report = verified(harness, spec)  # raises today: ReplyError WRONGTYPE
+    report = verified(harness, spec)  # raised a bare WRONGTYPE before
     assert report.problems == 1
 
     ok(run(harness, spec, verify_sample=1_000_000))  # every key read back: the list is rewritten
@@ -158,7 +157,7 @@ def test_a_nan_key_does_not_break_every_later_run(harness: Harness) -> None:
     harness.model("float_keys", "select * from (values (1.0::double, 'one'), ('nan'::double, 'nan')) t(k, label)")
     ok(run(harness, spec))
 
-    ok(run(harness, spec))  # fails today: column "nan" does not exist
+    ok(run(harness, spec))  # failed before: column "nan" does not exist
 
     assert set(harness.sql("select k::text, label from crm.float_keys")) == {("1", "one"), ("NaN", "nan")}
 
