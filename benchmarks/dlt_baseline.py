@@ -57,6 +57,8 @@ def dlt_load(source: SqliteSourceConfig, warehouse_path: Path, pipelines_dir: Pa
     from dlt.sources.sql_database import sql_table
 
     table = source.tables[0]
+    if table.cursor is None:
+        raise RuntimeError(f"dlt_baseline: {table.name} needs a cursor column for dlt's incremental load")
     resource = sql_table(
         credentials=f"sqlite:///{source.path}",
         table=table.name,
