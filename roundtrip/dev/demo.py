@@ -107,10 +107,14 @@ def run_demo(
     if fresh and target == "duckdb":
         for stale in (settings.duckdb_path, settings.duckdb_path.with_suffix(".duckdb.wal")):
             stale.unlink(missing_ok=True)
-    # the loaders and Spark read the files in the format they are generated in
-    os.environ["ROUNDTRIP_LANDING_FORMAT"] = fmt
-    os.environ["ROUNDTRIP_MEDALLION_ENGINE"] = engine
     with contextlib.ExitStack() as services:
+        # the demo's settings (its servers' URLs, its engine) hold for the demo only: a caller
+        # that goes on (a test, a notebook) must not keep URLs of servers stopped at its end
+        saved = dict(os.environ)
+        services.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
+        # the loaders and Spark read the files in the format they are generated in
+        os.environ["ROUNDTRIP_LANDING_FORMAT"] = fmt
+        os.environ["ROUNDTRIP_MEDALLION_ENGINE"] = engine
         with _stage(report, "start services"):
             pg = services.enter_context(postgres_server(settings.services_dir))
             rd = services.enter_context(redis_server(settings.services_dir))
