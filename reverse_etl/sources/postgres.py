@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from reverse_etl.errors import from_postgres_extension
+from reverse_etl.errors import TransientSyncError, from_postgres_extension
 from reverse_etl.sources.base import Since
 from reverse_etl.spec import ModelRef
 from roundtrip.core.redact import redact
@@ -36,9 +36,19 @@ class PostgresSource:
             copy = duck_ident(scratch, "model")
             where = f" where {since.duckdb()}" if since else ""  # pushed down to Postgres by the scanner
             con.execute(f"create or replace table {copy} as select {selected} from {remote}{where}")
+            # a dbt build swaps the model's table in (rename, rename, drop) while it is read: a
+            # read that waited for the swap's lock can find the old table gone and copy nothing.
+            # The rows copied must be the rows the relation holds now, else the run reads again
+            copied = int(con.execute(f"select count(*) from {copy}").fetchone()[0])
+            held = int(con.execute(f"select count(*) from {remote}{where}").fetchone()[0])
             con.execute(f"detach {ALIAS}")
         except Exception as exc:
             raise from_postgres_extension(exc, f"model {model.identifier} ({self.describe(model)})") from exc
+        if copied != held:
+            raise TransientSyncError(
+                f"model {model.identifier} ({self.describe(model)}) changed while it was read ({copied:,} rows "
+                f"read, {held:,} there now: a dbt build replaced it?)"
+            )
         return copy
 
     def describe(self, model: ModelRef) -> str:
