@@ -440,7 +440,34 @@ def load_syncs(
                 warehouse=warehouse,
             )
         )
+    specs, shared = _apart(specs)
+    invalid += shared
     return sorted(specs, key=lambda s: s.name), sorted(invalid, key=lambda s: s.name)
+
+
+def _apart(specs: list[SyncSpec]) -> tuple[list[SyncSpec], list[InvalidSync]]:
+    """Syncs that write one table (or one Redis key template) of one connection overwrite each
+    other's rows on every run, and a mirror deletes what the other still sends: each is refused,
+    naming the others (``insert_only`` syncs may share a queue: they only add rows)."""
+    by_place: dict[tuple[str, object], list[SyncSpec]] = {}
+    for spec in specs:
+        place = parse_relation(spec.target) if spec.settings.kind == "postgres" else spec.target
+        by_place.setdefault((spec.settings.destination, place), []).append(spec)
+    kept, refused = [], []
+    for (destination, _), group in by_place.items():
+        if len(group) == 1 or all(s.settings.mode == "insert_only" for s in group):
+            kept += group  # queues fed by several syncs: none updates or deletes the others' rows
+            continue
+        for spec in group:
+            others = ", ".join(o.name for o in group if o is not spec)
+            refused.append(
+                InvalidSync(
+                    spec.name,
+                    f"writes {spec.target} of {destination} as sync {others} does: syncs on one target overwrite "
+                    "each other's rows (and a mirror deletes what the other sends); give each its own target",
+                )
+            )
+    return kept, refused
 
 
 def own_table(node: dict[str, Any]) -> str:

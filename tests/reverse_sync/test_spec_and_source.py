@@ -73,6 +73,26 @@ def test_a_serving_definition_is_pinned_down_only_by_ref_and_config(fixture_mani
     assert serving_definition(manifest, uid) is None
 
 
+def test_two_syncs_on_one_target_are_refused_naming_each_other(fixture_manifest: Path, tmp_path: Path) -> None:
+    """A copy-pasted exposure writing the table another sync writes: both would overwrite each
+    other's rows on every run (and a mirror delete what the other sends). Both are refused,
+    each naming the other; the other syncs stay valid."""
+    manifest = json.loads(fixture_manifest.read_text())
+    exposures = manifest["exposures"]
+    original = exposures["exposure.retl_fixture.crm_segments"]
+    copy = json.loads(json.dumps(original))
+    copy["name"], copy["unique_id"] = "crm_segments_copy", "exposure.retl_fixture.crm_segments_copy"
+    exposures[copy["unique_id"]] = copy
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    specs, invalid = load_syncs(path)
+    refused = {i.name: i.reason for i in invalid}
+    assert set(refused) == {"crm_segments", "crm_segments_copy"}
+    assert "as sync crm_segments_copy does" in refused["crm_segments"]
+    assert "as sync crm_segments does" in refused["crm_segments_copy"]
+    assert "reco" in {s.name for s in specs}
+
+
 def test_invalid_meta_names_the_exposure(fixture_manifest: Path, tmp_path: Path) -> None:
     manifest = json.loads(fixture_manifest.read_text())
     exposure = manifest["exposures"]["exposure.retl_fixture.reco"]
