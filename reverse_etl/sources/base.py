@@ -10,7 +10,9 @@ from reverse_etl.spec import ModelRef
 
 @dataclass(frozen=True)
 class Since:
-    """Rows whose ``column`` (a model column) is at least ``value`` (text of DuckDB type ``kind``)."""
+    """Rows whose ``column`` (a model column) is at least ``value`` (text of DuckDB type ``kind``),
+    and rows where it is NULL: a row without a cursor cannot say it is older than the watermark,
+    so every cursor run reads it (else a new row added without one waited for the full diff)."""
 
     column: str
     value: str
@@ -20,7 +22,8 @@ class Since:
         """The predicate in DuckDB SQL (DuckDB reads the DuckDB and Postgres warehouses)."""
         from roundtrip.core.sql import duck_ident, literal
 
-        return f"{duck_ident(self.column)} >= cast({literal(self.value)} as {self.kind})"
+        column = duck_ident(self.column)
+        return f"({column} >= cast({literal(self.value)} as {self.kind}) or {column} is null)"
 
     def bigquery(self) -> str:
         """The predicate in BigQuery SQL (a read session's row restriction)."""
@@ -35,7 +38,8 @@ class Since:
             target = "DATE"
         else:
             target = "INT64" if "INT" in kind else "NUMERIC"
-        return f"{quote_backtick(self.column)} >= CAST({literal(self.value)} AS {target})"
+        column = quote_backtick(self.column)
+        return f"({column} >= CAST({literal(self.value)} AS {target}) OR {column} IS NULL)"
 
 
 class WarehouseSource(Protocol):
