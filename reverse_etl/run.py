@@ -387,7 +387,10 @@ class SyncRun:
                 )
                 log.warning("sync %s: %s", spec.name, self.repairs[-1])
                 return known
-            return state.load(self.options.full_resync, known_columns)
+            # a column added (or retyped) needs its values in every row: a renamed column keeps
+            # the values, so the records' fingerprints alone would call every row unchanged
+            every = self.options.full_resync or bool(self.change.added or self.change.retyped)
+            return state.load(every, known_columns)
 
     def begin(self) -> None:
         """The run's one transaction on the state's Postgres (none in a dry run); the
