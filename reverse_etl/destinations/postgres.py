@@ -493,6 +493,35 @@ class PostgresDestination:
             self.nulled = [c for c in change.removed if c in present]
         log.info("sync %s: %s follows the model's columns (%s)", self.spec.name, self.spec.target, change.describe())
 
+    def _check_nothing_refused(self) -> None:
+        """A trigger (``RETURN NULL``) or a rule (``DO INSTEAD NOTHING``) on the table can drop
+        rows the statement sent without an error: the run would count them unchanged and the
+        state vouch for them. Where the table has either, every staged row must be there now."""
+        if self.settings.mode == "insert_only" or self.settings.match == "update_only":
+            return  # rows already there (a consumed entry's key) or absent by policy are expected
+        guarded = self.pg.scalar(
+            f"""select exists (select 1 from pg_trigger where tgrelid = {literal(self.relation)}::regclass
+                               and not tgisinternal)
+                    or exists (select 1 from pg_rewrite where ev_class = {literal(self.relation)}::regclass
+                               and rulename <> '_RETURN')"""
+        )
+        if not guarded:
+            return
+        keys = self.settings.primary_key
+        on = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in keys)
+        missing = self.pg.query(
+            f"select {', '.join(f's.{pg_ident(k)}::text' for k in keys)} from {self.stage} s "
+            f"where not exists (select 1 from {self.relation} t where {on}) "
+            f"order by {', '.join(f's.{pg_ident(k)}' for k in keys)} limit 6"
+        )
+        if missing:
+            shown = "; ".join(", ".join(str(v) for v in row) for row in missing[:5])
+            raise SyncError(
+                f"sync {self.spec.name}: {self.spec.target} did not keep rows the run wrote (keys {shown}"
+                f"{' ...' if len(missing) > 5 else ''}): a trigger or a rule on the table refused them",
+                hint="let the table take every row of the mart (or filter the mart); nothing was committed",
+            )
+
     def _add_primary_key(self) -> None:
         keys = ", ".join(pg_ident(k) for k in self.settings.primary_key)
         self.pg.execute(f"alter table {self.relation} add primary key ({keys})")
@@ -581,6 +610,7 @@ class PostgresDestination:
         if self.nulled or changes.schema_change:
             self._delta = None  # columns changed: the digest is taken again
         self._null_removed_columns()
+        self._check_nothing_refused()
         sent = counts.inserted + counts.updated + counts.healed + counts.skipped
         counts.unchanged += to_send - sent  # sent, but already so
         self._empty_stage()

@@ -56,6 +56,10 @@ def test_rows_a_trigger_refuses_are_not_counted_unchanged_nor_vouched_for(harnes
     first = run(harness, spec)
 
     held = {k for (k,) in harness.sql("select user_id from crm.filtered")}
+    if first.error is not None:  # the run failed, naming the refused rows: the table as it was
+        assert "trigger or a rule" in first.error and "keys 1; 3; 5; 7; 9)" in first.error
+        assert held == set()  # rolled back with the run: nothing is vouched for
+        return
     assert held == {0, 2, 4, 6, 8}
     owned = {k for (k,) in harness.owned("filtered")}
     assert owned <= held, f"the state vouches for {sorted(owned - held)}, which the destination does not hold"
