@@ -847,11 +847,15 @@ class PostgresDestination:
                 records, None if identities is None else f"select {key_list} from ({expected})", columns
             )
         types = model.types
-        differs = [
-            f"case when try_cast(h.{q(c)} as {types[c]}) is distinct from m.{q(c)} then {literal(c)} end"
-            for c in columns
-            if c not in keys
-        ]
+        fill = self.settings.fill_empty
+        filled = set(columns) if fill is True else set(fill or [])
+
+        def differs_in(c: str) -> str:
+            if c in filled:  # fill_empty: a value a person typed is right; only an empty one differs
+                return f"case when h.{q(c)} is null and m.{q(c)} is not null then {literal(c)} end"
+            return f"case when try_cast(h.{q(c)} as {types[c]}) is distinct from m.{q(c)} then {literal(c)} end"
+
+        differs = [differs_in(c) for c in columns if c not in keys]
         on = " and ".join(f"h.{q(k)} = m.{q(k)}" for k in keys)
         table = records.table("rt_verified")
         con.execute(

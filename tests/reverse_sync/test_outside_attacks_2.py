@@ -1,6 +1,6 @@
 """Faults found by a second adversarial sweep of the reverse sync's promises from outside (each
 attack first made through the CLI against `make services`; these are their minimal forms, each
-breaking a promise of docs/reverse_etl.md). Every test asserts on what the destination holds,
+of which broke a promise of docs/reverse_etl.md before its fix). Every test asserts on what the destination holds,
 on what the sync's state vouches for, or on what `verify` reports."""
 
 from __future__ import annotations
