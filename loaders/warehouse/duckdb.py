@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from loaders.errors import LoaderError
 from loaders.warehouse import sql
 from loaders.warehouse.base import Batches, ParquetExport, WriteResult
 from roundtrip.core.sql import quote
@@ -92,12 +93,31 @@ class DuckDBWarehouse:
         if not self._exists(schema, table):
             self.con.execute(f"create table {relation} as select * from {stage} limit 0")
             return relation
-        existing = set(self._columns(relation))
+        existing = dict(self.con.execute(f"select column_name, column_type from (describe {relation})").fetchall())
         for name, type_ in self.con.execute(f"select column_name, column_type from (describe {stage})").fetchall():
             if name not in existing:
                 log.info("adding column %s %s to %s", name, type_, relation)
                 self.con.execute(f"alter table {relation} add column {q(name)} {type_}")
+            elif existing[name] != type_:
+                self._check_fits(relation, stage, name, type_, existing[name])
         return relation
+
+    def _check_fits(self, relation: str, stage: str, column: str, source_type: str, target_type: str) -> None:
+        """A source column whose type changed (``integer`` to ``numeric(10,2)``, to ``text``): its
+        values must go into the warehouse column unchanged, else the load stops naming it (a
+        cast would round 10.75 to 11, or fail deep in the merge naming nothing)."""
+        col = q(column)
+        row = self.con.execute(
+            f"select {col}::varchar from {stage} where {col} is not null and "
+            f"try_cast(try_cast({col} as {target_type}) as {source_type}) is distinct from {col} limit 1"
+        ).fetchone()
+        if row is not None:
+            raise LoaderError(
+                f"{relation}.{column} is {target_type} in the warehouse but the source now sends {source_type}: "
+                f"its value {row[0]!r} would not be kept",
+                hint=f"widen the warehouse column (alter table {relation} alter column {col} type {source_type}), "
+                "then load again; nothing of this load was written",
+            )
 
     # ------------------------------------------------------------ writes
 

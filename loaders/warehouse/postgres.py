@@ -101,6 +101,40 @@ class PostgresWarehouse:
 
     # ------------------------------------------------------------ writes
 
+    def _types(self, relation: str) -> dict[str, str]:
+        rows = self.conn.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+            "where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+            [relation],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def _check_fits(self, relation: str, stage: str) -> None:
+        """A source column whose type changed (``integer`` to ``numeric(10,2)``, to ``text``): its
+        values must go into the warehouse column unchanged, else the load stops naming it (a
+        cast would round 10.75 to 11, or fail in the merge naming nothing)."""
+        target = self._types(relation)
+        for column, source_type in self._types(stage).items():
+            target_type = target.get(column)
+            if target_type is None or target_type == source_type:
+                continue
+            col = q(column)
+            try:
+                with self.conn.transaction():  # a savepoint: a failed cast leaves the load going
+                    row = self.conn.execute(
+                        f"select {col}::text from {stage} where {col} is not null "
+                        f"and {col}::{target_type}::{source_type} is distinct from {col} limit 1"
+                    ).fetchone()
+            except Exception:  # a value the warehouse type cannot read at all
+                row = ("(one that does not convert)",)
+            if row is not None:
+                raise LoaderError(
+                    f"{relation}.{column} is {target_type} in the warehouse but the source now sends "
+                    f"{source_type}: its value {row[0]!r} would not be kept",
+                    hint=f"widen the warehouse column (alter table {relation} alter column {col} type "
+                    f"{source_type}), then load again; nothing of this load was written",
+                )
+
     def merge(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
         with self.transaction():
             staged = self._stage(batches)
@@ -109,6 +143,7 @@ class PostgresWarehouse:
             stage, columns = staged
             sql.check_staged_keys(self._fetchone, stage, keys, f"{schema}.{table}", q)
             relation = self._ensure_table(schema, table, columns, keys)
+            self._check_fits(relation, stage)
             counts = self._fetchone(sql.merge_counts_query(relation, stage, columns.names, keys, q))
             inserted, updated, unchanged = (int(c) for c in counts or (0, 0, 0))
             if inserted or updated:
@@ -135,6 +170,7 @@ class PostgresWarehouse:
                 return 0
             stage, columns = staged
             relation = self._ensure_table(schema, table, columns)
+            self._check_fits(relation, stage)
             column_list = ", ".join(q(n) for n in columns.names)
             added = self.conn.execute(
                 f"insert into {relation} ({column_list}) select {column_list} from {stage}"
@@ -180,6 +216,7 @@ class PostgresWarehouse:
                 return 0
             stage, columns = staged
             relation = self._ensure_table(schema, table, columns)
+            self._check_fits(relation, stage)
             self.conn.execute(f"truncate {relation}")
             column_list = ", ".join(q(n) for n in columns.names)
             added = self.conn.execute(
