@@ -111,7 +111,12 @@ def run_demo(
         # the demo's settings (its servers' URLs, its engine) hold for the demo only: a caller
         # that goes on (a test, a notebook) must not keep URLs of servers stopped at its end
         saved = dict(os.environ)
-        services.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
+
+        def restore() -> None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+        services.callback(restore)
         # the loaders and Spark read the files in the format they are generated in
         os.environ["ROUNDTRIP_LANDING_FORMAT"] = fmt
         os.environ["ROUNDTRIP_MEDALLION_ENGINE"] = engine
