@@ -486,10 +486,12 @@ class SyncRun:
             f"select count(*), coalesce(bit_xor(__rt_fp), 0), sum(__rt_change) from {records.classified}"
         ).fetchone()
         state = self.sync_state.checked.row
+        # the mart is its records' fingerprints; what the run would do with them (the sum of the
+        # classification) moves with the destination (drift healed) or the state, said there
         return {
-            "model": f"{row[0]}:{row[1]}:{row[2]}" if row else "empty",
+            "model": f"{row[0]}:{row[1]}" if row else "empty",
             "state": f"{state.epoch}:{state.version}" if state else "none",
-            "destination": self.destination.seal(records),
+            "destination": f"{self.destination.seal(records)}:{row[2] if row else 0}",
         }
 
     def guard(self, plan: Plan, known: Known) -> None:
