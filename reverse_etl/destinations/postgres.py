@@ -58,7 +58,7 @@ from reverse_etl.records import (
     payload_columns,
     q,
 )
-from reverse_etl.spec import PG_NAME_BYTES, DestinationTests, SyncSpec
+from reverse_etl.spec import PG_NAME_BYTES, DestinationTests, SyncSpec, parse_relation
 from roundtrip.core.sql import duck_ident, literal, pg_ident, postgres_type
 
 log = logging.getLogger(__name__)
@@ -493,6 +493,12 @@ class PostgresDestination:
             self.nulled = [c for c in change.removed if c in present]
         log.info("sync %s: %s follows the model's columns (%s)", self.spec.name, self.spec.target, change.describe())
 
+    def _relation_exists(self, relation: str) -> bool:
+        schema, name = parse_relation(relation)
+        return bool(
+            self.pg.scalar(f"select to_regclass({literal(pg_ident(schema) + '.' + pg_ident(name))}) is not null")
+        )
+
     def _check_nothing_refused(self) -> None:
         """A trigger (``RETURN NULL``) or a rule (``DO INSTEAD NOTHING``) on the table can drop
         rows the statement sent without an error: the run would count them unchanged and the
@@ -778,6 +784,12 @@ class PostgresDestination:
         if self.swap_due or deleted or self.created:
             self._swap()
             pending = sorted(set(pending) | {m.name for m in self.spec.refresh})
+        gone_views = [m.name for m in self.spec.refresh if m.relation and not self._relation_exists(m.relation)]
+        if gone_views:  # a serving view dropped by hand: built again (by dbt) though the mart is the same
+            log.warning(
+                "sync %s: serving model(s) %s missing: building them again", self.spec.name, ", ".join(gone_views)
+            )
+            pending = sorted(set(pending) | set(gone_views))
         if self.columns:
             self._empty_stage()
         return Finished(SyncCounts(deleted=deleted), refresh_due=pending)

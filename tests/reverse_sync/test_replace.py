@@ -285,3 +285,17 @@ def test_a_changed_model_definition_is_rebuilt_by_dbt(
     mv = "select item_id, title, double_price::text from serving.items_mv order by 1"
     assert harness.sql(mv) == [(1, "lamp", "24.00"), (3, "chair", "91.00"), (4, "rug", "60.00")]
     assert _comment(harness, "serving.items_mv").endswith(f" definition {new.definition}")
+
+
+def test_a_serving_view_dropped_by_hand_is_built_again_while_the_mart_is_unchanged(harness: Harness) -> None:
+    """`drop materialized view` by hand (found by an adversarial sweep): the next run, the mart
+    and the table unchanged, builds the view again (dbt: its definition is the manifest's)."""
+    harness.model("items_export", V1)
+    assert harness.run("serving_items").refreshed == ["items_mv"]
+    harness.sql("drop materialized view serving.items_mv")
+
+    again = harness.run("serving_items")
+
+    assert again.ok and again.counts.unchanged == 3 and again.refreshed == ["items_mv"]
+    assert harness.sql("select item_id from serving.items_mv order by 1") == [(1,), (2,), (3,)]
+    assert harness.run("serving_items").refreshed == []  # there again: nothing owed
