@@ -75,8 +75,22 @@ def _run_sync(spec: SyncSpec, connections: Connections, options: RunOptions | No
             counts = result.counts if result.committed else None
             end = RunEnd(result.run_id, result.status, counts, result.error, result.attempts)
             record_end(_state_url(connections), spec, end, outbox)
+        if _interrupted(exc):  # Ctrl-C inside a DuckDB statement: on record, then the CLI's 130
+            raise KeyboardInterrupt from exc
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """DuckDB turns a Ctrl-C during its statement into ``InterruptException``, an ordinary error."""
+    import duckdb
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, duckdb.InterruptException | KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _state_url(connections: Connections) -> str | None:

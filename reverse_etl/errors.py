@@ -144,6 +144,8 @@ def from_duckdb(exc: BaseException, what: str) -> SyncError:
         return _make(
             True, f"{what}: the DuckDB warehouse is in use by {holder}", "it is retried; --wait SECONDS waits longer"
         )
+    if isinstance(exc, duckdb.InterruptException):  # Ctrl-C: never retried
+        return _make(False, f"{what}: interrupted (Ctrl-C)")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return _make(
             False,

@@ -193,3 +193,32 @@ def test_verify_of_a_fill_empty_sync_does_not_call_a_typed_value_a_difference(ha
 
     assert harness.sql("select email from crm.fill where user_id = 1") == [("typed",)]
     assert report.problems == 0, report
+
+
+def test_a_ctrl_c_inside_a_duckdb_statement_is_an_interrupt_on_record(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while DuckDB's postgres extension writes arrives as duckdb.InterruptException, an
+    ordinary error: the run was recorded `failed` and the CLI exited 1 (a shell script went on).
+    It is recorded, not retried, and ends the invocation as an interrupt (the CLI's 130); the
+    destination is as it was."""
+    import duckdb
+
+    from reverse_etl.destinations.postgres import PostgresDestination
+    from reverse_etl.runs import recent_runs
+
+    harness.model("filtered", labels("v", "10"))
+    spec = custom(harness, "shop_things", "filtered", "filtered", target="crm.filtered", primary_key=["user_id"],
+                  columns=None, batch_rows=1000)  # fmt: skip
+    calls = []
+
+    def interrupted(self: PostgresDestination, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+
+    monkeypatch.setattr(PostgresDestination, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(harness, spec)
+    assert len(calls) == 1  # not retried
+    assert [r.status for r in recent_runs(harness.postgres.url(), "filtered", 1)] == ["failed"]
+    assert harness.sql("select count(*) from pg_tables where tablename = 'filtered'") == [(0,)]
