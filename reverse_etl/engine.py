@@ -64,6 +64,13 @@ def _run_sync(spec: SyncSpec, connections: Connections, options: RunOptions | No
             _run_with_retries(spec, connections, options, settings, result, outbox)
     except SyncLockedError as exc:
         result.status, result.error = LOCKED, str(exc)
+    except KeyboardInterrupt:  # Ctrl-C between statements: on record as failed (not "abandoned")
+        result.status, result.error = FAILED, f"sync {spec.name}: interrupted (Ctrl-C)"
+        if not options.dry_run:
+            counts = result.counts if result.committed else None
+            end = RunEnd(result.run_id, result.status, counts, result.error, result.attempts)
+            record_end(_state_url(connections), spec, end, outbox)
+        raise
     except Exception as exc:  # every failure ends in the result, redacted (MemoryError included)
         error = classify(exc, f"sync {spec.name}")
         log.debug("sync %s failed", spec.name, exc_info=True)

@@ -222,3 +222,11 @@ def test_a_ctrl_c_inside_a_duckdb_statement_is_an_interrupt_on_record(
     assert len(calls) == 1  # not retried
     assert [r.status for r in recent_runs(harness.postgres.url(), "filtered", 1)] == ["failed"]
     assert harness.sql("select count(*) from pg_tables where tablename = 'filtered'") == [(0,)]
+
+    def ctrl_c(self: PostgresDestination, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # between statements: Python's own interrupt
+
+    monkeypatch.setattr(PostgresDestination, "write", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run(harness, spec)
+    assert [r.status for r in recent_runs(harness.postgres.url(), "filtered", 1)] == ["failed"]  # not abandoned
