@@ -93,9 +93,11 @@ def _interrupted(exc: BaseException) -> bool:
     import duckdb
 
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain can loop back on itself
         if isinstance(seen, duckdb.InterruptException | KeyboardInterrupt):
             return True
+        visited.add(id(seen))
         seen = seen.__cause__ or seen.__context__
     return False
 
