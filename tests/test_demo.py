@@ -18,7 +18,8 @@ from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
 SIZES = ["--users", "400", "--items", "150", "--orders", "4000", "--clicks", "9000", "--days", "12"]
 
 
-def _demo(tmp_path: Path, extra_env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
+def _demo(tmp_path: Path, extra_env: dict[str, str], *args: str, sizes: list[str] = SIZES, timeout: int = 600) -> dict:  # type: ignore[type-arg]
+    """`roundtrip demo --json` as a user runs it (no ROUNDTRIP_* of ours), its report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
     env.update(
         {
@@ -29,11 +30,11 @@ def _demo(tmp_path: Path, extra_env: dict[str, str], *args: str) -> dict:  # typ
         }
     )
     done = subprocess.run(
-        [sys.executable, "-m", "roundtrip", "demo", "--json", *SIZES, *args],
+        [sys.executable, "-m", "roundtrip", "demo", "--json", *sizes, *args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -21,6 +18,7 @@ import psycopg
 import pytest
 
 from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
+from tests.test_demo import _demo as run_demo_cli
 
 SIZES = ["--users", "200", "--items", "100", "--orders", "1500", "--clicks", "3000", "--days", "6"]
 SILVER_GOLD = {
@@ -30,24 +28,7 @@ SILVER_GOLD = {
 
 
 def _demo(tmp_path: Path, extra_env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUNDTRIP_")}
-    env.update(
-        {
-            "ROUNDTRIP_DATA_DIR": str(tmp_path / "data"),
-            "DBT_TARGET_PATH": str(tmp_path / "target"),
-            "DBT_LOG_PATH": str(tmp_path / "logs"),
-            **extra_env,
-        }
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "roundtrip", "demo", "--json", *SIZES, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_demo_cli(tmp_path, extra_env, *args, sizes=SIZES, timeout=1200)
 
 
 def _held_equals_marts(report: dict, layers: dict[tuple[str, str], int]) -> None:  # type: ignore[type-arg]
