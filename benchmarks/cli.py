@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<time>-<size>.json)")
     parser.add_argument("--workdir", type=Path, help="where data and servers live (default: a temp folder)")
     parser.add_argument("--peers", default="", help=f"sync_peers: comma-separated subset of {', '.join(PEERS)}")
+    parser.add_argument("--multiples", default="1,5,10",
+                        help="growth: the sizes run, as comma-separated multiples of --size (e.g. 5,10)")  # fmt: skip
     parser.add_argument("--load", type=int, default=0, metavar="N",
                         help="N busy processes (one core each) running beside the benchmarks: a loaded machine")  # fmt: skip
     args = parser.parse_args(argv)
@@ -80,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
     if [p for p in peers if p not in PEERS]:
         parser.error(f"unknown peer(s) in {args.peers!r}; choose from {', '.join(PEERS)}")
+    try:
+        multiples = tuple(int(m) for m in args.multiples.split(",") if m.strip())
+    except ValueError:
+        parser.error(f"--multiples {args.multiples!r}: comma-separated whole numbers, e.g. 1,5,10")
+    if not multiples or min(multiples) < 1:
+        parser.error(f"--multiples {args.multiples!r}: one or more whole numbers of 1 or more")
     if args.load < 0:
         parser.error("--load must be 0 or more")
 
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)  # a folder named is a folder made
     with tempfile.TemporaryDirectory(prefix="roundtrip-bench-", dir=args.workdir) as tmp:
-        ctx = Context(size=size, workdir=Path(tmp), repeat=args.repeat, peers=peers)
+        ctx = Context(size=size, workdir=Path(tmp), repeat=args.repeat, peers=peers, multiples=multiples)
         with ctx.stack:
             if args.load:
                 ctx.stack.enter_context(busy_processes(args.load))

@@ -79,6 +79,7 @@ class Context:
     workdir: Path
     repeat: int = 2
     peers: tuple[str, ...] = ()  # sync_peers: the peers raced (empty: all)
+    multiples: tuple[int, ...] = (1, 5, 10)  # growth: the sizes run, as multiples of size
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _postgres: PostgresEndpoint | None = None
     _redis: RedisEndpoint | None = None

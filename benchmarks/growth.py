@@ -1,5 +1,5 @@
-"""The main job as it grows: generate -> load -> dbt build -> syncs at ``size``, 5 x and 10 x
-``size`` orders, per engine of the medallion, per stage: seconds and peak RSS.
+"""The main job as it grows: generate -> load -> dbt build -> syncs at ``size`` times each of
+``--multiples`` (1, 5 and 10 by default) orders, per engine of the medallion, per stage: seconds and peak RSS.
 
 Engines (the same landing files, catalog and users for each):
 - ``duckdb``: the three loaders (events into bronze), then ``dbt build`` of the whole project;
@@ -31,7 +31,6 @@ from benchmarks.core import Context, Result, human
 
 NAME = "growth"
 ENGINES = ("duckdb", "spark local", "spark cluster")
-MULTIPLES = (1, 5, 10)
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -206,7 +205,7 @@ def run(ctx: Context) -> list[Result]:
     jobs: list[Job] = []
     cores = os.cpu_count() or 1
     with spark_cluster(cores=cores, memory="4g") as cluster:
-        for orders in (ctx.size * m for m in MULTIPLES):
+        for orders in (ctx.size * m for m in ctx.multiples):
             folder = ctx.path(f"{NAME}-{orders}")
             database = f"growth_catalog_{orders}"
             with psycopg.connect(pg.url(), autocommit=True) as conn:
