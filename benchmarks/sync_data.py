@@ -8,6 +8,7 @@ too, the way reverse_etl builds them from dbt's manifest.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -54,8 +55,8 @@ def change_rows(warehouse: Path, every: int, column: str = "lifetime_value") -> 
         con.close()
 
 
-def postgres_spec(name: str, target: str) -> SyncSpec:
-    settings = SyncSettings(destination="postgres", target=target, mode="upsert", primary_key=["user_id"])
+def postgres_spec(name: str, target: str, **more: Any) -> SyncSpec:
+    settings = SyncSettings(destination="postgres", target=target, mode="upsert", primary_key=["user_id"], **more)
     return SyncSpec(name=name, model="bench_segments", relation=MODEL, settings=settings, target=target, source=SOURCE)
 
 

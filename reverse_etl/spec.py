@@ -104,6 +104,9 @@ class SyncSettings(BaseModel):
     # them with the model (hand edits, narrowed columns, a restored backup); any difference
     # makes the run compare every record and rewrite the ones that differ
     verify_sample: int = Field(default=100, ge=0)
+    # Postgres upsert / mirror: above this share of changed records, a table that holds only
+    # the sync's rows is emptied and written whole (TRUNCATE + COPY) instead of upserted; 100: never
+    rewrite_above_pct: float = Field(default=50.0, ge=0, le=100)
     # NaN and ±Infinity have no JSON spelling: a Redis sync rejects the row, or writes null
     non_finite: Literal["reject", "null"] = "reject"
     # write policies (upsert, mirror): create records only, update existing ones only, or both;

@@ -11,6 +11,11 @@ itself created (nobody else can see it yet) gets them straight, and its primary 
   counts are exact. ``mirror`` then deletes the rows this sync wrote before and the model no
   longer has (from the sync state: rows written by anyone else are never touched).
   ``track_changes`` keeps the previous value of a column and when it really changed.
+  When more than ``rewrite_above_pct`` of the records changed and the table holds only what
+  this sync wrote (see ``_rewrites``), the run empties it and writes every record instead, in
+  key order (``TRUNCATE`` + binary COPY): an upsert of every row writes a new version of each
+  row and index entry, three times the cost. The table keeps its OID, indexes, grants and
+  dependent views; readers wait for the run's commit, as with ``replace``.
 - ``insert_only``: ``ON CONFLICT (key) DO NOTHING`` on the destination's unique key, so even two
   concurrent runs (or two syncs feeding one queue) never insert a key twice.
 - ``replace``: every row goes to a staging table; if anything changed, the transaction's end
@@ -127,6 +132,9 @@ class PostgresDestination:
         self.swap_due = False  # replace: something changed since the last run
         self.foreign = 0  # replace: rows the table holds that the sync did not write (swapped out)
         self.created = False  # the table did not exist before this run
+        self.owns_all = False  # drift found the table exactly as the last commit left it, all of it the sync's
+        self.owned = 0  # the records the state says the table holds
+        self.rewritten = False  # this run emptied the table and wrote every record (see _rewrites)
         self.nulled: list[str] = []  # append_new_columns: removed columns set to NULL in our rows
         self.as_text: set[str] = set()  # columns staged as text (see pg_values.sent_as_text)
         # the digest drift took under the run's lock (columns, count, xor), and what the run's
@@ -188,6 +196,7 @@ class PostgresDestination:
     # ---------------------------------------------------------------- drift
 
     def drift(self, records: Records, known: Known, sample: int) -> Drift:
+        self.owned = known.owned
         if self.settings.mode == "insert_only" or known.owned == 0:
             return Drift()
         if not self._exists():
@@ -209,10 +218,14 @@ class PostgresDestination:
         if known.digest is None or now != known.digest:
             reason = "no digest recorded yet" if known.digest is None else "its contents changed since the last run"
             return replace(self._compare(records, known, None, reason), **seen)
+        # the digest the last commit recorded, and as many rows as the state's records: the
+        # table holds what the sync wrote and nothing else (the sample below may still say no)
+        self.owns_all = self._base is not None and self._base[1] == known.owned
         if sample:
             drift = self._compare(records, known, sample, "the sample")
             if drift.lost is None and drift.extra is None:
                 return Drift(checked=drift.checked, **seen)
+            self.owns_all = False
             log.warning(
                 "sync %s: %s differs from the state in the sampled rows: comparing every row",
                 self.spec.name, self.spec.target,
@@ -576,6 +589,8 @@ class PostgresDestination:
         if not to_send:
             self._empty_stage()
             return Written(counts)
+        if self._rewrites(changes):
+            return Written(self._rewrite(changes))
         written = changes.written(kinds)
         cols = ", ".join(q(c) for c in self.columns or [])
         pg = self.pg
@@ -623,6 +638,69 @@ class PostgresDestination:
         if self.settings.match == "update_only":
             return Written(counts, absent=kept_out)
         return Written(counts, kept=kept_out)
+
+    def _rewrites(self, changes: Changes) -> bool:
+        """Whether emptying the table and writing every record leaves it exactly as the upsert
+        (and mirror's deletes) would: more than ``rewrite_above_pct`` of the records changed; the
+        table is as the last commit left it and holds only the sync's records (no hand edits, no
+        rows of others); every record the state has is in this run's records or deleted by it
+        (not a cursor run, nothing rejected); no column but the sync's (people's fields would be
+        lost); and nothing on the table that an upsert and a TRUNCATE tell apart (triggers,
+        rules, foreign keys that point at it, child tables)."""
+        plan, settings = changes.plan, self.settings
+        if settings.mode not in ("upsert", "mirror") or self.created or not self.owns_all or not plan.records:
+            return False
+        if 100.0 * plan.sent <= settings.rewrite_above_pct * plan.records:
+            return False
+        if settings.change_detection != "diff" or plan.rejected or plan.healed:
+            return False
+        if settings.match != "both" or settings.fill_empty or settings.track_changes or self.as_text or self.nulled:
+            return False
+        if plan.records - plan.new + plan.gone != self.owned:  # a record of the state the run does not write
+            return False
+        if set(self._table_columns()) != set(self.columns or []):
+            return False
+        rel = f"{literal(self.relation)}::regclass"
+        return not self.pg.scalar(
+            f"""select exists (select 1 from pg_trigger where tgrelid = {rel} and not tgisinternal)
+                    or exists (select 1 from pg_rewrite where ev_class = {rel} and rulename <> '_RETURN')
+                    or exists (select 1 from pg_constraint where confrelid = {rel} and contype = 'f')
+                    or exists (select 1 from pg_inherits where inhparent = {rel})
+                    or exists (select 1 from pg_class where oid = {rel} and relkind <> 'r')"""
+        )
+
+    def _rewrite(self, changes: Changes) -> SyncCounts:
+        """Every record into the emptied table, in key order (the index grows at its right
+        edge); the counts are the classification's (the state was just found true)."""
+        plan, pg = changes.plan, self.pg
+        cols = ", ".join(q(c) for c in self.columns or [])
+        order = ", ".join(q(k) for k in self.settings.primary_key)
+        log.info(
+            "sync %s: %d of %d records changed: writing %s whole (TRUNCATE + COPY) instead of an upsert",
+            self.spec.name, plan.sent, plan.records, self.spec.target,
+        )  # fmt: skip
+        pg.execute(f"truncate only {self.relation}")
+        pg.duck(f"insert into {self.remote} ({cols}) select {cols} from ({changes.written(EVERY)}) order by {order}")
+        changes.handed(plan.records)
+        # one scan: every row there (nothing refused it), and the digest the run records
+        columns = list(self.model.columns if self.model else self.columns or [])
+        row_hash = self._row_hash(columns)
+        found = pg.query(
+            f"select count(*), {f'coalesce(bit_xor({row_hash}), 0)' if row_hash else '0'} from {self.relation}"
+        )
+        held = int(found[0][0])
+        if held != plan.records:
+            raise SyncError(
+                f"sync {self.spec.name}: {self.spec.target} holds {held:,} rows after the run wrote "
+                f"{plan.records:,}; nothing was committed"
+            )
+        self.rewritten = True
+        if row_hash is None:
+            self._delta = None  # the digest is taken again (a column it needs is missing)
+        else:
+            self._base, self._delta = (columns, held, int(found[0][1])), (0, 0)
+        self._empty_stage()
+        return SyncCounts(inserted=plan.new, updated=plan.changed, unchanged=plan.unchanged)
 
     def _kept_out(self, records: Records) -> tuple[str | None, int]:
         """The staged records a write policy keeps out (``create_only``: a row with their key is
@@ -768,6 +846,8 @@ class PostgresDestination:
     def finish(self, records: Records, gone: str | None, owed_refresh: list[str]) -> Finished:
         mode = self.settings.mode
         if mode == "mirror":
+            if self.rewritten:  # the records the model lost were not written again
+                return Finished(SyncCounts(deleted=records.count(gone) if gone else 0))
             return Finished(SyncCounts(deleted=self._delete(gone)))
         if mode != "replace":
             return Finished(SyncCounts())

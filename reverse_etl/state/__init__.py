@@ -22,6 +22,7 @@ transaction (``remember``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,9 +52,24 @@ def forget_sync(conn: Any, sync: str, cache_dir: Path | None = None) -> None:
     registry.forget(conn, sync)
     if conn.execute(f"select to_regclass('{SCHEMA}.runs') is not null").fetchone()[0]:
         conn.execute(f"delete from {SCHEMA}.runs where sync = %s", (sync,))
-    if cache_dir is not None:
-        for suffix in (".duckdb", ".duckdb.wal", ".next.duckdb", ".next.duckdb.wal"):
-            (cache_dir / f"{tables_of(sync)[0]}{suffix}").unlink(missing_ok=True)
+    if cache_dir is not None:  # its cache of every state home (see cache_home)
+        for path in cache_dir.glob(f"{tables_of(sync)[0]}.*"):
+            path.unlink(missing_ok=True)
+
+
+def cache_home(pg: PgSession) -> str:
+    """Which database a local cache mirrors the state of: the server's system identifier and the
+    database's OID, which survive the state's schema being dropped (a cache of the same database
+    is evidence that its state was lost) and tell another server's database, or another database
+    of the same server, from it (its cache is not: a sync pointed at a new database starts anew)."""
+    allowed = pg.scalar("select has_function_privilege('pg_control_system()', 'execute')")
+    server = (
+        pg.scalar("select system_identifier::text from pg_control_system()")
+        if allowed
+        else pg.scalar("select coalesce(inet_server_addr()::text, 'local') || ':' || current_setting('port')")
+    )
+    database = pg.scalar("select oid::text from pg_database where datname = current_database()")
+    return hashlib.sha1(f"{server}:{database}".encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -95,7 +111,7 @@ class SyncState:
         rows_table, doubt_table = tables_of(sync)
         self.log = StateLog(pg, rows_table, self.identity)
         self.doubts = Doubts(pg, doubt_table, self.identity)
-        self.cache = LocalCache(con, cache_dir / f"{rows_table}.duckdb", sync, read_only=dry_run)
+        self.cache = LocalCache(con, cache_dir / f"{rows_table}.{cache_home(pg)}.duckdb", sync, read_only=dry_run)
         self.checked = Checked(None)
         self.known: Known | None = None
         self.recorded = state_schema_exists_pg(pg)

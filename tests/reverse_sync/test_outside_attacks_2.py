@@ -19,7 +19,7 @@ from roundtrip.dev.services import PostgresEndpoint, RedisEndpoint
 
 from .conftest import FIXTURE_PROJECT, Harness
 from .test_sources import _parse, warehouse_db  # noqa: F401  (the fixture: a Postgres warehouse database)
-from .test_world_faults import custom, run, verified
+from .test_world_faults import custom, ok, run, verified
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -230,3 +230,32 @@ def test_a_ctrl_c_inside_a_duckdb_statement_is_an_interrupt_on_record(
     with pytest.raises(KeyboardInterrupt):
         run(harness, spec)
     assert [r.status for r in recent_runs(harness.postgres.url(), "filtered", 1)] == ["failed"]  # not abandoned
+
+
+def test_a_sync_pointed_at_a_new_database_starts_anew_and_the_old_one_keeps_its_guard(harness: Harness) -> None:
+    """The local state cache is evidence that a sync committed before (its state's schema
+    dropped: insert_only stops rather than queue consumed entries again). A cache kept from
+    another database is not: `make demo`, then ROUNDTRIP_POSTGRES_URL pointed at a new database,
+    stopped the queue sync as "its state was lost" (found by the growth benchmark, which gives
+    each engine a database of its own beside one data folder)."""
+    harness.model("triggers", "select 't' || i as trigger_id, i::integer as user_id from range(20) r(i)")
+    spec = custom(harness, "queue_a", "queue_a", "triggers")
+    ok(run(harness, spec))
+    fresh = f"{harness.postgres.dbname}_elsewhere"
+    harness.sql(f'drop database if exists "{fresh}"')
+    harness.sql(f'create database "{fresh}"')
+    try:
+        elsewhere = harness.postgres.url(fresh)
+        first = ok(run(harness, spec, pg_url=elsewhere))
+        assert first.counts.inserted == 20
+        with psycopg.connect(elsewhere) as conn:
+            assert conn.execute("select count(*) from crm.email_queue").fetchone() == (20,)
+    finally:
+        harness.sql(f'drop database "{fresh}" with (force)')
+
+    # the first database's state dropped: its cache still says the sync had one
+    harness.sql("delete from crm.email_queue where trigger_id in ('t1', 't2')")  # consumed
+    harness.sql("drop schema reverse_etl cascade")
+    lost = run(harness, spec)
+    assert lost.error is not None and "--full-resync" in (lost.hint or lost.error)
+    assert {r[0] for r in harness.sql("select trigger_id from crm.email_queue")} & {"t1", "t2"} == set()
