@@ -5,8 +5,10 @@ TRUNCATE gives the table a new one; an upsert keeps it)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from reverse_etl.engine import SyncResult
@@ -147,6 +149,24 @@ def test_what_a_rewrite_would_lose_keeps_the_upsert(harness: Harness, what: str)
         assert dict(harness.sql(probe or "")) == {"UPDATE": 300}  # each row updated, none inserted again
     if what == "a foreign key that points at it":
         assert harness.sql(probe or "") == [(1,)]
+
+
+def test_a_reader_in_an_open_transaction_keeps_the_upsert_and_is_not_waited_for(harness: Harness) -> None:
+    """An app's session that read the table and left its transaction open holds a lock TRUNCATE
+    would wait for (until that session ends): the run upserts instead, beside the reader."""
+    spec = mirror(harness)
+    harness.model("things", things(300))
+    harness.run(spec)
+    node = filenode(harness)
+    harness.model("things", things(300, price_step=0.75))
+    with psycopg.connect(harness.postgres.url()) as reader:
+        assert reader.execute("select count(*) from shop.things").fetchone() == (300,)  # its transaction stays open
+        started = time.monotonic()
+        assert counts(harness.run(spec)) == {"read": 300, "updated": 300}
+        assert time.monotonic() - started < 30
+        assert reader.execute("select count(*) from shop.things").fetchone() == (300,)
+    assert filenode(harness) == node
+    assert held(harness) == expected(harness, 300, 0.75)
 
 
 def test_an_upsert_whose_mart_dropped_records_keeps_them(harness: Harness) -> None:
