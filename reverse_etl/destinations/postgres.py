@@ -646,7 +646,8 @@ class PostgresDestination:
         rows of others); every record the state has is in this run's records or deleted by it
         (not a cursor run, nothing rejected); no column but the sync's (people's fields would be
         lost); nothing on the table that an upsert and a TRUNCATE tell apart (triggers, rules,
-        foreign keys that point at it, child tables); and no other session holding it (its
+        foreign keys that point at it, child tables, a publication: its subscribers would see
+        a TRUNCATE and inserts, not updates); and no other session holding it (its
         ``ACCESS EXCLUSIVE`` lock would wait for an open transaction that read the table)."""
         plan, settings = changes.plan, self.settings
         if settings.mode not in ("upsert", "mirror") or self.created or not self.owns_all or not plan.records:
@@ -668,6 +669,8 @@ class PostgresDestination:
                     or exists (select 1 from pg_constraint where confrelid = {rel} and contype = 'f')
                     or exists (select 1 from pg_inherits where inhparent = {rel})
                     or exists (select 1 from pg_class where oid = {rel} and relkind <> 'r')
+                    or exists (select 1 from pg_publication_rel where prrelid = {rel})
+                    or exists (select 1 from pg_publication where puballtables)
                     or exists (select 1 from pg_locks l where relation = {rel} and pid <> pg_backend_pid()
                                and not exists (select 1 from pg_stat_activity a where a.pid = l.pid
                                                and a.backend_type = 'autovacuum worker'))"""

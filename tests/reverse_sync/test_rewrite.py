@@ -125,6 +125,7 @@ KEPT = {
            insert into shop.orders values (1, 's1')""",
         "select count(*) from shop.orders",
     ),
+    "a publication (change data capture)": ("create publication things_changes for table shop.things", None),
 }
 
 
