@@ -44,18 +44,34 @@ class StreamEstimate:
 class Plan:
     engine: Engine
     rows: int
-    threshold: int
+    threshold: int | None  # None: Spark is not chosen by size (local mode, no threshold set)
     reason: str
 
 
-def threshold_from_settings() -> int:
-    """``ROUNDTRIP_SPARK_THRESHOLD_ROWS`` (a bad value is a ConfigError naming it)."""
+CLUSTER_THRESHOLD_ROWS = 20_000_000
+
+
+def threshold_from_settings() -> int | None:
+    """``ROUNDTRIP_SPARK_THRESHOLD_ROWS`` (a bad value is a ConfigError naming it). Unset: 20 M
+    bronze rows when Spark runs on a cluster (``ROUNDTRIP_SPARK_MASTER``), and none in local
+    mode: on one machine Spark took 3-4x DuckDB's time at every size the growth benchmark ran
+    (docs/spark.md, "Where Spark starts to pay"), so the warehouse builds the medallion."""
     from roundtrip.core.settings import load_settings
 
-    return load_settings().spark_threshold_rows
+    settings = load_settings()
+    if settings.spark_threshold_rows is not None:
+        return settings.spark_threshold_rows
+    return None if settings.spark_master.startswith("local") else CLUSTER_THRESHOLD_ROWS
 
 
-def choose_engine(rows: int, threshold: int) -> Plan:
+def choose_engine(rows: int, threshold: int | None) -> Plan:
+    if threshold is None:
+        return Plan(
+            "warehouse", rows, None,
+            f"bronze ~{rows:,} rows; Spark would run in local mode, which on one machine is slower than the "
+            "warehouse at every size measured (docs/spark.md): set ROUNDTRIP_SPARK_MASTER to a cluster, or "
+            "ROUNDTRIP_SPARK_THRESHOLD_ROWS to choose Spark above it",
+        )  # fmt: skip
     if threshold < 0:
         raise SparkJobError(f"the row threshold must be 0 or more, got {threshold}")
     if rows > threshold:

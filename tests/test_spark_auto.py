@@ -78,7 +78,13 @@ def test_choice_follows_the_threshold() -> None:
 
 def test_threshold_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROUNDTRIP_SPARK_THRESHOLD_ROWS", raising=False)
+    monkeypatch.delenv("ROUNDTRIP_SPARK_MASTER", raising=False)
+    assert auto.threshold_from_settings() is None  # local mode: the warehouse at any size
+    plan = auto.choose_engine(10**12, auto.threshold_from_settings())
+    assert plan.engine == "warehouse" and "ROUNDTRIP_SPARK_MASTER" in plan.reason
+    monkeypatch.setenv("ROUNDTRIP_SPARK_MASTER", "spark://10.0.0.5:7077")
     assert auto.threshold_from_settings() == 20_000_000
+    assert auto.choose_engine(20_000_001, auto.threshold_from_settings()).engine == "spark"
     monkeypatch.setenv("ROUNDTRIP_SPARK_THRESHOLD_ROWS", "5_000_000")
     assert auto.threshold_from_settings() == 5_000_000
     monkeypatch.setenv("ROUNDTRIP_SPARK_THRESHOLD_ROWS", "many")

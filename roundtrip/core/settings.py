@@ -182,8 +182,12 @@ class Settings(BaseSettings):
         "dbt var `medallion_engine`: `dbt` builds staging, silver and gold from bronze; `spark` reads Spark's silver and gold",
         "spark",
     )
-    spark_threshold_rows: int = _setting(
-        20_000_000, "`auto`: estimated bronze rows above which the medallion runs on Spark", "spark", ge=0
+    spark_threshold_rows: int | None = _setting(
+        None,
+        "`auto`: estimated bronze rows above which the medallion runs on Spark",
+        "spark",
+        "20000000 on a cluster; in local mode none (the warehouse at any size: docs/spark.md)",
+        ge=0,
     )
     spark_master: str = _setting("local[*]", "Spark master", "spark")
     spark_driver_memory: str = _setting("2g", "Spark driver memory", "spark")
