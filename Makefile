@@ -136,7 +136,7 @@ services: setup  ## start a throwaway Postgres and Redis in the foreground; prin
 spark: setup  ## the medallion on Spark: bronze -> silver -> gold (SPARK_ARGS="--date 2026-11-20", see docs/spark.md)
 	$(PY) -m spark_jobs run $(SPARK_ARGS)
 
-medallion-auto: setup  ## Spark above THRESHOLD bronze rows, else loaders + dbt build (THRESHOLD=20000000)
+medallion-auto: setup  ## Spark above THRESHOLD bronze rows, else loaders + dbt build (default: 20000000 on a cluster, none in local mode)
 	$(PY) -m spark_jobs auto $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(AUTO_ARGS)
 
 # the bench extra (the peers: dlt, sling, drt): only for the benchmarks, never for make setup;
