@@ -54,7 +54,7 @@ CLUSTER_THRESHOLD_ROWS = 20_000_000
 def threshold_from_settings() -> int | None:
     """``ROUNDTRIP_SPARK_THRESHOLD_ROWS`` (a bad value is a ConfigError naming it). Unset: 20 M
     bronze rows when Spark runs on a cluster (``ROUNDTRIP_SPARK_MASTER``), and none in local
-    mode: on one machine Spark took 3-4x DuckDB's time at every size the growth benchmark ran
+    mode: on one machine Spark took 2.3-4.2x DuckDB's time from 1 M to 10 M orders, growing faster
     (docs/spark.md, "Where Spark starts to pay"), so the warehouse builds the medallion."""
     from roundtrip.core.settings import load_settings
 
