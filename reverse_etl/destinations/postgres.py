@@ -196,7 +196,7 @@ class PostgresDestination:
     # ---------------------------------------------------------------- drift
 
     def drift(self, records: Records, known: Known, sample: int) -> Drift:
-        self.owned = known.owned
+        self.owned, self.owns_all = known.owned, False  # (a second drift, reading every row, starts over)
         if self.settings.mode == "insert_only" or known.owned == 0:
             return Drift()
         if not self._exists():
