@@ -644,7 +644,8 @@ class PostgresDestination:
         (and mirror's deletes) would: more than ``rewrite_above_pct`` of the records changed; the
         table is as the last commit left it and holds only the sync's records (no hand edits, no
         rows of others); every record the state has is in this run's records or deleted by it
-        (not a cursor run, nothing rejected); no column but the sync's (people's fields would be
+        (not a cursor run, nothing rejected); the run's role may TRUNCATE it (an app's table
+        the sync is granted INSERT and UPDATE on, say, is upserted); no column but the sync's (people's fields would be
         lost); nothing on the table that an upsert and a TRUNCATE tell apart (triggers, rules,
         foreign keys that point at it, child tables, a publication: its subscribers would see
         a TRUNCATE and inserts, not updates); and no other session holding it (its
@@ -664,7 +665,8 @@ class PostgresDestination:
             return False
         rel = f"{literal(self.relation)}::regclass"
         return not self.pg.scalar(
-            f"""select exists (select 1 from pg_trigger where tgrelid = {rel} and not tgisinternal)
+            f"""select not has_table_privilege({rel}, 'TRUNCATE')
+                    or exists (select 1 from pg_trigger where tgrelid = {rel} and not tgisinternal)
                     or exists (select 1 from pg_rewrite where ev_class = {rel} and rulename <> '_RETURN')
                     or exists (select 1 from pg_constraint where confrelid = {rel} and contype = 'f')
                     or exists (select 1 from pg_inherits where inhparent = {rel})

@@ -5,6 +5,7 @@ TRUNCATE gives the table a new one; an upsert keeps it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from reverse_etl.engine import SyncResult
 from reverse_etl.spec import SyncSpec
 
 from .conftest import Harness
+from .test_world_faults import run
 
 pytestmark = pytest.mark.postgres
 
@@ -209,4 +211,27 @@ def test_a_failed_rewrite_leaves_the_table_as_it_was(harness: Harness) -> None:
     assert held(harness) == before
     harness.sql("alter table shop.things drop constraint cheap")
     assert counts(harness.run(spec)) == {"read": 300, "updated": 300}
+    assert held(harness) == expected(harness, 300, 0.75)
+
+
+def test_a_role_without_the_truncate_privilege_upserts(harness: Harness) -> None:
+    """The app owns the table and grants the sync's role what an upsert needs, not TRUNCATE:
+    a rewrite would fail every run where most records changed ("permission denied")."""
+    harness.sql("create role syncer login")
+    harness.sql(f'grant create on database "{harness.postgres.dbname}" to syncer')
+    harness.sql("create schema shop")
+    harness.sql("grant usage on schema shop to syncer")
+    harness.sql(
+        "create table shop.things (shop_id int, sku text, title text, price numeric(10, 2), primary key (shop_id, sku))"
+    )
+    harness.sql("grant select, insert, update, delete on shop.things to syncer")
+    as_syncer = dataclasses.replace(harness.postgres, user="syncer", password="").url()
+    spec = mirror(harness)
+    harness.model("things", things(300))
+    assert counts(run(harness, spec, pg_url=as_syncer)) == {"read": 300, "inserted": 300}
+    node = filenode(harness)
+    harness.model("things", things(300, price_step=0.75))
+
+    assert counts(run(harness, spec, pg_url=as_syncer)) == {"read": 300, "updated": 300}
+    assert filenode(harness) == node
     assert held(harness) == expected(harness, 300, 0.75)
