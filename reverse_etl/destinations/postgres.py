@@ -647,7 +647,7 @@ class PostgresDestination:
         (not a cursor run, nothing rejected); the run's role may TRUNCATE it (an app's table
         the sync is granted INSERT and UPDATE on, say, is upserted); no column but the sync's (people's fields would be
         lost); nothing on the table that an upsert and a TRUNCATE tell apart (triggers, rules,
-        foreign keys that point at it, child tables, a publication: its subscribers would see
+        foreign keys that point at it, child tables, row-level security, a publication: its subscribers would see
         a TRUNCATE and inserts, not updates); and no other session holding it (its
         ``ACCESS EXCLUSIVE`` lock would wait for an open transaction that read the table)."""
         plan, settings = changes.plan, self.settings
@@ -670,7 +670,7 @@ class PostgresDestination:
                     or exists (select 1 from pg_rewrite where ev_class = {rel} and rulename <> '_RETURN')
                     or exists (select 1 from pg_constraint where confrelid = {rel} and contype = 'f')
                     or exists (select 1 from pg_inherits where inhparent = {rel})
-                    or exists (select 1 from pg_class where oid = {rel} and relkind <> 'r')
+                    or exists (select 1 from pg_class where oid = {rel} and (relkind <> 'r' or relrowsecurity))
                     or exists (select 1 from pg_publication_rel where prrelid = {rel})
                     or exists (select 1 from pg_publication where puballtables)
                     or exists (select 1 from pg_locks l where relation = {rel} and pid <> pg_backend_pid()

@@ -127,6 +127,7 @@ KEPT = {
            insert into shop.orders values (1, 's1')""",
         "select count(*) from shop.orders",
     ),
+    "row-level security": ("alter table shop.things enable row level security", None),
     "a publication (change data capture)": ("create publication things_changes for table shop.things", None),
 }
 
