@@ -7,6 +7,7 @@ ones when ROUNDTRIP_POSTGRES_URL / ROUNDTRIP_REDIS_URL are set. Nothing is mocke
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +105,25 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     session = build_session(settings, app_name="roundtrip-tests")
     yield session
     session.stop()
+    stop_spark_jvm()
+
+
+def stop_spark_jvm() -> None:
+    """End the JVM pyspark started: it exits on its own only after Python has (its stdin
+    closing), so the test run would end with it still running."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = SparkContext._jvm = None
+    if proc is not None:
+        if proc.stdin:
+            proc.stdin.close()  # the JVM watches its stdin: closed, it exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
