@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from loaders.errors import LoaderError
 from loaders.warehouse import sql
 from loaders.warehouse.base import Batches, ParquetExport, WriteResult
 from roundtrip.core.sql import quote
@@ -112,12 +111,7 @@ class DuckDBWarehouse:
             f"try_cast(try_cast({col} as {target_type}) as {source_type}) is distinct from {col} limit 1"
         ).fetchone()
         if row is not None:
-            raise LoaderError(
-                f"{relation}.{column} is {target_type} in the warehouse but the source now sends {source_type}: "
-                f"its value {row[0]!r} would not be kept",
-                hint=f"widen the warehouse column (alter table {relation} alter column {col} type {source_type}), "
-                "then load again; nothing of this load was written",
-            )
+            raise sql.type_change_error(relation, column, col, target_type, source_type, row[0])
 
     # ------------------------------------------------------------ writes
 

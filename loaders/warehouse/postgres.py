@@ -128,12 +128,7 @@ class PostgresWarehouse:
             except Exception:  # a value the warehouse type cannot read at all
                 row = ("(one that does not convert)",)
             if row is not None:
-                raise LoaderError(
-                    f"{relation}.{column} is {target_type} in the warehouse but the source now sends "
-                    f"{source_type}: its value {row[0]!r} would not be kept",
-                    hint=f"widen the warehouse column (alter table {relation} alter column {col} type "
-                    f"{source_type}), then load again; nothing of this load was written",
-                )
+                raise sql.type_change_error(relation, column, col, target_type, source_type, row[0])
 
     def merge(self, schema: str, table: str, batches: Batches, keys: list[str]) -> WriteResult:
         with self.transaction():

@@ -133,3 +133,18 @@ def check_staged_keys(
             f"{where}: key {dict(zip(keys, duplicate[:-1]))} appears {duplicate[-1]} times in one load; "
             "declare a cursor to keep the latest row, or fix primary_key in loaders.yml"
         )
+
+
+def type_change_error(
+    relation: str, column: str, quoted: str, target_type: str, source_type: str, value: object
+) -> Exception:
+    """The error of a source column whose type changed and whose ``value`` the warehouse column
+    would not keep (both warehouses' ``_check_fits``)."""
+    from loaders.errors import LoaderError
+
+    return LoaderError(
+        f"{relation}.{column} is {target_type} in the warehouse but the source now sends {source_type}: "
+        f"its value {value!r} would not be kept",
+        hint=f"widen the warehouse column (alter table {relation} alter column {quoted} type {source_type}), "
+        "then load again; nothing of this load was written",
+    )

@@ -506,11 +506,12 @@ class PostgresDestination:
             self.nulled = [c for c in change.removed if c in present]
         log.info("sync %s: %s follows the model's columns (%s)", self.spec.name, self.spec.target, change.describe())
 
-    def _relation_exists(self, relation: str) -> bool:
-        schema, name = parse_relation(relation)
-        return bool(
-            self.pg.scalar(f"select to_regclass({literal(pg_ident(schema) + '.' + pg_ident(name))}) is not null")
-        )
+    def _guarded_sql(self) -> str:
+        """SQL: whether the table has a trigger or a rule of someone's (they can refuse or
+        rewrite the rows a statement sends)."""
+        rel = f"{literal(self.relation)}::regclass"
+        return f"""(exists (select 1 from pg_trigger where tgrelid = {rel} and not tgisinternal)
+                    or exists (select 1 from pg_rewrite where ev_class = {rel} and rulename <> '_RETURN'))"""
 
     def _check_nothing_refused(self) -> None:
         """A trigger (``RETURN NULL``) or a rule (``DO INSTEAD NOTHING``) on the table can drop
@@ -518,13 +519,7 @@ class PostgresDestination:
         state vouch for them. Where the table has either, every staged row must be there now."""
         if self.settings.mode == "insert_only" or self.settings.match == "update_only":
             return  # rows already there (a consumed entry's key) or absent by policy are expected
-        guarded = self.pg.scalar(
-            f"""select exists (select 1 from pg_trigger where tgrelid = {literal(self.relation)}::regclass
-                               and not tgisinternal)
-                    or exists (select 1 from pg_rewrite where ev_class = {literal(self.relation)}::regclass
-                               and rulename <> '_RETURN')"""
-        )
-        if not guarded:
+        if not self.pg.scalar(f"select {self._guarded_sql()}"):
             return
         keys = self.settings.primary_key
         on = " and ".join(f"t.{pg_ident(k)} = s.{pg_ident(k)}" for k in keys)
@@ -666,8 +661,7 @@ class PostgresDestination:
         rel = f"{literal(self.relation)}::regclass"
         return not self.pg.scalar(
             f"""select not has_table_privilege({rel}, 'TRUNCATE')
-                    or exists (select 1 from pg_trigger where tgrelid = {rel} and not tgisinternal)
-                    or exists (select 1 from pg_rewrite where ev_class = {rel} and rulename <> '_RETURN')
+                    or {self._guarded_sql()}
                     or exists (select 1 from pg_constraint where confrelid = {rel} and contype = 'f')
                     or exists (select 1 from pg_inherits where inhparent = {rel})
                     or exists (select 1 from pg_class where oid = {rel} and (relkind <> 'r' or relrowsecurity))
@@ -874,7 +868,9 @@ class PostgresDestination:
         if self.swap_due or deleted or self.created:
             self._swap()
             pending = sorted(set(pending) | {m.name for m in self.spec.refresh})
-        gone_views = [m.name for m in self.spec.refresh if m.relation and not self._relation_exists(m.relation)]
+        gone_views = [
+            m.name for m in self.spec.refresh if m.relation and not self.pg.exists(*parse_relation(m.relation))
+        ]
         if gone_views:  # a serving view dropped by hand: built again (by dbt) though the mart is the same
             log.warning(
                 "sync %s: serving model(s) %s missing: building them again", self.spec.name, ", ".join(gone_views)
